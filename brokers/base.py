@@ -1,0 +1,142 @@
+"""The market-data protocol every broker implements, its capabilities, and a base class that holds
+the shared behaviour (argument checks, paging by the venue's request limit, schema conformance).
+A venue module is small: its capabilities plus ``_fetch_range``."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+
+import polars as pl
+
+from core.candles import conform, empty_candles
+from core.errors import UnsupportedTimeframeError
+from core.symbols import normalize_symbol
+from core.timeframes import Timeframe, parse_timeframe
+
+if TYPE_CHECKING:
+    from core.config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerCapabilities:
+    """What a venue can do: the timeframes it serves, how many candles one request returns, whether
+    it needs credentials, whether it can place orders, and where its history starts."""
+
+    timeframes: tuple[str, ...]
+    max_candles_per_request: int | None = None
+    needs_credentials: bool = False
+    can_trade: bool = False
+    history_start: datetime | None = None
+
+
+@runtime_checkable
+class MarketDataBroker(Protocol):
+    """Anything that serves candles in the store schema."""
+
+    name: str
+    capabilities: BrokerCapabilities
+
+    def fetch_candles(
+        self, symbol: str, timeframe: str | Timeframe, start: datetime, end: datetime
+    ) -> pl.DataFrame:
+        """Candles with open time in ``[start, end)``, sorted, in the candle schema. The newest one
+        may still be forming: callers that store candles drop it."""
+        ...
+
+    def check_symbol(self, symbol: str) -> str:
+        """The canonical symbol if this broker can serve it; ``UnknownSymbolError`` otherwise."""
+        ...
+
+
+def as_utc(value: datetime) -> datetime:
+    """Naive datetimes are taken as UTC; aware ones are converted."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class BaseBroker(ABC):
+    """Shared behaviour of every market-data broker (see the module docstring)."""
+
+    name: ClassVar[str]
+    capabilities: ClassVar[BrokerCapabilities]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BaseBroker:
+        """Build the broker from the validated configuration (its own section of it)."""
+        raise NotImplementedError(f"{cls.__name__} does not define from_settings")
+
+    def check_symbol(self, symbol: str) -> str:
+        return normalize_symbol(symbol)
+
+    def check_timeframe(self, timeframe: str | Timeframe) -> Timeframe:
+        tf = parse_timeframe(timeframe)
+        if tf.name not in self.capabilities.timeframes:
+            raise UnsupportedTimeframeError(
+                f"broker {self.name!r} does not serve timeframe {tf.name}; "
+                f"it serves {', '.join(self.capabilities.timeframes)}"
+            )
+        return tf
+
+    def fetch_candles(
+        self, symbol: str, timeframe: str | Timeframe, start: datetime, end: datetime
+    ) -> pl.DataFrame:
+        canonical = self.check_symbol(symbol)
+        tf = self.check_timeframe(timeframe)
+        start, end = tf.floor(as_utc(start)), as_utc(end)
+        if self.capabilities.history_start is not None:
+            start = max(start, tf.floor(self.capabilities.history_start))
+        if start >= end:
+            return empty_candles()
+        pages = [conform(page) for page in self._pages(canonical, tf, start, end)]
+        if not pages:
+            return empty_candles()
+        frame = pl.concat(pages, how="vertical")
+        return (
+            frame.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+            .unique(subset="ts", keep="last", maintain_order=True)
+            .sort("ts")
+        )
+
+    def _pages(self, symbol: str, tf: Timeframe, start: datetime, end: datetime):
+        limit = self.capabilities.max_candles_per_request
+        if limit is None:
+            yield self._fetch_range(symbol, tf, start, end)
+            return
+        cursor = start
+        while cursor < end:
+            page_end = min(end, cursor + tf.duration * limit)
+            logger.debug("%s %s %s: page %s → %s", self.name, symbol, tf, cursor, page_end)
+            yield self._fetch_range(symbol, tf, cursor, page_end)
+            cursor = page_end
+
+    @abstractmethod
+    def _fetch_range(
+        self, symbol: str, tf: Timeframe, start: datetime, end: datetime
+    ) -> pl.DataFrame:
+        """One request to the venue: candles with open time in ``[start, end)``."""
+
+
+_TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
+# Network-level exception class names of the SDKs adapters use (matched by name so that this
+# module does not import them): httpx, requests, ccxt.
+_TRANSIENT_NAMES = {"TimeoutException", "ConnectError", "ReadError", "RemoteProtocolError",
+                    "NetworkError", "RequestTimeout", "DDoSProtection", "RateLimitExceeded",
+                    "ExchangeNotAvailable", "OnMaintenance", "ConnectionError", "Timeout"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth retrying: timeouts, dropped connections, HTTP 5xx and 429."""
+    from core.errors import TransientBrokerError
+
+    if isinstance(exc, TransientBrokerError | TimeoutError | ConnectionError):
+        return True
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(status, int):
+        return status in _TRANSIENT_HTTP
+    return any(cls.__name__ in _TRANSIENT_NAMES for cls in type(exc).__mro__)

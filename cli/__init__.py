@@ -1,0 +1,1 @@
+"""The ``candleflow`` command line: a thin shell over the flows and libraries."""

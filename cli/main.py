@@ -1,0 +1,244 @@
+"""``candleflow`` commands. Each one loads the validated config, then calls a flow or a library;
+user errors end with a one-line reason on stderr and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli import output
+from core.config import Settings, load_settings
+from core.errors import CandleflowError, CollectError
+from core.timeframes import TIMEFRAMES
+
+# Offline-safe defaults (the user's own environment wins): no telemetry, and a first ephemeral
+# Prefect server start on a slow machine may take longer than Prefect's 20 s default.
+for _key, _value in {
+    "DO_NOT_TRACK": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+app = typer.Typer(
+    name="candleflow",
+    help="Turn market candles into trading signals, honestly. Runs offline on a simulated market.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+store_app = typer.Typer(help="Inspect the local candle store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+COLLECT_COLUMNS = ("symbol", "timeframe", "fetched", "new", "replaced", "quarantined", "gaps",
+                   "first_ts", "last_ts", "error")
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    home: Annotated[Path | None, typer.Option(
+        "--home", envvar="CANDLEFLOW_HOME",
+        help="State directory for everything the pipeline writes (default ./.candleflow)")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", envvar="CANDLEFLOW_CONFIG",
+        help="TOML config file (default ./candleflow.toml, else the shipped one)")] = None,
+) -> None:
+    ctx.obj = {"home": home, "config": config}
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    try:
+        return load_settings(ctx.obj["config"], ctx.obj["home"])
+    except CandleflowError as exc:
+        raise output.fail(str(exc)) from None
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
+def _run_flow(flow_fn: Any, **params: Any) -> Any:
+    """Run a flow in this process; a user error ends the command with a one-line reason."""
+    output.quiet_user_error_tracebacks()
+    state = flow_fn(**params, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, BaseException):
+        if isinstance(result, CandleflowError):
+            return result
+        raise result
+    return result
+
+
+def _parse_date(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise output.fail(f"--start {value!r} is not a date (use YYYY-MM-DD or ISO 8601)") from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+@app.command()
+def collect(
+    ctx: typer.Context,
+    symbols: Annotated[str | None, typer.Option(
+        help="Comma-separated symbols (default: the configured universe)")] = None,
+    timeframe: Annotated[str | None, typer.Option(
+        help=f"Comma-separated timeframes ({' '.join(TIMEFRAMES)}) (default: configured)")] = None,
+    start: Annotated[str | None, typer.Option(
+        help="Collect from this date (backfill) instead of from the newest stored candle")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Collect closed candles from the configured broker into the local store."""
+    settings = _settings(ctx)
+    start_ts = _parse_date(start)
+    from brokers import create_broker
+    from core.collect import collection_units
+
+    try:
+        broker = create_broker(settings)
+        units = collection_units(settings, _csv(symbols), _csv(timeframe))
+        for symbol, tf in units:  # fail fast, before starting Prefect
+            broker.check_symbol(symbol)
+            broker.check_timeframe(tf)
+    except CandleflowError as exc:
+        raise output.fail(str(exc)) from None
+
+    from flows.collect_candles import collect_candles
+
+    with output.stderr.status(f"Collecting {len(units)} dataset(s) from {broker.name}…"):
+        result = _run_flow(
+            collect_candles, symbols=[s for s, _ in units], timeframes=sorted({t for _, t in units}),
+            start=start_ts, home=str(settings.home), config=_config_arg(ctx),
+        )
+    rows = result.rows if isinstance(result, CollectError) else result
+    if isinstance(result, CandleflowError) and not isinstance(result, CollectError):
+        raise output.fail(str(result))
+    if json_:
+        output.print_json(rows)
+    else:
+        output.print_table(f"Candles in {settings.candles_dir}", rows, COLLECT_COLUMNS)
+    if isinstance(result, CollectError):
+        raise output.fail(str(result), output.EXIT_RUN_FAILED)
+
+
+def _config_arg(ctx: typer.Context) -> str | None:
+    config = ctx.obj["config"]
+    return str(Path(config).resolve()) if config else None
+
+
+@app.command("import")
+def import_file(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet file of candles")],
+    symbol: Annotated[str, typer.Option(help="Symbol to store the candles as (any name)")],
+    timeframe: Annotated[str, typer.Option(help="Timeframe of the candles in the file")],
+    tz: Annotated[str | None, typer.Option(
+        "--tz", help="Time zone of naive timestamps (default: files.timezone)")] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Validate a user file and store it through the same path as collect."""
+    settings = _settings(ctx)
+    if not file.is_file():
+        raise output.fail(f"{file}: no such file")
+    from flows.import_candles import import_candles
+
+    with output.stderr.status(f"Importing {file.name}…"):
+        result = _run_flow(import_candles, file=str(file), symbol=symbol, timeframe=timeframe,
+                           timezone=tz, home=str(settings.home), config=_config_arg(ctx))
+    if isinstance(result, CandleflowError):
+        raise output.fail(str(result))
+    if json_:
+        output.print_json(result)
+    else:
+        output.print_table(f"Imported {file.name}", [result], COLLECT_COLUMNS[:-1])
+        if result["quarantined"]:
+            quarantine = settings.home / "quarantine" / result["timeframe"]
+            output.stderr.print(f"{result['quarantined']} row(s) quarantined with reasons in "
+                                f"{quarantine / (result['symbol'] + '.parquet')}: "
+                                f"{result['reasons']}")
+
+
+@store_app.command("list")
+def store_list(ctx: typer.Context, json_: JsonOption = False) -> None:
+    """Every stored symbol × timeframe: rows, range, quarantined rows."""
+    from core.store import CandleStore
+
+    settings = _settings(ctx)
+    rows = [
+        {"symbol": d.symbol, "timeframe": d.timeframe, "rows": d.rows, "first_ts": d.first_ts,
+         "last_ts": d.last_ts, "quarantined": d.quarantined, "path": str(d.path)}
+        for d in CandleStore(settings.home).datasets()
+    ]
+    if json_:
+        output.print_json(rows)
+    else:
+        output.print_table(f"Candle store {settings.candles_dir}", rows,
+                           ("symbol", "timeframe", "rows", "first_ts", "last_ts", "quarantined"))
+
+
+@store_app.command("gaps")
+def store_gaps(
+    ctx: typer.Context,
+    symbol: str,
+    timeframe: str,
+    json_: JsonOption = False,
+) -> None:
+    """Missing candles in a stored dataset (weekends of FX markets included)."""
+    from core.store import CandleStore
+
+    settings = _settings(ctx)
+    try:
+        gaps = CandleStore(settings.home).gaps(symbol, timeframe)
+    except CandleflowError as exc:
+        raise output.fail(str(exc)) from None
+    rows = gaps.to_dicts()
+    if json_:
+        output.print_json(rows)
+    else:
+        output.print_table(f"Gaps in {symbol} {timeframe}", rows, ("after", "before", "missing"))
+
+
+@store_app.command("quarantine")
+def store_quarantine(
+    ctx: typer.Context,
+    symbol: str,
+    timeframe: str,
+    json_: JsonOption = False,
+) -> None:
+    """Rows that failed validation, with the reason per row."""
+    from core.store import CandleStore
+
+    settings = _settings(ctx)
+    try:
+        rows = CandleStore(settings.home).read_quarantine(symbol, timeframe).to_dicts()
+    except CandleflowError as exc:
+        raise output.fail(str(exc)) from None
+    if json_:
+        output.print_json(rows)
+    else:
+        columns = list(rows[0]) if rows else ["ts", "reason"]
+        output.print_table(f"Quarantined {symbol} {timeframe}", rows, columns)
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context) -> None:
+    """The effective configuration (file + environment + flags), as JSON."""
+    output.print_json(_settings(ctx).model_dump(mode="json"))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""candleflow's shared core: configuration, timeframes, symbols, the candle schema and store."""

@@ -1,0 +1,216 @@
+"""One typed settings object for the whole pipeline.
+
+Sources, strongest first: explicit arguments (CLI flags), environment variables
+``CANDLEFLOW_<SECTION>__<KEY>`` (and ``CANDLEFLOW_HOME``), the TOML file, the defaults below.
+Invalid values fail at load time with the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from core.errors import ConfigError
+from core.symbols import normalize_symbol
+from core.timeframes import parse_timeframe
+
+ENV_PREFIX = "CANDLEFLOW_"
+CONFIG_FILE_NAME = "candleflow.toml"
+DEFAULT_SYMBOLS = ["EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD", "ETHUSD", "US500"]
+
+
+def _split_list(value: Any) -> Any:
+    """Environment values may be JSON lists or comma-separated: ``EURUSD,BTCUSD``."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part for part in (p.strip() for p in text.split(",")) if part]
+    return value
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class UniverseSettings(Section):
+    """What to trade: symbols (any spelling; normalised), timeframes and how much history."""
+
+    symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    timeframes: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["1h"])
+    history_days: int = Field(default=730, gt=0, le=36500)
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _symbols(cls, value: Any) -> list[str]:
+        symbols = [normalize_symbol(s) for s in _split_list(value)]
+        if not symbols:
+            raise ValueError("at least one symbol is needed")
+        return list(dict.fromkeys(symbols))
+
+    @field_validator("timeframes", mode="before")
+    @classmethod
+    def _timeframes(cls, value: Any) -> list[str]:
+        timeframes = [parse_timeframe(t).name for t in _split_list(value)]
+        if not timeframes:
+            raise ValueError("at least one timeframe is needed")
+        return list(dict.fromkeys(timeframes))
+
+
+class BrokerSettings(Section):
+    """Which market-data broker collects candles."""
+
+    name: Literal["simulated", "files"] = "simulated"
+
+
+class SimulatedSettings(Section):
+    """The embedded deterministic market. ``edge = 0`` is a driftless random walk."""
+
+    seed: int = Field(default=7, ge=0)
+    edge: float = Field(default=0.12, ge=0.0, le=1.0)
+
+
+class FilesSettings(Section):
+    """The file broker: a folder of ``<SYMBOL>_<TF>.csv|parquet`` files the user brings."""
+
+    directory: Path = Path("data")
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not an IANA time zone (e.g. UTC, Europe/London)") from None
+        return value
+
+
+class CollectSettings(Section):
+    """How candles are collected."""
+
+    overlap_bars: int = Field(default=3, ge=0, le=1000)
+    max_workers: int = Field(default=4, ge=1, le=64)
+    retries: int = Field(default=3, ge=0, le=20)
+    retry_delay_seconds: float = Field(default=2.0, ge=0.0, le=600.0)
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    home: Path = Path(".candleflow")
+    universe: UniverseSettings = Field(default_factory=UniverseSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    simulated: SimulatedSettings = Field(default_factory=SimulatedSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
+    collect: CollectSettings = Field(default_factory=CollectSettings)
+
+    @field_validator("home")
+    @classmethod
+    def _home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _ACTIVE_CONFIG_FILE.get()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @property
+    def candles_dir(self) -> Path:
+        return self.home / "candles"
+
+
+# The TOML file of the load in progress (a context variable, so concurrent loads do not mix).
+_ACTIVE_CONFIG_FILE: ContextVar[Path | None] = ContextVar("candleflow_config", default=None)
+
+
+def shipped_config_file() -> Path:
+    """The default ``candleflow.toml``: at the repository root, or inside the installed package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / CONFIG_FILE_NAME, here / CONFIG_FILE_NAME):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"the shipped {CONFIG_FILE_NAME} is missing from the installation ({here})")
+
+
+def resolve_config_file(config: Path | str | None) -> Path:
+    """``--config`` if given, else ``$CANDLEFLOW_CONFIG``, else ``./candleflow.toml``, else the shipped one."""
+    explicit = config or os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path.resolve()
+    local = Path.cwd() / CONFIG_FILE_NAME
+    return local.resolve() if local.is_file() else shipped_config_file()
+
+
+def load_settings(
+    config: Path | str | None = None, home: Path | str | None = None, **overrides: Any
+) -> Settings:
+    """Load and validate the configuration; raise :class:`ConfigError` naming every bad key."""
+    path = resolve_config_file(config)
+    try:
+        with path.open("rb") as handle:
+            tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    kwargs = dict(overrides)
+    if home is not None:
+        kwargs["home"] = Path(home)
+    token = _ACTIVE_CONFIG_FILE.set(path)
+    try:
+        return Settings(**kwargs)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    finally:
+        _ACTIVE_CONFIG_FILE.reset(token)
+
+
+def _describe(exc: ValidationError, path: Path) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+            continue
+        allowed = ""
+        ctx = error.get("ctx") or {}
+        if "expected" in ctx and str(ctx["expected"]) not in message:
+            allowed = f" (allowed: {ctx['expected']})"
+        lines.append(f"{key} = {error.get('input')!r}: {message}{allowed}")
+    # One line, so the CLI can print it as its one-line reason.
+    return (f"invalid configuration (file {path} or {ENV_PREFIX}<SECTION>__<KEY> variables): "
+            + "; ".join(lines))

@@ -1,0 +1,266 @@
+"""The local candle store: one Parquet file per symbol × timeframe, sorted and unique by ``ts``.
+
+Layout under the state directory: ``candles/<tf>/<SYMBOL>.parquet`` and, for rows that failed
+validation, ``quarantine/<tf>/<SYMBOL>.parquet`` (with the reason per row); ``locks/`` for writers. Writes are atomic
+(temp file in the same directory + rename) and serialised per dataset with a file lock, so a crash
+or a concurrent collect leaves either the old or the new file, never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+from core.candles import COLUMNS, empty_candles
+from core.errors import StoreError
+from core.symbols import normalize_symbol
+from core.timeframes import Timeframe, parse_timeframe
+from core.validation import VALUE_COLUMNS, validate_candles
+
+try:  # POSIX advisory locks; on other systems writes stay atomic but are not serialised
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UpsertReport:
+    """What one upsert did. ``first_ts``/``last_ts``/``rows`` describe the stored dataset after it."""
+
+    symbol: str
+    timeframe: str
+    received: int
+    new: int
+    replaced: int
+    duplicated: int
+    quarantined: int
+    gaps: int
+    missing_candles: int
+    rows: int
+    first_ts: datetime | None
+    last_ts: datetime | None
+    reasons: dict[str, int]
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        for key in ("first_ts", "last_ts"):
+            out[key] = out[key].isoformat() if out[key] else None
+        return out
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    symbol: str
+    timeframe: str
+    rows: int
+    first_ts: datetime | None
+    last_ts: datetime | None
+    quarantined: int
+    path: Path
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` so that readers see the old file or the new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        frame.write_parquet(tmp, compression="zstd", statistics=True)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):  # directory fsync is best effort (not on every filesystem)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def find_gaps(ts: pl.Series, timeframe: Timeframe) -> pl.DataFrame:
+    """Missing candles between consecutive timestamps: ``after``, ``before``, ``missing`` per gap."""
+    frame = pl.DataFrame({"before": ts}).with_columns(after=pl.col("before").shift(1))
+    step = pl.col("before") - pl.col("after")
+    return (
+        frame.filter(step > pl.duration(seconds=timeframe.seconds))
+        .select(
+            "after",
+            "before",
+            missing=(step.dt.total_seconds() // timeframe.seconds - 1).cast(pl.Int64),
+        )
+    )
+
+
+class CandleStore:
+    """Parquet candle store rooted at the state directory (see the module docstring)."""
+
+    def __init__(self, home: Path | str) -> None:
+        self.home = Path(home)
+
+    # -- paths -----------------------------------------------------------------------------
+    def path(self, symbol: str, timeframe: str | Timeframe) -> Path:
+        tf = parse_timeframe(timeframe)
+        return self.home / "candles" / tf.name / f"{normalize_symbol(symbol)}.parquet"
+
+    def quarantine_path(self, symbol: str, timeframe: str | Timeframe) -> Path:
+        tf = parse_timeframe(timeframe)
+        return self.home / "quarantine" / tf.name / f"{normalize_symbol(symbol)}.parquet"
+
+    @contextlib.contextmanager
+    def _locked(self, symbol: str, timeframe: str | Timeframe) -> Iterator[None]:
+        tf = parse_timeframe(timeframe)
+        lock_path = self.home / "locks" / f"{tf.name}-{normalize_symbol(symbol)}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a") as handle:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- reading ---------------------------------------------------------------------------
+    def read(
+        self,
+        symbol: str,
+        timeframe: str | Timeframe,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> pl.DataFrame:
+        """Stored candles with ``start <= ts < end`` (an absent dataset reads as empty)."""
+        path = self.path(symbol, timeframe)
+        if not path.exists():
+            return empty_candles()
+        lazy = pl.scan_parquet(path)
+        if start is not None:
+            lazy = lazy.filter(pl.col("ts") >= start)
+        if end is not None:
+            lazy = lazy.filter(pl.col("ts") < end)
+        try:
+            return lazy.collect()
+        except (OSError, pl.exceptions.ComputeError) as exc:
+            raise StoreError(f"cannot read {path}: {exc}") from exc
+
+    def last_ts(self, symbol: str, timeframe: str | Timeframe) -> datetime | None:
+        path = self.path(symbol, timeframe)
+        if not path.exists():
+            return None
+        return pl.scan_parquet(path).select(pl.col("ts").max()).collect().item()
+
+    def read_quarantine(self, symbol: str, timeframe: str | Timeframe) -> pl.DataFrame:
+        path = self.quarantine_path(symbol, timeframe)
+        return pl.read_parquet(path) if path.exists() else pl.DataFrame()
+
+    def datasets(self) -> list[DatasetInfo]:
+        """Every stored symbol × timeframe with its size and range."""
+        out = []
+        for path in sorted((self.home / "candles").glob("*/*.parquet")):
+            symbol, tf = path.stem, path.parent.name
+            stats = pl.scan_parquet(path).select(
+                pl.len().alias("rows"), pl.col("ts").min().alias("first"),
+                pl.col("ts").max().alias("last")).collect().row(0)
+            q_path = self.quarantine_path(symbol, tf)
+            quarantined = pl.scan_parquet(q_path).select(pl.len()).collect().item() \
+                if q_path.exists() else 0
+            out.append(DatasetInfo(symbol, tf, stats[0], stats[1], stats[2], quarantined, path))
+        return out
+
+    def gaps(self, symbol: str, timeframe: str | Timeframe) -> pl.DataFrame:
+        return find_gaps(self.read(symbol, timeframe)["ts"], parse_timeframe(timeframe))
+
+    # -- writing ---------------------------------------------------------------------------
+    def upsert(
+        self,
+        symbol: str,
+        timeframe: str | Timeframe,
+        candles: pl.DataFrame,
+        *,
+        now: datetime | None = None,
+        source: str = "collect",
+    ) -> UpsertReport:
+        """Validate ``candles``, quarantine bad rows, merge good ones (the newest value wins)."""
+        symbol, tf = normalize_symbol(symbol), parse_timeframe(timeframe)
+        now = now or datetime.now(UTC)
+        checked = validate_candles(candles, tf, now)
+        with self._locked(symbol, tf):
+            if not checked.bad.is_empty():
+                self._quarantine(symbol, tf, checked.bad, source, now)
+            existing = self.read(symbol, tf)
+            counts = _merge_counts(existing, checked.good)
+            merged = _merge(existing, checked.good)
+            if counts["new"] or counts["replaced"]:
+                write_parquet_atomic(merged, self.path(symbol, tf))
+        window = _gap_window(merged, checked.good, tf)
+        gaps = find_gaps(window, tf)
+        if checked.bad.height:
+            logger.warning("%s %s: %d candle(s) quarantined in %s: %s", symbol, tf,
+                           checked.bad.height, self.quarantine_path(symbol, tf), checked.reasons)
+        return UpsertReport(
+            symbol=symbol, timeframe=tf.name, received=candles.height,
+            new=counts["new"], replaced=counts["replaced"],
+            duplicated=counts["duplicated"] + checked.duplicates,
+            quarantined=checked.bad.height, gaps=gaps.height,
+            missing_candles=int(gaps["missing"].sum()) if gaps.height else 0,
+            rows=merged.height,
+            first_ts=merged["ts"].min() if merged.height else None,
+            last_ts=merged["ts"].max() if merged.height else None,
+            reasons=checked.reasons,
+        )
+
+    def _quarantine(
+        self, symbol: str, tf: Timeframe, bad: pl.DataFrame, source: str, now: datetime
+    ) -> None:
+        path = self.quarantine_path(symbol, tf)
+        rows = bad.with_columns(
+            source=pl.lit(source), quarantined_at=pl.lit(now).cast(pl.Datetime("us", "UTC"))
+        )
+        if path.exists():
+            previous = pl.read_parquet(path)
+            rows = pl.concat([previous, rows], how="diagonal_relaxed")
+            # The same bad row fetched again is one quarantined row, not two.
+            rows = rows.unique(subset=[c for c in rows.columns if c != "quarantined_at"],
+                               keep="first", maintain_order=True)
+        write_parquet_atomic(rows, path)
+
+
+def _merge_counts(existing: pl.DataFrame, good: pl.DataFrame) -> dict[str, int]:
+    if existing.is_empty():
+        return {"new": good.height, "replaced": 0, "duplicated": 0}
+    joined = good.join(existing, on="ts", how="left", suffix="_old")
+    known = pl.col("open_old").is_not_null()
+    same = pl.all_horizontal([pl.col(c).eq_missing(pl.col(f"{c}_old")) for c in VALUE_COLUMNS])
+    row = joined.select(
+        new=(~known).sum(), replaced=(known & ~same).sum(), duplicated=(known & same).sum()
+    ).row(0, named=True)
+    return {key: int(value) for key, value in row.items()}
+
+
+def _merge(existing: pl.DataFrame, good: pl.DataFrame) -> pl.DataFrame:
+    if existing.is_empty():
+        return good.select(COLUMNS)
+    kept = existing.join(good.select("ts"), on="ts", how="anti")
+    return pl.concat([kept, good.select(COLUMNS)], how="vertical").sort("ts")
+
+
+def _gap_window(merged: pl.DataFrame, good: pl.DataFrame, tf: Timeframe) -> pl.Series:
+    """The stored timestamps around this batch: from the candle before its first through its last."""
+    if good.is_empty():
+        return pl.Series("ts", [], dtype=pl.Datetime("us", "UTC"))
+    first, last = good["ts"].min(), good["ts"].max()
+    ts = merged["ts"]
+    before = ts.filter(ts < first)
+    lower = before.max() if before.len() else first
+    return ts.filter((ts >= lower) & (ts <= last))

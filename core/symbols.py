@@ -1,0 +1,51 @@
+"""Symbol normalisation in one place: ``BTCUSD``, ``btc/usd`` and ``BTC-USD`` are one symbol.
+
+The canonical form is upper case without separators (``EURUSD``, ``XAUUSD``, ``US500``): safe as a
+file name and what the store, MLflow model names and the config use. ``to_pair`` gives the
+``BASE/QUOTE`` form exchanges such as ccxt expect.
+"""
+
+from __future__ import annotations
+
+import re
+
+from core.errors import InvalidSymbolError
+
+_SEPARATORS = re.compile(r"[\s/\-_:]+")
+_VALID = re.compile(r"^[A-Z0-9^][A-Z0-9.^=!&]*$")
+
+# Longest first, so USDT wins over USD and "BTCUSDT" splits as BTC / USDT.
+QUOTE_CURRENCIES: tuple[str, ...] = (
+    "USDT", "USDC", "BUSD", "FDUSD", "TUSD",
+    "USD", "EUR", "JPY", "GBP", "CHF", "AUD", "CAD", "NZD", "SEK", "NOK", "DKK", "PLN", "HKD",
+    "SGD", "MXN", "ZAR", "TRY", "CNH", "KRW", "BTC", "ETH",
+)
+
+
+def normalize_symbol(value: str) -> str:
+    """Canonical form of a symbol: ``"btc/usd"`` → ``"BTCUSD"``; invalid input raises."""
+    if not isinstance(value, str):
+        raise InvalidSymbolError(f"symbol must be a string, got {type(value).__name__}")
+    canonical = _SEPARATORS.sub("", value.strip().upper())
+    if not canonical or not _VALID.match(canonical):
+        raise InvalidSymbolError(
+            f"invalid symbol {value!r}: use letters, digits and . ^ = ! & "
+            "(separators / - _ : and spaces are dropped)"
+        )
+    return canonical
+
+
+def split_pair(symbol: str) -> tuple[str, str] | None:
+    """``"EURUSD"`` → ``("EUR", "USD")``; ``None`` where no known quote currency ends the symbol."""
+    canonical = normalize_symbol(symbol)
+    for quote in QUOTE_CURRENCIES:
+        base = canonical[: -len(quote)]
+        if canonical.endswith(quote) and len(base) >= 2 and base.isalnum():
+            return base, quote
+    return None
+
+
+def to_pair(symbol: str) -> str:
+    """``"EURUSD"`` → ``"EUR/USD"``; symbols without a quote currency (``US500``) are returned as is."""
+    pair = split_pair(symbol)
+    return f"{pair[0]}/{pair[1]}" if pair else normalize_symbol(symbol)

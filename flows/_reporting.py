@@ -1,0 +1,48 @@
+"""Turning task futures into report rows and Prefect artifacts (shared by the flows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.artifacts import create_table_artifact
+from prefect.futures import PrefectFuture
+
+REPORT_FIELDS = ("symbol", "timeframe", "fetched", "new", "replaced", "duplicated", "quarantined",
+                 "gaps", "missing_candles", "rows", "first_ts", "last_ts", "error")
+
+
+def first_error(*futures: PrefectFuture) -> str | None:
+    """The message of the first failed future in a chain (upstream first), or ``None``."""
+    for future in futures:
+        future.wait()
+        state = future.state
+        if state.is_failed() or state.is_crashed():
+            outcome = state.result(raise_on_failure=False)
+            if isinstance(outcome, BaseException):
+                return f"{type(outcome).__name__}: {outcome}"
+            return state.message or state.name
+        if not state.is_completed():
+            return state.message or state.name
+    return None
+
+
+def unit_row(symbol: str, timeframe: str, fetched: int | None, report: Any, error: str | None
+             ) -> dict[str, Any]:
+    """One row of a collect/import report (``report`` is an ``UpsertReport`` or ``None``)."""
+    row: dict[str, Any] = dict.fromkeys(REPORT_FIELDS)
+    row.update(symbol=symbol, timeframe=timeframe, fetched=fetched, error=error)
+    if report is not None:
+        data = report.to_dict()
+        row.update({k: data[k] for k in REPORT_FIELDS if k in data})
+        row["reasons"] = data["reasons"]
+    return row
+
+
+def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> None:
+    """A Prefect table artifact of ``rows`` (values made display-friendly)."""
+    table = [
+        {k: ("" if v is None else v if isinstance(v, int | float | str) else str(v))
+         for k, v in row.items()}
+        for row in rows
+    ]
+    create_table_artifact(key=key, table=table, description=description)

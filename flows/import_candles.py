@@ -1,0 +1,41 @@
+"""Import a user's CSV/Parquet candle file into the store through the same validation and upsert
+as ``collect``: bad rows are quarantined with their reasons and file row numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from core.config import load_settings
+from core.symbols import normalize_symbol
+from core.timeframes import parse_timeframe
+from flows._reporting import publish_table, unit_row
+from tasks.collect import read_candles_file, store_candles
+
+
+@flow(name="import-candles")
+def import_candles(
+    file: str,
+    symbol: str,
+    timeframe: str,
+    timezone: str | None = None,
+    home: str | None = None,
+    config: str | None = None,
+) -> dict:
+    """Validate and store ``file`` as ``symbol`` × ``timeframe``."""
+    settings = load_settings(config, home)
+    path = Path(file).expanduser().resolve()
+    symbol, tf = normalize_symbol(symbol), parse_timeframe(timeframe).name
+    candles = read_candles_file(path, timezone or settings.files.timezone)
+    report = store_candles(settings.home, symbol, tf, candles, source=f"import:{path}",
+                           keep_forming=True)
+    row = unit_row(symbol, tf, candles.height, report, None)
+    publish_table("import-report", [row], f"Imported {path.name}")
+    return row
+
+
+if __name__ == "__main__":
+    import sys
+
+    import_candles(*sys.argv[1:4])

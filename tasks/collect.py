@@ -1,0 +1,88 @@
+"""Tasks of the collect stage: plan the window, fetch from the broker (retried on transient
+errors only), validate + store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from brokers.base import BaseBroker, is_transient
+from brokers.files import read_candle_file
+from core.candles import empty_candles
+from core.collect import FetchWindow, drop_forming, fetch_window
+from core.store import CandleStore, UpsertReport
+from core.timeframes import parse_timeframe
+
+
+def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a broker call only when it failed for a reason worth retrying."""
+    try:
+        state.result()
+    except Exception as exc:  # the task's own exception, re-raised by result()
+        return is_transient(exc)
+    return False
+
+
+@task(cache_policy=NO_CACHE, task_run_name="plan-{symbol}-{timeframe}")
+def plan_fetch(
+    broker: BaseBroker,
+    home: Path,
+    symbol: str,
+    timeframe: str,
+    now: datetime,
+    history_days: int,
+    overlap_bars: int,
+    start: datetime | None = None,
+) -> FetchWindow:
+    """Check the broker serves symbol × timeframe and compute the missing window."""
+    canonical = broker.check_symbol(symbol)
+    tf = broker.check_timeframe(timeframe)
+    last = CandleStore(home).last_ts(canonical, tf)
+    return fetch_window(tf, now, last, history_days, overlap_bars, start)
+
+
+@task(
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_on_transient,
+    task_run_name="fetch-{symbol}-{timeframe}",
+)
+def fetch_candles(
+    broker: BaseBroker, symbol: str, timeframe: str, window: FetchWindow
+) -> pl.DataFrame:
+    """Fetch the window's candles from the broker."""
+    if window.is_empty:
+        return empty_candles()
+    return broker.fetch_candles(symbol, timeframe, window.start, window.end)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="store-{symbol}-{timeframe}")
+def store_candles(
+    home: Path,
+    symbol: str,
+    timeframe: str,
+    candles: pl.DataFrame,
+    now: datetime | None = None,
+    source: str = "collect",
+    keep_forming: bool = False,
+) -> UpsertReport:
+    """Validate and upsert candles; bad rows go to quarantine. A still-forming candle is dropped
+    (it is fetched again once closed) unless ``keep_forming``, which quarantines it instead."""
+    now = now or datetime.now(UTC)
+    if not keep_forming:
+        candles = drop_forming(candles, parse_timeframe(timeframe), now)
+    return CandleStore(home).upsert(symbol, timeframe, candles, now=now, source=source)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="read-{path.name}")
+def read_candles_file(path: Path, timezone: str = "UTC") -> pl.DataFrame:
+    """Read a user's CSV/Parquet candle file (rows kept as they are, for validation)."""
+    return read_candle_file(path, timezone=timezone)

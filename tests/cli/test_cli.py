@@ -1,0 +1,92 @@
+"""The CLI as a user meets it: JSON alone on stdout, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+
+
+def _invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_bad_config_is_one_line_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CANDLEFLOW_UNIVERSE__HISTORY_DAYS", "zero")
+    result = _invoke("collect", "--json")
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert "universe.history_days" in result.stderr and "'zero'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_symbol_fails_fast(tmp_path: Path) -> None:
+    result = _invoke("collect", "--symbols", "EURUSD,NOPE", "--json")
+    assert result.exit_code == 2
+    assert "NOPE" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "home" / "candles").exists()  # nothing started
+
+
+def test_bad_start_date() -> None:
+    result = _invoke("collect", "--start", "yesterday")
+    assert result.exit_code == 2 and "--start" in result.stderr
+
+
+def test_import_missing_file() -> None:
+    result = _invoke("import", "nope.csv", "--symbol", "X", "--timeframe", "1h")
+    assert result.exit_code == 2 and "no such file" in result.stderr
+
+
+def test_config_show_is_json(tmp_path: Path) -> None:
+    result = _invoke("--home", str(tmp_path / "h"), "config", "show")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["home"] == str((tmp_path / "h").resolve())
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+class TestWithPrefect:
+    def test_collect_json_then_store_list(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CANDLEFLOW_UNIVERSE__HISTORY_DAYS", "7")
+        result = _invoke("collect", "--symbols", "ETHUSD,eur/usd", "--json")
+        assert result.exit_code == 0, result.stderr
+        rows = json.loads(result.stdout)  # stdout holds exactly one JSON document
+        assert [r["symbol"] for r in rows] == ["ETHUSD", "EURUSD"]
+        for key in ("symbol", "timeframe", "fetched", "new", "replaced", "quarantined", "gaps",
+                    "first_ts", "last_ts"):
+            assert key in rows[0]
+        listing = json.loads(_invoke("store", "list", "--json").stdout)
+        assert {(d["symbol"], d["rows"]) for d in listing} == {
+            (r["symbol"], r["rows"]) for r in rows}
+
+    def test_import_quarantines_bad_rows_and_reports_them(self, tmp_path: Path) -> None:
+        csv = tmp_path / "mine.csv"
+        csv.write_text(
+            "Date,Open,High,Low,Close,Volume\n"
+            "2024-01-02 00:00,1.10,1.11,1.09,1.105,100\n"
+            "2024-01-02 01:00,1.105,1.10,1.10,1.106,100\n"  # high below open/close
+            "2024-01-02 02:00,1.106,1.12,1.10,1.11,-4\n"  # negative volume
+            "2024-01-02 03:00,1.11,1.12,1.10,1.115,90\n"
+        )
+        result = _invoke("import", str(csv), "--symbol", "my-pair", "--timeframe", "1h", "--json")
+        assert result.exit_code == 0, result.stderr
+        row = json.loads(result.stdout)
+        assert (row["symbol"], row["new"], row["quarantined"]) == ("MYPAIR", 2, 2)
+        quarantine = json.loads(_invoke("store", "quarantine", "MYPAIR", "1h", "--json").stdout)
+        assert sorted(q["source_row"] for q in quarantine) == [2, 3]
+        assert {q["reason"] for q in quarantine} == {"high below open/close", "negative volume"}
+
+    def test_import_broken_file_is_a_one_line_error(self, tmp_path: Path) -> None:
+        csv = tmp_path / "broken.csv"
+        csv.write_text("Date,Open,High,Low\n2024-01-02,1,2,0.5\n")
+        result = _invoke("import", str(csv), "--symbol", "X", "--timeframe", "1d")
+        assert result.exit_code == 2
+        assert "close" in result.stderr.lower()
+        assert "Traceback" not in result.stderr

@@ -1,0 +1,103 @@
+from pathlib import Path
+
+import pytest
+
+from core.config import Settings, load_settings, shipped_config_file
+from core.errors import ConfigError
+
+
+def test_shipped_config_loads_with_documented_keys(tmp_path: Path) -> None:
+    settings = load_settings()
+    assert isinstance(settings, Settings)
+    assert len(settings.universe.symbols) >= 6
+    assert settings.universe.timeframes == ["1h"]
+    assert 600 <= settings.universe.history_days <= 800
+    assert settings.broker.name == "simulated"
+    assert settings.simulated.edge > 0
+    assert settings.home == (tmp_path / "home").resolve()  # CANDLEFLOW_HOME from conftest
+
+
+def test_default_universe_spans_asset_classes() -> None:
+    from core.instruments import AssetClass, instrument
+
+    classes = {instrument(s).asset_class for s in load_settings().universe.symbols}
+    assert {AssetClass.FX, AssetClass.METAL, AssetClass.CRYPTO, AssetClass.INDEX} <= classes
+
+
+def test_environment_overrides_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CANDLEFLOW_SIMULATED__EDGE", "0")
+    monkeypatch.setenv("CANDLEFLOW_UNIVERSE__HISTORY_DAYS", "90")
+    monkeypatch.setenv("CANDLEFLOW_UNIVERSE__SYMBOLS", "btc/usd, EUR-USD")
+    monkeypatch.setenv("CANDLEFLOW_UNIVERSE__TIMEFRAMES", '["4h", "H1"]')
+    settings = load_settings()
+    assert settings.simulated.edge == 0
+    assert settings.universe.history_days == 90
+    assert settings.universe.symbols == ["BTCUSD", "EURUSD"]
+    assert settings.universe.timeframes == ["4h", "1h"]
+
+
+def test_explicit_arguments_win_over_environment(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    monkeypatch.setenv("CANDLEFLOW_HOME", str(tmp_path / "env-home"))
+    assert load_settings(home=tmp_path / "flag-home").home == (tmp_path / "flag-home").resolve()
+
+
+def test_partial_user_file_keeps_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "mine.toml"
+    config.write_text('[universe]\nsymbols = ["XAUUSD"]\n[simulated]\nseed = 99\n')
+    settings = load_settings(config)
+    assert settings.universe.symbols == ["XAUUSD"]
+    assert settings.simulated.seed == 99
+    assert settings.universe.timeframes == ["1h"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "fragments"),
+    [
+        ("[universe]\nhistory_days = -3\n", ["universe.history_days", "-3", "greater than 0"]),
+        ('[universe]\ntimeframes = ["2h"]\n', ["universe.timeframes", "2h", "allowed: 1m"]),
+        ('[universe]\nsymbols = ["EUR;USD"]\n', ["universe.symbols", "EUR;USD"]),
+        ('[broker]\nname = "oanda"\n', ["broker.name", "oanda", "'simulated' or 'files'"]),
+        ("[simulated]\nedge = 3\n", ["simulated.edge", "3", "less than or equal to 1"]),
+        ('[files]\ntimezone = "Mars/Base"\n', ["files.timezone", "Mars/Base", "IANA"]),
+        ("[universe]\nsymbol = ['EURUSD']\n", ["universe.symbol", "unknown key"]),
+        ("[nonsense]\nx = 1\n", ["nonsense", "unknown key"]),
+    ],
+)
+def test_invalid_config_names_key_value_and_allowed(tmp_path: Path, toml: str,
+                                                    fragments: list[str]) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    with pytest.raises(ConfigError) as info:
+        load_settings(config)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message
+    assert "\n" not in message
+
+
+def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[universe\nsymbols = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(broken)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.toml")
+
+
+def test_local_config_file_is_picked_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "candleflow.toml").write_text("[simulated]\nseed = 123\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().simulated.seed == 123
+
+
+def test_shipped_file_matches_model_defaults() -> None:
+    """The shipped TOML documents the defaults; drift between them would surprise users."""
+    import tomllib
+
+    shipped = tomllib.loads(shipped_config_file().read_text())
+    defaults = Settings()  # no TOML source: the model's own defaults
+    for section, values in shipped.items():
+        model = getattr(defaults, section).model_dump(mode="json")
+        for key, value in values.items():
+            assert model[key] == value, f"{section}.{key}: shipped {value!r} != default"

@@ -1,0 +1,142 @@
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from core.store import CandleStore, find_gaps, write_parquet_atomic
+from core.timeframes import parse_timeframe
+from tests.conftest import T0, make_candles
+
+NOW = T0 + timedelta(days=60)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> CandleStore:
+    return CandleStore(tmp_path / "store")
+
+
+def test_first_upsert_stores_sorted_candles_readable_by_any_tool(store: CandleStore) -> None:
+    frame = make_candles(T0, 24)
+    report = store.upsert("eur/usd", "1h", frame.reverse().sort("ts"), now=NOW)
+    assert (report.new, report.replaced, report.duplicated, report.quarantined) == (24, 0, 0, 0)
+    assert report.rows == 24 and report.first_ts == T0
+    path = store.path("EURUSD", "1h")
+    assert path == store.home / "candles" / "1h" / "EURUSD.parquet"
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(path).num_rows == 24
+    assert pd.read_parquet(path)["ts"].is_monotonic_increasing
+    assert store.read("EURUSD", "1h").equals(frame)
+
+
+def test_upsert_is_idempotent_and_newest_value_wins(store: CandleStore) -> None:
+    frame = make_candles(T0, 24)
+    store.upsert("EURUSD", "1h", frame, now=NOW)
+    again = store.upsert("EURUSD", "1h", frame, now=NOW)
+    assert (again.new, again.replaced, again.duplicated, again.rows) == (0, 0, 24, 24)
+
+    corrected = frame.with_columns(
+        pl.when(pl.col("ts") == frame["ts"][-1]).then(pl.col("close") + 0.0001)
+        .otherwise(pl.col("close")).alias("close"),
+        pl.when(pl.col("ts") == frame["ts"][-1]).then(pl.col("high") + 0.001)
+        .otherwise(pl.col("high")).alias("high"))
+    more = pl.concat([corrected[-3:], make_candles(T0 + timedelta(hours=24), 5)])
+    report = store.upsert("EURUSD", "1h", more, now=NOW)
+    assert (report.new, report.replaced, report.duplicated) == (5, 1, 2)
+    stored = store.read("EURUSD", "1h")
+    assert stored.height == 29
+    assert stored["ts"].is_unique().all() and stored["ts"].is_sorted()
+    assert stored.filter(pl.col("ts") == frame["ts"][-1])["close"][0] == corrected["close"][-1]
+
+
+def test_backfill_before_stored_range_merges_in_order(store: CandleStore) -> None:
+    store.upsert("EURUSD", "1h", make_candles(T0 + timedelta(hours=10), 10), now=NOW)
+    report = store.upsert("EURUSD", "1h", make_candles(T0, 10), now=NOW)
+    assert report.new == 10 and report.rows == 20
+    assert store.read("EURUSD", "1h")["ts"].is_sorted()
+
+
+def test_bad_rows_are_quarantined_with_reasons_good_rows_stored(store: CandleStore) -> None:
+    frame = make_candles(T0, 10).with_columns(
+        pl.when(pl.int_range(pl.len()) == 4).then(-1.0).otherwise(pl.col("low")).alias("low"))
+    report = store.upsert("EURUSD", "1h", frame, now=NOW)
+    assert report.new == 9 and report.quarantined == 1
+    assert report.reasons == {"non-positive price": 1}
+    quarantined = store.read_quarantine("EURUSD", "1h")
+    assert quarantined.height == 1
+    assert quarantined["reason"][0] == "non-positive price"
+    assert quarantined["source"][0] == "collect"
+    assert quarantined["ts"][0] == frame["ts"][4]
+    # Seeing the same bad row again does not duplicate it in quarantine.
+    store.upsert("EURUSD", "1h", frame, now=NOW)
+    assert store.read_quarantine("EURUSD", "1h").height == 1
+    assert store.datasets()[0].quarantined == 1
+
+
+def test_gaps_are_reported_not_invented(store: CandleStore) -> None:
+    frame = make_candles(T0, 48).filter(
+        ~pl.col("ts").is_in([T0 + timedelta(hours=h) for h in (5, 6, 7, 30)]))
+    report = store.upsert("EURUSD", "1h", frame, now=NOW)
+    assert (report.gaps, report.missing_candles, report.rows) == (2, 4, 44)
+    gaps = store.gaps("EURUSD", "1h")
+    assert gaps["missing"].to_list() == [3, 1]
+    assert gaps["after"][0] == T0 + timedelta(hours=4)
+    # An incremental upsert reports only the gaps in its own window.
+    later = store.upsert("EURUSD", "1h", make_candles(T0 + timedelta(hours=48), 3), now=NOW)
+    assert later.gaps == 0
+
+
+def test_find_gaps_on_daily_series() -> None:
+    ts = make_candles(T0, 10, step=timedelta(days=1))["ts"].gather([0, 1, 2, 5, 6, 9])
+    gaps = find_gaps(ts, parse_timeframe("1d"))
+    assert gaps["missing"].to_list() == [2, 2]
+
+
+def test_crash_halfway_through_a_write_leaves_the_old_file(store: CandleStore,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    original = make_candles(T0, 24)
+    store.upsert("EURUSD", "1h", original, now=NOW)
+    path = store.path("EURUSD", "1h")
+    before = path.read_bytes()
+
+    def torn_write(self: pl.DataFrame, file: Path, **kwargs: object) -> None:
+        Path(file).write_bytes(b"PAR1" + b"\0" * 100)  # half a file…
+        raise OSError("disk full")  # …then the crash
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", torn_write)
+    with pytest.raises(OSError, match="disk full"):
+        store.upsert("EURUSD", "1h", make_candles(T0 + timedelta(hours=24), 5), now=NOW)
+    assert path.read_bytes() == before
+    assert store.read("EURUSD", "1h").equals(original)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["EURUSD.parquet"]  # no temp left
+
+
+def test_crash_between_write_and_rename_leaves_the_old_file(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "x.parquet"
+    write_parquet_atomic(make_candles(T0, 3), path)
+    monkeypatch.setattr("os.replace", lambda *a: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(OSError, match="killed"):
+        write_parquet_atomic(make_candles(T0, 30), path)
+    assert pl.read_parquet(path).height == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["x.parquet"]
+
+
+def test_last_ts_and_read_range(store: CandleStore) -> None:
+    assert store.last_ts("EURUSD", "1h") is None
+    assert store.read("EURUSD", "1h").is_empty()
+    store.upsert("EURUSD", "1h", make_candles(T0, 10), now=NOW)
+    assert store.last_ts("EURUSD", "1h") == T0 + timedelta(hours=9)
+    window = store.read("EURUSD", "1h", T0 + timedelta(hours=2), T0 + timedelta(hours=5))
+    assert window.height == 3
+
+
+def test_concurrent_upserts_to_one_dataset_lose_nothing(store: CandleStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    chunks = [make_candles(T0 + timedelta(hours=10 * i), 10) for i in range(8)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda c: store.upsert("EURUSD", "1h", c, now=NOW), chunks))
+    assert store.read("EURUSD", "1h").height == 80

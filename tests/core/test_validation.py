@@ -1,0 +1,87 @@
+from datetime import timedelta
+
+import polars as pl
+import pytest
+
+from core.timeframes import parse_timeframe
+from core.validation import validate_candles
+from tests.conftest import T0, make_candles
+
+H1 = parse_timeframe("1h")
+NOW = T0 + timedelta(days=30)
+
+
+def _with(frame: pl.DataFrame, row: int, **values: object) -> pl.DataFrame:
+    out = frame.to_dicts()
+    out[row].update(values)
+    return pl.DataFrame(out, schema=frame.schema)
+
+
+def test_clean_candles_pass_untouched() -> None:
+    frame = make_candles(T0, 50)
+    result = validate_candles(frame, H1, NOW)
+    assert result.bad.is_empty()
+    assert result.good.equals(frame)
+    assert result.duplicates == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"close": float("nan")}, "missing close"),
+        ({"open": None}, "missing open"),
+        ({"high": float("inf")}, "non-finite high"),
+        ({"low": -1.0}, "non-positive price"),
+        ({"open": 0.0}, "non-positive price"),
+        ({"high": 1.0}, "high below open/close"),
+        ({"low": 1.2}, "low above open/close"),
+        ({"volume": -5.0}, "negative volume"),
+        ({"ts": T0 + timedelta(hours=3, minutes=30)}, "timestamp not aligned to 1h"),
+        ({"ts": NOW + timedelta(days=2)}, "timestamp in the future"),
+        ({"ts": None}, "missing or unparsable timestamp"),
+    ],
+)
+def test_each_rule_quarantines_with_its_reason(change: dict, reason: str) -> None:
+    frame = _with(make_candles(T0, 10), 3, **change)
+    result = validate_candles(frame, H1, NOW)
+    assert result.bad.height == 1
+    assert reason in result.bad["reason"][0]
+    assert result.good.height == 9
+
+
+def test_forming_candle_is_not_closed() -> None:
+    frame = make_candles(NOW - timedelta(hours=2), 3)  # the last opens 0 h before now
+    result = validate_candles(frame, H1, NOW)
+    assert result.bad["reason"].to_list() == ["candle not closed yet"]
+
+
+def test_out_of_order_rows_are_quarantined_not_reordered() -> None:
+    frame = make_candles(T0, 6)
+    shuffled = pl.concat([frame[:3], frame[4:5], frame[3:4], frame[5:]])
+    result = validate_candles(shuffled, H1, NOW)
+    assert result.bad["reason"].to_list() == ["out-of-order timestamp"]
+    assert result.bad["ts"][0] == frame["ts"][3]
+    assert result.good.height == 5
+
+
+def test_exact_duplicates_collapse_and_conflicts_are_quarantined() -> None:
+    frame = make_candles(T0, 5)
+    exact = pl.concat([frame, frame[2:3]]).sort("ts")
+    result = validate_candles(exact, H1, NOW)
+    assert result.duplicates == 1 and result.bad.is_empty() and result.good.height == 5
+
+    conflicting = pl.concat([frame, _with(frame, 2, close=frame["close"][2] + 0.0001)[2:3]])
+    result = validate_candles(conflicting.sort("ts"), H1, NOW)
+    assert result.bad.height == 2
+    assert set(result.bad["reason"]) == {"conflicting duplicate timestamp"}
+    assert frame["ts"][2] not in result.good["ts"].to_list()
+
+
+def test_several_reasons_are_all_named_and_extras_are_kept() -> None:
+    frame = _with(make_candles(T0, 4), 1, high=0.5, volume=-1.0).with_columns(
+        source_row=pl.int_range(1, 5))
+    result = validate_candles(frame, H1, NOW)
+    assert result.bad["reason"][0] == "high below open/close; negative volume"
+    assert result.bad["source_row"].to_list() == [2]
+    assert result.reasons == {"high below open/close": 1, "negative volume": 1}
+    assert "source_row" not in result.good.columns

@@ -1,0 +1,27 @@
+"""prefect.yaml is loaded, not trusted: every entrypoint imports to a flow whose signature takes
+the deployment's parameters, and every schedule is well formed."""
+
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect import Flow
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOYMENTS = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=lambda d: d["name"])
+def test_entrypoint_imports_and_parameters_match(deployment: dict) -> None:
+    path, _, name = deployment["entrypoint"].partition(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    flow = getattr(module, name)
+    assert isinstance(flow, Flow)
+    signature = inspect.signature(flow.fn)
+    assert set(deployment.get("parameters") or {}) <= set(signature.parameters)
+    for schedule in deployment.get("schedules") or []:
+        assert ("interval" in schedule) ^ ("cron" in schedule) ^ ("rrule" in schedule)
+        if "interval" in schedule:
+            assert schedule["interval"] > 0
