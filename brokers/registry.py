@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 _BROKERS: dict[str, str] = {
     "simulated": "brokers.simulated:SimulatedBroker",
     "files": "brokers.files:FileBroker",
+    "ccxt": "brokers.ccxt_broker:CcxtBroker",
 }
 
 

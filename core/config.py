@@ -74,7 +74,7 @@ class UniverseSettings(Section):
 class BrokerSettings(Section):
     """Which market-data broker collects candles."""
 
-    name: Literal["simulated", "files"] = "simulated"
+    name: Literal["simulated", "files", "ccxt"] = "simulated"
 
 
 class SimulatedSettings(Section):
@@ -98,6 +98,14 @@ class FilesSettings(Section):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError("not an IANA time zone (e.g. UTC, Europe/London)") from None
         return value
+
+
+class CcxtSettings(Section):
+    """A crypto exchange through ccxt (market data needs no credentials)."""
+
+    exchange: str = "binance"
+    max_candles_per_request: int = Field(default=1000, ge=1, le=100_000)
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class CollectSettings(Section):
@@ -124,6 +132,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     simulated: SimulatedSettings = Field(default_factory=SimulatedSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
+    ccxt: CcxtSettings = Field(default_factory=CcxtSettings)
     collect: CollectSettings = Field(default_factory=CollectSettings)
 
     @field_validator("home")
