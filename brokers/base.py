@@ -33,6 +33,9 @@ class BrokerCapabilities:
     needs_credentials: bool = False
     can_trade: bool = False
     history_start: datetime | None = None
+    # A finite local dataset (the user's files): a first collection takes all of it rather than
+    # only the last ``history_days``, which could miss an old file entirely.
+    local_data: bool = False
 
 
 @runtime_checkable
@@ -92,26 +95,25 @@ class BaseBroker(ABC):
             start = max(start, tf.floor(self.capabilities.history_start))
         if start >= end:
             return empty_candles()
-        pages = [conform(page) for page in self._pages(canonical, tf, start, end)]
-        if not pages:
-            return empty_candles()
-        frame = pl.concat(pages, how="vertical")
-        return (
-            frame.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
-            .unique(subset="ts", keep="last", maintain_order=True)
-            .sort("ts")
-        )
+        pages = [
+            # Each page is cut to its own window, so pages never overlap; duplicates or disorder
+            # within a page are the venue's and are left for validation to quarantine.
+            conform(page).filter((pl.col("ts") >= lo) & (pl.col("ts") < hi))
+            for lo, hi in self._page_windows(tf, start, end)
+            for page in [self._fetch_range(canonical, tf, lo, hi)]
+        ]
+        return pl.concat(pages, how="vertical") if pages else empty_candles()
 
-    def _pages(self, symbol: str, tf: Timeframe, start: datetime, end: datetime):
+    def _page_windows(self, tf: Timeframe, start: datetime, end: datetime):
         limit = self.capabilities.max_candles_per_request
         if limit is None:
-            yield self._fetch_range(symbol, tf, start, end)
+            yield start, end
             return
         cursor = start
         while cursor < end:
             page_end = min(end, cursor + tf.duration * limit)
-            logger.debug("%s %s %s: page %s → %s", self.name, symbol, tf, cursor, page_end)
-            yield self._fetch_range(symbol, tf, cursor, page_end)
+            logger.debug("%s %s: page %s → %s", self.name, tf, cursor, page_end)
+            yield cursor, page_end
             cursor = page_end
 
     @abstractmethod
@@ -124,9 +126,20 @@ class BaseBroker(ABC):
 _TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
 # Network-level exception class names of the SDKs adapters use (matched by name so that this
 # module does not import them): httpx, requests, ccxt.
-_TRANSIENT_NAMES = {"TimeoutException", "ConnectError", "ReadError", "RemoteProtocolError",
-                    "NetworkError", "RequestTimeout", "DDoSProtection", "RateLimitExceeded",
-                    "ExchangeNotAvailable", "OnMaintenance", "ConnectionError", "Timeout"}
+_TRANSIENT_NAMES = {
+    "TimeoutException",
+    "ConnectError",
+    "ReadError",
+    "RemoteProtocolError",
+    "NetworkError",
+    "RequestTimeout",
+    "DDoSProtection",
+    "RateLimitExceeded",
+    "ExchangeNotAvailable",
+    "OnMaintenance",
+    "ConnectionError",
+    "Timeout",
+}
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -39,8 +39,12 @@ class CcxtBroker(BaseBroker):
 
     name = "ccxt"
 
-    def __init__(self, exchange: str | Any, max_candles_per_request: int = 1000,
-                 options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        exchange: str | Any,
+        max_candles_per_request: int = 1000,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         if isinstance(exchange, str):
             if exchange not in ccxt.exchanges:
                 raise BrokerError(f"ccxt has no exchange {exchange!r}")
@@ -50,8 +54,10 @@ class CcxtBroker(BaseBroker):
             raise BrokerError(f"exchange {self.exchange.id!r} does not serve candles (fetchOHLCV)")
         served = tuple(tf for tf in TIMEFRAMES if tf in (self.exchange.timeframes or {}))
         self.capabilities = BrokerCapabilities(
-            timeframes=served, max_candles_per_request=max_candles_per_request,
-            needs_credentials=False, can_trade=True,
+            timeframes=served,
+            max_candles_per_request=max_candles_per_request,
+            needs_credentials=False,
+            can_trade=True,
         )
         self._markets: dict[str, str] | None = None
 
@@ -81,8 +87,9 @@ class CcxtBroker(BaseBroker):
             )
         return canonical
 
-    def _fetch_range(self, symbol: str, tf: Timeframe, start: datetime,
-                     end: datetime) -> pl.DataFrame:
+    def _fetch_range(
+        self, symbol: str, tf: Timeframe, start: datetime, end: datetime
+    ) -> pl.DataFrame:
         market = self._market_ids()[symbol]
         since = int(start.timestamp() * 1000)
         limit = self.capabilities.max_candles_per_request
@@ -95,6 +102,8 @@ class CcxtBroker(BaseBroker):
         )
         return frame.select(
             pl.from_epoch(pl.col("ts_ms").cast(pl.Int64), time_unit="ms")
-            .dt.replace_time_zone("UTC").cast(CANDLE_SCHEMA["ts"]).alias("ts"),
+            .dt.replace_time_zone("UTC")
+            .cast(CANDLE_SCHEMA["ts"])
+            .alias("ts"),
             *[pl.col(c).cast(pl.Float64) for c in ("open", "high", "low", "close", "volume")],
         )

@@ -37,19 +37,39 @@ config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-COLLECT_COLUMNS = ("symbol", "timeframe", "fetched", "new", "replaced", "quarantined", "gaps",
-                   "first_ts", "last_ts", "error")
+COLLECT_COLUMNS = (
+    "symbol",
+    "timeframe",
+    "fetched",
+    "new",
+    "replaced",
+    "quarantined",
+    "gaps",
+    "first_ts",
+    "last_ts",
+    "error",
+)
 
 
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    home: Annotated[Path | None, typer.Option(
-        "--home", envvar="CANDLEFLOW_HOME",
-        help="State directory for everything the pipeline writes (default ./.candleflow)")] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", envvar="CANDLEFLOW_CONFIG",
-        help="TOML config file (default ./candleflow.toml, else the shipped one)")] = None,
+    home: Annotated[
+        Path | None,
+        typer.Option(
+            "--home",
+            envvar="CANDLEFLOW_HOME",
+            help="State directory for everything the pipeline writes (default ./.candleflow)",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            envvar="CANDLEFLOW_CONFIG",
+            help="TOML config file (default ./candleflow.toml, else the shipped one)",
+        ),
+    ] = None,
 ) -> None:
     ctx.obj = {"home": home, "config": config}
 
@@ -90,12 +110,21 @@ def _parse_date(value: str | None) -> datetime | None:
 @app.command()
 def collect(
     ctx: typer.Context,
-    symbols: Annotated[str | None, typer.Option(
-        help="Comma-separated symbols (default: the configured universe)")] = None,
-    timeframe: Annotated[str | None, typer.Option(
-        help=f"Comma-separated timeframes ({' '.join(TIMEFRAMES)}) (default: configured)")] = None,
-    start: Annotated[str | None, typer.Option(
-        help="Collect from this date (backfill) instead of from the newest stored candle")] = None,
+    symbols: Annotated[
+        str | None, typer.Option(help="Comma-separated symbols (default: the configured universe)")
+    ] = None,
+    timeframe: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Comma-separated timeframes ({' '.join(TIMEFRAMES)}) (default: configured)"
+        ),
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="Collect from this date (backfill) instead of from the newest stored candle"
+        ),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
     """Collect closed candles from the configured broker into the local store."""
@@ -117,8 +146,12 @@ def collect(
 
     with output.stderr.status(f"Collecting {len(units)} dataset(s) from {broker.name}…"):
         result = _run_flow(
-            collect_candles, symbols=[s for s, _ in units], timeframes=sorted({t for _, t in units}),
-            start=start_ts, home=str(settings.home), config=_config_arg(ctx),
+            collect_candles,
+            symbols=[s for s, _ in units],
+            timeframes=sorted({t for _, t in units}),
+            start=start_ts,
+            home=str(settings.home),
+            config=_config_arg(ctx),
         )
     rows = result.rows if isinstance(result, CollectError) else result
     if isinstance(result, CandleflowError) and not isinstance(result, CollectError):
@@ -142,8 +175,10 @@ def import_file(
     file: Annotated[Path, typer.Argument(help="CSV or Parquet file of candles")],
     symbol: Annotated[str, typer.Option(help="Symbol to store the candles as (any name)")],
     timeframe: Annotated[str, typer.Option(help="Timeframe of the candles in the file")],
-    tz: Annotated[str | None, typer.Option(
-        "--tz", help="Time zone of naive timestamps (default: files.timezone)")] = None,
+    tz: Annotated[
+        str | None,
+        typer.Option("--tz", help="Time zone of naive timestamps (default: files.timezone)"),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
     """Validate a user file and store it through the same path as collect."""
@@ -153,8 +188,15 @@ def import_file(
     from flows.import_candles import import_candles
 
     with output.stderr.status(f"Importing {file.name}…"):
-        result = _run_flow(import_candles, file=str(file), symbol=symbol, timeframe=timeframe,
-                           timezone=tz, home=str(settings.home), config=_config_arg(ctx))
+        result = _run_flow(
+            import_candles,
+            file=str(file),
+            symbol=symbol,
+            timeframe=timeframe,
+            timezone=tz,
+            home=str(settings.home),
+            config=_config_arg(ctx),
+        )
     if isinstance(result, CandleflowError):
         raise output.fail(str(result))
     if json_:
@@ -163,9 +205,11 @@ def import_file(
         output.print_table(f"Imported {file.name}", [result], COLLECT_COLUMNS[:-1])
         if result["quarantined"]:
             quarantine = settings.home / "quarantine" / result["timeframe"]
-            output.stderr.print(f"{result['quarantined']} row(s) quarantined with reasons in "
-                                f"{quarantine / (result['symbol'] + '.parquet')}: "
-                                f"{result['reasons']}")
+            output.stderr.print(
+                f"{result['quarantined']} row(s) quarantined with reasons in "
+                f"{quarantine / (result['symbol'] + '.parquet')}: "
+                f"{result['reasons']}"
+            )
 
 
 @store_app.command("list")
@@ -175,15 +219,25 @@ def store_list(ctx: typer.Context, json_: JsonOption = False) -> None:
 
     settings = _settings(ctx)
     rows = [
-        {"symbol": d.symbol, "timeframe": d.timeframe, "rows": d.rows, "first_ts": d.first_ts,
-         "last_ts": d.last_ts, "quarantined": d.quarantined, "path": str(d.path)}
+        {
+            "symbol": d.symbol,
+            "timeframe": d.timeframe,
+            "rows": d.rows,
+            "first_ts": d.first_ts,
+            "last_ts": d.last_ts,
+            "quarantined": d.quarantined,
+            "path": str(d.path),
+        }
         for d in CandleStore(settings.home).datasets()
     ]
     if json_:
         output.print_json(rows)
     else:
-        output.print_table(f"Candle store {settings.candles_dir}", rows,
-                           ("symbol", "timeframe", "rows", "first_ts", "last_ts", "quarantined"))
+        output.print_table(
+            f"Candle store {settings.candles_dir}",
+            rows,
+            ("symbol", "timeframe", "rows", "first_ts", "last_ts", "quarantined"),
+        )
 
 
 @store_app.command("gaps")

@@ -23,7 +23,7 @@ def empty_candles() -> pl.DataFrame:
 
 
 def conform(frame: pl.DataFrame) -> pl.DataFrame:
-    """Cast ``frame`` to the candle schema (column order, dtypes, UTC); missing columns are an error."""
+    """Cast ``frame`` to the candle schema (column order, dtypes, UTC); missing columns raise."""
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise DataFormatError(
@@ -32,8 +32,11 @@ def conform(frame: pl.DataFrame) -> pl.DataFrame:
     ts = pl.col("ts")
     dtype = frame.schema["ts"]
     if isinstance(dtype, pl.Datetime):
-        ts = ts.dt.replace_time_zone("UTC") if dtype.time_zone is None else ts.dt.convert_time_zone(
-            "UTC")
+        ts = (
+            ts.dt.replace_time_zone("UTC")
+            if dtype.time_zone is None
+            else ts.dt.convert_time_zone("UTC")
+        )
         ts = ts.dt.cast_time_unit("us")
     else:
         raise DataFormatError(f"column 'ts' must be a datetime, got {dtype}")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
 from core.config import Settings
 from core.symbols import normalize_symbol
 from core.timeframes import Timeframe, parse_timeframe
+
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -31,10 +33,14 @@ def collection_units(
 ) -> list[tuple[str, str]]:
     """Symbol × timeframe pairs to collect; defaults from the configured universe. Symbols outside
     the universe are allowed: whether they exist is the broker's call."""
-    chosen_symbols = [normalize_symbol(s) for s in symbols] if symbols else \
-        settings.universe.symbols
-    chosen_tfs = [parse_timeframe(t).name for t in timeframes] if timeframes else \
-        settings.universe.timeframes
+    chosen_symbols = (
+        [normalize_symbol(s) for s in symbols] if symbols else settings.universe.symbols
+    )
+    chosen_tfs = (
+        [parse_timeframe(t).name for t in timeframes]
+        if timeframes
+        else settings.universe.timeframes
+    )
     pairs = [(s, t) for s in dict.fromkeys(chosen_symbols) for t in dict.fromkeys(chosen_tfs)]
     return pairs
 
@@ -46,15 +52,19 @@ def fetch_window(
     history_days: int,
     overlap_bars: int,
     start: datetime | None = None,
+    whole_history: bool = False,
 ) -> FetchWindow:
     """Only what is missing: from ``start`` if given, else from the newest stored candle minus
-    ``overlap_bars`` (so a corrected candle replaces the stored one), else ``history_days`` back.
+    ``overlap_bars`` (so a corrected candle replaces the stored one), else ``history_days`` back
+    (or from the beginning for a broker of finite local data, ``whole_history``).
     The window ends at the open of the still-forming candle, which is never requested."""
     end = timeframe.floor(now)
     if start is not None:
         begin = timeframe.floor(start)
     elif last_stored is not None:
         begin = last_stored - overlap_bars * timeframe.duration
+    elif whole_history:
+        begin = EARLIEST
     else:
         begin = timeframe.floor(now - timedelta(days=history_days))
     return FetchWindow(start=begin, end=end)

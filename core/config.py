@@ -85,7 +85,8 @@ class SimulatedSettings(Section):
 
 
 class FilesSettings(Section):
-    """The file broker: a folder of ``<SYMBOL>_<TF>.csv|parquet`` files the user brings."""
+    """The file broker: a folder of ``<SYMBOL>_<TF>.<ext>`` or ``<TF>/<SYMBOL>.<ext>`` files the
+    user brings (csv, txt, csv.gz, txt.gz, parquet, pq); ``timezone``: that of naive timestamps."""
 
     directory: Path = Path("data")
     timezone: str = "UTC"
@@ -174,7 +175,7 @@ def shipped_config_file() -> Path:
 
 
 def resolve_config_file(config: Path | str | None) -> Path:
-    """``--config`` if given, else ``$CANDLEFLOW_CONFIG``, else ``./candleflow.toml``, else the shipped one."""
+    """``--config``, else ``$CANDLEFLOW_CONFIG``, else ``./candleflow.toml``, else the shipped."""
     explicit = config or os.environ.get(f"{ENV_PREFIX}CONFIG")
     if explicit:
         path = Path(explicit).expanduser()
@@ -221,5 +222,7 @@ def _describe(exc: ValidationError, path: Path) -> str:
             allowed = f" (allowed: {ctx['expected']})"
         lines.append(f"{key} = {error.get('input')!r}: {message}{allowed}")
     # One line, so the CLI can print it as its one-line reason.
-    return (f"invalid configuration (file {path} or {ENV_PREFIX}<SECTION>__<KEY> variables): "
-            + "; ".join(lines))
+    return (
+        f"invalid configuration (file {path} or {ENV_PREFIX}<SECTION>__<KEY> variables): "
+        + "; ".join(lines)
+    )

@@ -44,8 +44,20 @@ def _fx(symbol: str) -> Instrument:
 
 
 CATALOGUE: dict[str, Instrument] = {
-    **{s: _fx(s) for s in ("EURUSD", "GBPUSD", "USDJPY", "USDCHF", "AUDUSD", "USDCAD", "NZDUSD",
-                           "EURJPY", "EURGBP")},
+    **{
+        s: _fx(s)
+        for s in (
+            "EURUSD",
+            "GBPUSD",
+            "USDJPY",
+            "USDCHF",
+            "AUDUSD",
+            "USDCAD",
+            "NZDUSD",
+            "EURJPY",
+            "EURGBP",
+        )
+    },
     "XAUUSD": Instrument("XAUUSD", AssetClass.METAL, Session.FX, 0.01),
     "XAGUSD": Instrument("XAGUSD", AssetClass.METAL, Session.FX, 0.001),
     "BTCUSD": Instrument("BTCUSD", AssetClass.CRYPTO, Session.ALWAYS, 1.0),
@@ -56,8 +68,26 @@ CATALOGUE: dict[str, Instrument] = {
     "DE40": Instrument("DE40", AssetClass.INDEX, Session.FX, 0.1),
 }
 
-_FIAT = {"USD", "EUR", "JPY", "GBP", "CHF", "AUD", "CAD", "NZD", "SEK", "NOK", "DKK", "PLN",
-         "HKD", "SGD", "MXN", "ZAR", "TRY", "CNH"}
+_FIAT = {
+    "USD",
+    "EUR",
+    "JPY",
+    "GBP",
+    "CHF",
+    "AUD",
+    "CAD",
+    "NZD",
+    "SEK",
+    "NOK",
+    "DKK",
+    "PLN",
+    "HKD",
+    "SGD",
+    "MXN",
+    "ZAR",
+    "TRY",
+    "CNH",
+}
 
 
 def instrument(symbol: str) -> Instrument:

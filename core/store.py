@@ -1,9 +1,9 @@
 """The local candle store: one Parquet file per symbol × timeframe, sorted and unique by ``ts``.
 
-Layout under the state directory: ``candles/<tf>/<SYMBOL>.parquet`` and, for rows that failed
-validation, ``quarantine/<tf>/<SYMBOL>.parquet`` (with the reason per row); ``locks/`` for writers. Writes are atomic
-(temp file in the same directory + rename) and serialised per dataset with a file lock, so a crash
-or a concurrent collect leaves either the old or the new file, never a torn one.
+Layout under the state directory: ``candles/<tf>/<SYMBOL>.parquet``; for rows that failed
+validation, ``quarantine/<tf>/<SYMBOL>.parquet`` (with the reason per row); ``locks/`` for writers.
+Writes are atomic (temp file in the same directory + rename) and serialised per dataset with a
+file lock, so a crash or a concurrent collect leaves the old or the new file, never a torn one.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class UpsertReport:
-    """What one upsert did. ``first_ts``/``last_ts``/``rows`` describe the stored dataset after it."""
+    """What one upsert did; ``first_ts``/``last_ts``/``rows`` describe the stored dataset after."""
 
     symbol: str
     timeframe: str
@@ -70,7 +70,7 @@ class DatasetInfo:
 
 
 def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path`` so that readers see the old file or the new one, never a torn one."""
+    """Write ``frame`` to ``path``: readers see the old file or the new one, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -90,16 +90,13 @@ def write_parquet_atomic(frame: pl.DataFrame, path: Path) -> None:
 
 
 def find_gaps(ts: pl.Series, timeframe: Timeframe) -> pl.DataFrame:
-    """Missing candles between consecutive timestamps: ``after``, ``before``, ``missing`` per gap."""
+    """Missing candles between consecutive timestamps: ``after``, ``before``, ``missing``."""
     frame = pl.DataFrame({"before": ts}).with_columns(after=pl.col("before").shift(1))
     step = pl.col("before") - pl.col("after")
-    return (
-        frame.filter(step > pl.duration(seconds=timeframe.seconds))
-        .select(
-            "after",
-            "before",
-            missing=(step.dt.total_seconds() // timeframe.seconds - 1).cast(pl.Int64),
-        )
+    return frame.filter(step > pl.duration(seconds=timeframe.seconds)).select(
+        "after",
+        "before",
+        missing=(step.dt.total_seconds() // timeframe.seconds - 1).cast(pl.Int64),
     )
 
 
@@ -169,12 +166,20 @@ class CandleStore:
         out = []
         for path in sorted((self.home / "candles").glob("*/*.parquet")):
             symbol, tf = path.stem, path.parent.name
-            stats = pl.scan_parquet(path).select(
-                pl.len().alias("rows"), pl.col("ts").min().alias("first"),
-                pl.col("ts").max().alias("last")).collect().row(0)
+            stats = (
+                pl.scan_parquet(path)
+                .select(
+                    pl.len().alias("rows"),
+                    pl.col("ts").min().alias("first"),
+                    pl.col("ts").max().alias("last"),
+                )
+                .collect()
+                .row(0)
+            )
             q_path = self.quarantine_path(symbol, tf)
-            quarantined = pl.scan_parquet(q_path).select(pl.len()).collect().item() \
-                if q_path.exists() else 0
+            quarantined = (
+                pl.scan_parquet(q_path).select(pl.len()).collect().item() if q_path.exists() else 0
+            )
             out.append(DatasetInfo(symbol, tf, stats[0], stats[1], stats[2], quarantined, path))
         return out
 
@@ -206,13 +211,23 @@ class CandleStore:
         window = _gap_window(merged, checked.good, tf)
         gaps = find_gaps(window, tf)
         if checked.bad.height:
-            logger.warning("%s %s: %d candle(s) quarantined in %s: %s", symbol, tf,
-                           checked.bad.height, self.quarantine_path(symbol, tf), checked.reasons)
+            logger.warning(
+                "%s %s: %d candle(s) quarantined in %s: %s",
+                symbol,
+                tf,
+                checked.bad.height,
+                self.quarantine_path(symbol, tf),
+                checked.reasons,
+            )
         return UpsertReport(
-            symbol=symbol, timeframe=tf.name, received=candles.height,
-            new=counts["new"], replaced=counts["replaced"],
+            symbol=symbol,
+            timeframe=tf.name,
+            received=candles.height,
+            new=counts["new"],
+            replaced=counts["replaced"],
             duplicated=counts["duplicated"] + checked.duplicates,
-            quarantined=checked.bad.height, gaps=gaps.height,
+            quarantined=checked.bad.height,
+            gaps=gaps.height,
             missing_candles=int(gaps["missing"].sum()) if gaps.height else 0,
             rows=merged.height,
             first_ts=merged["ts"].min() if merged.height else None,
@@ -231,8 +246,11 @@ class CandleStore:
             previous = pl.read_parquet(path)
             rows = pl.concat([previous, rows], how="diagonal_relaxed")
             # The same bad row fetched again is one quarantined row, not two.
-            rows = rows.unique(subset=[c for c in rows.columns if c != "quarantined_at"],
-                               keep="first", maintain_order=True)
+            rows = rows.unique(
+                subset=[c for c in rows.columns if c != "quarantined_at"],
+                keep="first",
+                maintain_order=True,
+            )
         write_parquet_atomic(rows, path)
 
 
@@ -256,7 +274,7 @@ def _merge(existing: pl.DataFrame, good: pl.DataFrame) -> pl.DataFrame:
 
 
 def _gap_window(merged: pl.DataFrame, good: pl.DataFrame, tf: Timeframe) -> pl.Series:
-    """The stored timestamps around this batch: from the candle before its first through its last."""
+    """Stored timestamps around this batch: from the candle before its first through its last."""
     if good.is_empty():
         return pl.Series("ts", [], dtype=pl.Datetime("us", "UTC"))
     first, last = good["ts"].min(), good["ts"].max()

@@ -16,9 +16,32 @@ _VALID = re.compile(r"^[A-Z0-9^][A-Z0-9.^=!&]*$")
 
 # Longest first, so USDT wins over USD and "BTCUSDT" splits as BTC / USDT.
 QUOTE_CURRENCIES: tuple[str, ...] = (
-    "USDT", "USDC", "BUSD", "FDUSD", "TUSD",
-    "USD", "EUR", "JPY", "GBP", "CHF", "AUD", "CAD", "NZD", "SEK", "NOK", "DKK", "PLN", "HKD",
-    "SGD", "MXN", "ZAR", "TRY", "CNH", "KRW", "BTC", "ETH",
+    "USDT",
+    "USDC",
+    "BUSD",
+    "FDUSD",
+    "TUSD",
+    "USD",
+    "EUR",
+    "JPY",
+    "GBP",
+    "CHF",
+    "AUD",
+    "CAD",
+    "NZD",
+    "SEK",
+    "NOK",
+    "DKK",
+    "PLN",
+    "HKD",
+    "SGD",
+    "MXN",
+    "ZAR",
+    "TRY",
+    "CNH",
+    "KRW",
+    "BTC",
+    "ETH",
 )
 
 
@@ -46,6 +69,6 @@ def split_pair(symbol: str) -> tuple[str, str] | None:
 
 
 def to_pair(symbol: str) -> str:
-    """``"EURUSD"`` → ``"EUR/USD"``; symbols without a quote currency (``US500``) are returned as is."""
+    """``"EURUSD"`` → ``"EUR/USD"``; a symbol without a quote currency (``US500``) stays as is."""
     pair = split_pair(symbol)
     return f"{pair[0]}/{pair[1]}" if pair else normalize_symbol(symbol)

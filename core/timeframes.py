@@ -57,14 +57,31 @@ TIMEFRAMES: dict[str, Timeframe] = {
     )
 }
 
-_ALIASES = {"60m": "1h", "240m": "4h", "24h": "1d", "h1": "1h", "h4": "4h", "d1": "1d", "m1": "1m",
-            "m5": "5m", "m15": "15m", "m30": "30m", "1min": "1m", "5min": "5m", "15min": "15m",
-            "30min": "30m", "1hour": "1h", "4hour": "4h", "1day": "1d", "daily": "1d",
-            "hourly": "1h"}
+_ALIASES = {
+    "60m": "1h",
+    "240m": "4h",
+    "24h": "1d",
+    "h1": "1h",
+    "h4": "4h",
+    "d1": "1d",
+    "m1": "1m",
+    "m5": "5m",
+    "m15": "15m",
+    "m30": "30m",
+    "1min": "1m",
+    "5min": "5m",
+    "15min": "15m",
+    "30min": "30m",
+    "1hour": "1h",
+    "4hour": "4h",
+    "1day": "1d",
+    "daily": "1d",
+    "hourly": "1h",
+}
 
 
 def parse_timeframe(value: str | Timeframe) -> Timeframe:
-    """``"1h"``, ``"H1"``, ``"60m"`` → the 1h timeframe; anything else is an error listing the valid names."""
+    """``"1h"``, ``"H1"``, ``"60m"`` → 1h; anything else is an error listing the valid names."""
     if isinstance(value, Timeframe):
         return value
     key = str(value).strip().lower()
@@ -73,6 +90,4 @@ def parse_timeframe(value: str | Timeframe) -> Timeframe:
         return TIMEFRAMES[key]
     except KeyError:
         allowed = ", ".join(TIMEFRAMES)
-        raise UnknownTimeframeError(
-            f"unknown timeframe {value!r}; allowed: {allowed}"
-        ) from None
+        raise UnknownTimeframeError(f"unknown timeframe {value!r}; allowed: {allowed}") from None

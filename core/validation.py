@@ -1,6 +1,6 @@
 """Candle validation before anything is stored: every row is either good or quarantined with the
-reasons it failed. Nothing is dropped silently; exact duplicate rows within a batch collapse into one
-(counted), conflicting duplicates are all quarantined."""
+reasons it failed. Nothing is dropped silently; exact duplicate rows within a batch collapse into
+one (counted), conflicting duplicates are all quarantined."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def _joined(rules: list[pl.Expr]) -> pl.Expr:
 
 
 def validate_candles(frame: pl.DataFrame, timeframe: Timeframe, now: datetime) -> ValidationResult:
-    """Split ``frame`` (candle columns, plus any extra such as ``source_row``) into good and bad rows."""
+    """Split ``frame`` (candle columns, plus extras such as ``source_row``) into good and bad."""
     extras = [c for c in frame.columns if c not in COLUMNS]
     typed = conform(frame).with_columns(frame.select(extras)) if extras else conform(frame)
     row_reason = _joined(_row_rules(timeframe, now))

@@ -7,8 +7,21 @@ from typing import Any
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 
-REPORT_FIELDS = ("symbol", "timeframe", "fetched", "new", "replaced", "duplicated", "quarantined",
-                 "gaps", "missing_candles", "rows", "first_ts", "last_ts", "error")
+REPORT_FIELDS = (
+    "symbol",
+    "timeframe",
+    "fetched",
+    "new",
+    "replaced",
+    "duplicated",
+    "quarantined",
+    "gaps",
+    "missing_candles",
+    "rows",
+    "first_ts",
+    "last_ts",
+    "error",
+)
 
 
 def first_error(*futures: PrefectFuture) -> str | None:
@@ -26,8 +39,9 @@ def first_error(*futures: PrefectFuture) -> str | None:
     return None
 
 
-def unit_row(symbol: str, timeframe: str, fetched: int | None, report: Any, error: str | None
-             ) -> dict[str, Any]:
+def unit_row(
+    symbol: str, timeframe: str, fetched: int | None, report: Any, error: str | None
+) -> dict[str, Any]:
     """One row of a collect/import report (``report`` is an ``UpsertReport`` or ``None``)."""
     row: dict[str, Any] = dict.fromkeys(REPORT_FIELDS)
     row.update(symbol=symbol, timeframe=timeframe, fetched=fetched, error=error)
@@ -41,8 +55,10 @@ def unit_row(symbol: str, timeframe: str, fetched: int | None, report: Any, erro
 def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> None:
     """A Prefect table artifact of ``rows`` (values made display-friendly)."""
     table = [
-        {k: ("" if v is None else v if isinstance(v, int | float | str) else str(v))
-         for k, v in row.items()}
+        {
+            k: ("" if v is None else v if isinstance(v, int | float | str) else str(v))
+            for k, v in row.items()
+        }
         for row in rows
     ]
     create_table_artifact(key=key, table=table, description=description)

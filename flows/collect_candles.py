@@ -39,9 +39,16 @@ def collect_candles(
     )
     units = []
     for symbol, timeframe in collection_units(settings, symbols, timeframes):
-        window = plan_fetch.submit(broker, settings.home, symbol, timeframe, now,
-                                   settings.universe.history_days,
-                                   settings.collect.overlap_bars, start)
+        window = plan_fetch.submit(
+            broker,
+            settings.home,
+            symbol,
+            timeframe,
+            now,
+            settings.universe.history_days,
+            settings.collect.overlap_bars,
+            start,
+        )
         candles = fetch.submit(broker, symbol, timeframe, window)
         report = store_candles.submit(settings.home, symbol, timeframe, candles, now)
         units.append((symbol, timeframe, window, candles, report))
@@ -50,8 +57,7 @@ def collect_candles(
     for symbol, timeframe, window, candles, report in units:
         error = first_error(window, candles, report)
         fetched = candles.result().height if candles.state.is_completed() else None
-        rows.append(unit_row(symbol, timeframe, fetched, None if error else report.result(),
-                             error))
+        rows.append(unit_row(symbol, timeframe, fetched, None if error else report.result(), error))
     publish_table("collect-report", rows, f"Candles collected from broker {broker.name!r}")
     failed = [f"{r['symbol']} {r['timeframe']} ({r['error']})" for r in rows if r["error"]]
     if failed:

@@ -28,8 +28,9 @@ def import_candles(
     path = Path(file).expanduser().resolve()
     symbol, tf = normalize_symbol(symbol), parse_timeframe(timeframe).name
     candles = read_candles_file(path, timezone or settings.files.timezone)
-    report = store_candles(settings.home, symbol, tf, candles, source=f"import:{path}",
-                           keep_forming=True)
+    report = store_candles(
+        settings.home, symbol, tf, candles, source=f"import:{path}", keep_forming=True
+    )
     row = unit_row(symbol, tf, candles.height, report, None)
     publish_table("import-report", [row], f"Imported {path.name}")
     return row

@@ -44,7 +44,15 @@ def plan_fetch(
     canonical = broker.check_symbol(symbol)
     tf = broker.check_timeframe(timeframe)
     last = CandleStore(home).last_ts(canonical, tf)
-    return fetch_window(tf, now, last, history_days, overlap_bars, start)
+    return fetch_window(
+        tf,
+        now,
+        last,
+        history_days,
+        overlap_bars,
+        start,
+        whole_history=broker.capabilities.local_data,
+    )
 
 
 @task(

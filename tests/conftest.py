@@ -14,13 +14,15 @@ import pytest
 
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="candleflow-tests-"))
 # Before anything imports Prefect or MLflow.
-os.environ.update({
-    "PREFECT_HOME": str(_SESSION_TMP / "prefect"),
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_TRACKING_URI": f"sqlite:///{_SESSION_TMP / 'mlflow.db'}",
-})
+os.environ.update(
+    {
+        "PREFECT_HOME": str(_SESSION_TMP / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{_SESSION_TMP / 'mlflow.db'}",
+    }
+)
 os.environ.pop("PREFECT_API_URL", None)
 
 
@@ -40,18 +42,35 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
-def make_candles(start: datetime, n: int, step: timedelta = timedelta(hours=1),
-                 price: float = 1.1) -> pl.DataFrame:
+def make_candles(
+    start: datetime, n: int, step: timedelta = timedelta(hours=1), price: float = 1.1
+) -> pl.DataFrame:
     """``n`` valid candles from ``start`` (a gentle deterministic zig-zag)."""
     rows = []
     for i in range(n):
         o = price + 0.001 * (i % 5)
         c = o + (0.0005 if i % 2 else -0.0005)
-        rows.append({"ts": start + i * step, "open": o, "high": max(o, c) + 0.0002,
-                     "low": min(o, c) - 0.0002, "close": c, "volume": 100.0 + i})
-    return pl.DataFrame(rows, schema={"ts": pl.Datetime("us", "UTC"), "open": pl.Float64,
-                                      "high": pl.Float64, "low": pl.Float64,
-                                      "close": pl.Float64, "volume": pl.Float64})
+        rows.append(
+            {
+                "ts": start + i * step,
+                "open": o,
+                "high": max(o, c) + 0.0002,
+                "low": min(o, c) - 0.0002,
+                "close": c,
+                "volume": 100.0 + i,
+            }
+        )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "ts": pl.Datetime("us", "UTC"),
+            "open": pl.Float64,
+            "high": pl.Float64,
+            "low": pl.Float64,
+            "close": pl.Float64,
+            "volume": pl.Float64,
+        },
+    )
 
 
 T0 = datetime(2024, 1, 2, tzinfo=UTC)  # a Tuesday

@@ -11,8 +11,12 @@ import pytest
 from brokers.base import MarketDataBroker, is_transient
 from brokers.ccxt_broker import CcxtBroker
 from core.candles import CANDLE_SCHEMA
-from core.errors import BrokerError, TransientBrokerError, UnknownSymbolError, \
-    UnsupportedTimeframeError
+from core.errors import (
+    BrokerError,
+    TransientBrokerError,
+    UnknownSymbolError,
+    UnsupportedTimeframeError,
+)
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 HOUR_MS = 3_600_000
@@ -20,10 +24,10 @@ HOUR_MS = 3_600_000
 
 class FakeExchange:
     id = "fakex"
-    has = {"fetchOHLCV": True}
-    timeframes = {"1m": "1m", "1h": "1h", "1d": "1d", "1w": "1w"}
 
     def __init__(self, failures: list[Exception] | None = None) -> None:
+        self.has = {"fetchOHLCV": True}
+        self.timeframes = {"1m": "1m", "1h": "1h", "1d": "1d", "1w": "1w"}
         self.calls: list[tuple[str, str, int, int]] = []
         self.failures = failures or []
 
@@ -41,8 +45,10 @@ class FakeExchange:
         if symbol == "ETH/BTC":
             raise ccxt.BadSymbol("fakex does not have market symbol ETH/BTC")
         first = since - since % HOUR_MS
-        return [[first + i * HOUR_MS, 100.0 + i, 101.0 + i, 99.0 + i, 100.5 + i, 10.0]
-                for i in range(limit)]
+        return [
+            [first + i * HOUR_MS, 100.0 + i, 101.0 + i, 99.0 + i, 100.5 + i, 10.0]
+            for i in range(limit)
+        ]
 
 
 def test_protocol_capabilities_and_symbol_mapping() -> None:
@@ -64,7 +70,8 @@ def test_fetch_pages_by_the_request_limit_and_returns_the_schema() -> None:
     assert frame.height == 120
     assert frame["ts"][0] == T0 and frame["ts"][-1] == T0 + timedelta(hours=119)
     assert [c[2] for c in exchange.calls] == [
-        int((T0 + timedelta(hours=h)).timestamp() * 1000) for h in (0, 50, 100)]
+        int((T0 + timedelta(hours=h)).timestamp() * 1000) for h in (0, 50, 100)
+    ]
     assert {c[0] for c in exchange.calls} == {"BTC/USDT"}  # the spot market, not the swap
 
 

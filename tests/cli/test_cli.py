@@ -59,12 +59,22 @@ class TestWithPrefect:
         assert result.exit_code == 0, result.stderr
         rows = json.loads(result.stdout)  # stdout holds exactly one JSON document
         assert [r["symbol"] for r in rows] == ["ETHUSD", "EURUSD"]
-        for key in ("symbol", "timeframe", "fetched", "new", "replaced", "quarantined", "gaps",
-                    "first_ts", "last_ts"):
+        for key in (
+            "symbol",
+            "timeframe",
+            "fetched",
+            "new",
+            "replaced",
+            "quarantined",
+            "gaps",
+            "first_ts",
+            "last_ts",
+        ):
             assert key in rows[0]
         listing = json.loads(_invoke("store", "list", "--json").stdout)
         assert {(d["symbol"], d["rows"]) for d in listing} == {
-            (r["symbol"], r["rows"]) for r in rows}
+            (r["symbol"], r["rows"]) for r in rows
+        }
 
     def test_import_quarantines_bad_rows_and_reports_them(self, tmp_path: Path) -> None:
         csv = tmp_path / "mine.csv"

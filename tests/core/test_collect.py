@@ -24,13 +24,20 @@ def test_incremental_collection_starts_overlap_bars_before_the_newest_stored() -
 
 def test_up_to_date_store_gives_only_the_overlap() -> None:
     last = datetime(2024, 3, 5, 9, tzinfo=UTC)
-    assert fetch_window(H1, NOW, last, 30, overlap_bars=0).start == datetime(2024, 3, 5, 9,
-                                                                             tzinfo=UTC)
+    assert fetch_window(H1, NOW, last, 30, overlap_bars=0).start == datetime(
+        2024, 3, 5, 9, tzinfo=UTC
+    )
 
 
 def test_explicit_start_backfills() -> None:
-    window = fetch_window(H1, NOW, datetime(2024, 3, 5, 9, tzinfo=UTC), 30, 3,
-                          start=datetime(2023, 1, 1, 0, 30, tzinfo=UTC))
+    window = fetch_window(
+        H1,
+        NOW,
+        datetime(2024, 3, 5, 9, tzinfo=UTC),
+        30,
+        3,
+        start=datetime(2023, 1, 1, 0, 30, tzinfo=UTC),
+    )
     assert window.start == datetime(2023, 1, 1, tzinfo=UTC)
 
 
@@ -45,4 +52,15 @@ def test_collection_units_default_to_universe_and_accept_others() -> None:
     settings = load_settings()
     assert collection_units(settings) == [(s, "1h") for s in settings.universe.symbols]
     assert collection_units(settings, ["sol/usd", "SOLUSD"], ["4h", "1h"]) == [
-        ("SOLUSD", "4h"), ("SOLUSD", "1h")]
+        ("SOLUSD", "4h"),
+        ("SOLUSD", "1h"),
+    ]
+
+
+def test_local_data_brokers_take_their_whole_history_first() -> None:
+    from core.collect import EARLIEST
+
+    window = fetch_window(H1, NOW, None, 30, 3, whole_history=True)
+    assert window.start == EARLIEST
+    last = datetime(2024, 3, 5, 7, tzinfo=UTC)
+    assert fetch_window(H1, NOW, last, 30, 3, whole_history=True).start == last - 3 * H1.duration

@@ -36,8 +36,9 @@ def test_environment_overrides_file(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.universe.timeframes == ["4h", "1h"]
 
 
-def test_explicit_arguments_win_over_environment(monkeypatch: pytest.MonkeyPatch,
-                                                 tmp_path: Path) -> None:
+def test_explicit_arguments_win_over_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("CANDLEFLOW_HOME", str(tmp_path / "env-home"))
     assert load_settings(home=tmp_path / "flag-home").home == (tmp_path / "flag-home").resolve()
 
@@ -64,8 +65,9 @@ def test_partial_user_file_keeps_defaults(tmp_path: Path) -> None:
         ("[nonsense]\nx = 1\n", ["nonsense", "unknown key"]),
     ],
 )
-def test_invalid_config_names_key_value_and_allowed(tmp_path: Path, toml: str,
-                                                    fragments: list[str]) -> None:
+def test_invalid_config_names_key_value_and_allowed(
+    tmp_path: Path, toml: str, fragments: list[str]
+) -> None:
     config = tmp_path / "bad.toml"
     config.write_text(toml)
     with pytest.raises(ConfigError) as info:

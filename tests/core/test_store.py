@@ -38,10 +38,15 @@ def test_upsert_is_idempotent_and_newest_value_wins(store: CandleStore) -> None:
     assert (again.new, again.replaced, again.duplicated, again.rows) == (0, 0, 24, 24)
 
     corrected = frame.with_columns(
-        pl.when(pl.col("ts") == frame["ts"][-1]).then(pl.col("close") + 0.0001)
-        .otherwise(pl.col("close")).alias("close"),
-        pl.when(pl.col("ts") == frame["ts"][-1]).then(pl.col("high") + 0.001)
-        .otherwise(pl.col("high")).alias("high"))
+        pl.when(pl.col("ts") == frame["ts"][-1])
+        .then(pl.col("close") + 0.0001)
+        .otherwise(pl.col("close"))
+        .alias("close"),
+        pl.when(pl.col("ts") == frame["ts"][-1])
+        .then(pl.col("high") + 0.001)
+        .otherwise(pl.col("high"))
+        .alias("high"),
+    )
     more = pl.concat([corrected[-3:], make_candles(T0 + timedelta(hours=24), 5)])
     report = store.upsert("EURUSD", "1h", more, now=NOW)
     assert (report.new, report.replaced, report.duplicated) == (5, 1, 2)
@@ -60,7 +65,8 @@ def test_backfill_before_stored_range_merges_in_order(store: CandleStore) -> Non
 
 def test_bad_rows_are_quarantined_with_reasons_good_rows_stored(store: CandleStore) -> None:
     frame = make_candles(T0, 10).with_columns(
-        pl.when(pl.int_range(pl.len()) == 4).then(-1.0).otherwise(pl.col("low")).alias("low"))
+        pl.when(pl.int_range(pl.len()) == 4).then(-1.0).otherwise(pl.col("low")).alias("low")
+    )
     report = store.upsert("EURUSD", "1h", frame, now=NOW)
     assert report.new == 9 and report.quarantined == 1
     assert report.reasons == {"non-positive price": 1}
@@ -77,7 +83,8 @@ def test_bad_rows_are_quarantined_with_reasons_good_rows_stored(store: CandleSto
 
 def test_gaps_are_reported_not_invented(store: CandleStore) -> None:
     frame = make_candles(T0, 48).filter(
-        ~pl.col("ts").is_in([T0 + timedelta(hours=h) for h in (5, 6, 7, 30)]))
+        ~pl.col("ts").is_in([T0 + timedelta(hours=h) for h in (5, 6, 7, 30)])
+    )
     report = store.upsert("EURUSD", "1h", frame, now=NOW)
     assert (report.gaps, report.missing_candles, report.rows) == (2, 4, 44)
     gaps = store.gaps("EURUSD", "1h")
@@ -94,8 +101,9 @@ def test_find_gaps_on_daily_series() -> None:
     assert gaps["missing"].to_list() == [2, 2]
 
 
-def test_crash_halfway_through_a_write_leaves_the_old_file(store: CandleStore,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_halfway_through_a_write_leaves_the_old_file(
+    store: CandleStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     original = make_candles(T0, 24)
     store.upsert("EURUSD", "1h", original, now=NOW)
     path = store.path("EURUSD", "1h")
@@ -113,8 +121,9 @@ def test_crash_halfway_through_a_write_leaves_the_old_file(store: CandleStore,
     assert sorted(p.name for p in path.parent.iterdir()) == ["EURUSD.parquet"]  # no temp left
 
 
-def test_crash_between_write_and_rename_leaves_the_old_file(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_between_write_and_rename_leaves_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "x.parquet"
     write_parquet_atomic(make_candles(T0, 3), path)
     monkeypatch.setattr("os.replace", lambda *a: (_ for _ in ()).throw(OSError("killed")))

@@ -15,8 +15,15 @@ def test_spellings_of_one_symbol_normalise_to_one_form(raw: str) -> None:
 
 @pytest.mark.parametrize(
     ("symbol", "pair"),
-    [("EURUSD", "EUR/USD"), ("eur/usd", "EUR/USD"), ("USDJPY", "USD/JPY"),
-     ("BTCUSDT", "BTC/USDT"), ("ETHBTC", "ETH/BTC"), ("XAUUSD", "XAU/USD"), ("US500", "US500")],
+    [
+        ("EURUSD", "EUR/USD"),
+        ("eur/usd", "EUR/USD"),
+        ("USDJPY", "USD/JPY"),
+        ("BTCUSDT", "BTC/USDT"),
+        ("ETHBTC", "ETH/BTC"),
+        ("XAUUSD", "XAU/USD"),
+        ("US500", "US500"),
+    ],
 )
 def test_pair_form(symbol: str, pair: str) -> None:
     assert to_pair(symbol) == pair

@@ -79,7 +79,8 @@ def test_exact_duplicates_collapse_and_conflicts_are_quarantined() -> None:
 
 def test_several_reasons_are_all_named_and_extras_are_kept() -> None:
     frame = _with(make_candles(T0, 4), 1, high=0.5, volume=-1.0).with_columns(
-        source_row=pl.int_range(1, 5))
+        source_row=pl.int_range(1, 5)
+    )
     result = validate_candles(frame, H1, NOW)
     assert result.bad["reason"][0] == "high below open/close; negative volume"
     assert result.bad["source_row"].to_list() == [2]

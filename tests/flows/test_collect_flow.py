@@ -27,8 +27,9 @@ def _run(**params):
     return collect_candles(**params, return_state=True)
 
 
-def test_collect_twice_is_incremental_and_adds_no_duplicates(short_history: None,
-                                                            tmp_path: Path) -> None:
+def test_collect_twice_is_incremental_and_adds_no_duplicates(
+    short_history: None, tmp_path: Path
+) -> None:
     state = _run(symbols=["EURUSD", "btc/usd"])
     assert state.is_completed()
     rows = {r["symbol"]: r for r in state.result()}
@@ -99,11 +100,31 @@ def test_transient_errors_are_retried(short_history: None, monkeypatch: pytest.M
     assert state.result()[0]["new"] > 0
 
 
-def test_validation_errors_are_not_retried(short_history: None,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_validation_errors_are_not_retried(
+    short_history: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     broker = _ScriptedBroker([DataFormatError("venue sent garbage")])
     monkeypatch.setattr("flows.collect_candles.create_broker", lambda settings: broker)
     state = _run(symbols=["BTCUSD"])
     assert state.is_failed()
     assert broker.calls == 1
     assert "venue sent garbage" in str(state.result(raise_on_failure=False))
+
+
+def test_files_broker_collects_a_whole_old_file_then_only_what_is_new(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from importlib.resources import files
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(files("backtesting") / "test" / "EURUSD.csv", data / "EURUSD_1h.csv")
+    monkeypatch.setenv("CANDLEFLOW_BROKER__NAME", "files")
+    monkeypatch.setenv("CANDLEFLOW_FILES__DIRECTORY", str(data))
+    row = _run(symbols=["EUR/USD"]).result()[0]
+    assert row["fetched"] == 5000  # 2017–2018: older than history_days, still all collected
+    assert row["new"] + row["quarantined"] == 5000
+    assert row["first_ts"].startswith("2017-")
+    again = _run(symbols=["EURUSD"]).result()[0]
+    assert again["new"] == 0 and again["fetched"] <= 4
