@@ -43,6 +43,7 @@ COLLECT_COLUMNS = (
     "fetched",
     "new",
     "replaced",
+    "duplicated",
     "quarantined",
     "gaps",
     "first_ts",

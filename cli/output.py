@@ -17,7 +17,8 @@ from rich.table import Table
 
 from core.errors import CandleflowError
 
-stdout = Console()
+# Piped output is not cut to 80 columns: a log file or `| less` gets the whole table.
+stdout = Console(width=None if sys.stdout.isatty() else 160)
 stderr = Console(stderr=True)
 
 EXIT_USER_ERROR = 2
@@ -38,6 +39,8 @@ def print_json(document: Any) -> None:
 
 
 def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """A table of ``rows``; a column that is empty in every row (e.g. ``error``) is left out."""
+    columns = [c for c in columns if any(row.get(c) not in (None, "") for row in rows)] or columns
     table = Table(title=title, show_lines=False)
     for column in columns:
         table.add_column(column, overflow="fold")
