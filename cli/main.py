@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from cli import output
+from core.collect import REPORT_FIELDS
 from core.config import Settings, load_settings
 from core.errors import CandleflowError, CollectError
 from core.timeframes import TIMEFRAMES
@@ -37,19 +38,8 @@ config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-COLLECT_COLUMNS = (
-    "symbol",
-    "timeframe",
-    "fetched",
-    "new",
-    "replaced",
-    "duplicated",
-    "quarantined",
-    "gaps",
-    "first_ts",
-    "last_ts",
-    "error",
-)
+# The human table leaves out what --json has for scripts (missing_candles, rows).
+COLLECT_COLUMNS = tuple(f for f in REPORT_FIELDS if f not in ("missing_candles", "rows"))
 
 
 @app.callback()

@@ -12,6 +12,22 @@ from core.symbols import normalize_symbol
 from core.timeframes import Timeframe, parse_timeframe
 
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+# One row of a collect/import report (CLI ``--json``, Prefect artifact), in this order.
+REPORT_FIELDS = (
+    "symbol",
+    "timeframe",
+    "fetched",
+    "new",
+    "replaced",
+    "duplicated",
+    "quarantined",
+    "gaps",
+    "missing_candles",
+    "rows",
+    "first_ts",
+    "last_ts",
+    "error",
+)
 
 
 @dataclass(frozen=True)

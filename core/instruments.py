@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from core.symbols import FIAT_CURRENCIES as _FIAT
 from core.symbols import normalize_symbol, split_pair
 
 
@@ -66,27 +67,6 @@ CATALOGUE: dict[str, Instrument] = {
     "US500": Instrument("US500", AssetClass.INDEX, Session.FX, 0.1),
     "US100": Instrument("US100", AssetClass.INDEX, Session.FX, 0.1),
     "DE40": Instrument("DE40", AssetClass.INDEX, Session.FX, 0.1),
-}
-
-_FIAT = {
-    "USD",
-    "EUR",
-    "JPY",
-    "GBP",
-    "CHF",
-    "AUD",
-    "CAD",
-    "NZD",
-    "SEK",
-    "NOK",
-    "DKK",
-    "PLN",
-    "HKD",
-    "SGD",
-    "MXN",
-    "ZAR",
-    "TRY",
-    "CNH",
 }
 
 

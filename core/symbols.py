@@ -14,34 +14,35 @@ from core.errors import InvalidSymbolError
 _SEPARATORS = re.compile(r"[\s/\-_:]+")
 _VALID = re.compile(r"^[A-Z0-9^][A-Z0-9.^=!&]*$")
 
+FIAT_CURRENCIES: frozenset[str] = frozenset(
+    [
+        "USD",
+        "EUR",
+        "JPY",
+        "GBP",
+        "CHF",
+        "AUD",
+        "CAD",
+        "NZD",
+        "SEK",
+        "NOK",
+        "DKK",
+        "PLN",
+        "HKD",
+        "SGD",
+        "MXN",
+        "ZAR",
+        "TRY",
+        "CNH",
+        "KRW",
+    ]
+)
 # Longest first, so USDT wins over USD and "BTCUSDT" splits as BTC / USDT.
-QUOTE_CURRENCIES: tuple[str, ...] = (
-    "USDT",
-    "USDC",
-    "BUSD",
-    "FDUSD",
-    "TUSD",
-    "USD",
-    "EUR",
-    "JPY",
-    "GBP",
-    "CHF",
-    "AUD",
-    "CAD",
-    "NZD",
-    "SEK",
-    "NOK",
-    "DKK",
-    "PLN",
-    "HKD",
-    "SGD",
-    "MXN",
-    "ZAR",
-    "TRY",
-    "CNH",
-    "KRW",
-    "BTC",
-    "ETH",
+QUOTE_CURRENCIES: tuple[str, ...] = tuple(
+    sorted(
+        {"USDT", "USDC", "BUSD", "FDUSD", "TUSD", "BTC", "ETH"} | FIAT_CURRENCIES,
+        key=lambda code: (-len(code), code),
+    )
 )
 
 

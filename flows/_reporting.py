@@ -7,21 +7,7 @@ from typing import Any
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 
-REPORT_FIELDS = (
-    "symbol",
-    "timeframe",
-    "fetched",
-    "new",
-    "replaced",
-    "duplicated",
-    "quarantined",
-    "gaps",
-    "missing_candles",
-    "rows",
-    "first_ts",
-    "last_ts",
-    "error",
-)
+from core.collect import REPORT_FIELDS
 
 
 def first_error(*futures: PrefectFuture) -> str | None:
