@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 import polars as pl
@@ -15,7 +15,7 @@ import polars as pl
 from core.candles import conform, empty_candles
 from core.errors import UnsupportedTimeframeError
 from core.symbols import normalize_symbol
-from core.timeframes import Timeframe, parse_timeframe
+from core.timeframes import Timeframe, as_utc, parse_timeframe
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -57,11 +57,6 @@ class MarketDataBroker(Protocol):
         ...
 
 
-def as_utc(value: datetime) -> datetime:
-    """Naive datetimes are taken as UTC; aware ones are converted."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 class BaseBroker(ABC):
     """Shared behaviour of every market-data broker (see the module docstring)."""
 
@@ -95,10 +90,12 @@ class BaseBroker(ABC):
             start = max(start, tf.floor(self.capabilities.history_start))
         if start >= end:
             return empty_candles()
+        ts = pl.col("ts")
         pages = [
-            # Each page is cut to its own window, so pages never overlap; duplicates or disorder
-            # within a page are the venue's and are left for validation to quarantine.
-            conform(page).filter((pl.col("ts") >= lo) & (pl.col("ts") < hi))
+            # Each page is cut to its own window, so pages never overlap; duplicates, disorder or
+            # unreadable timestamps within a page are the venue's, left for validation to
+            # quarantine.
+            conform(page).filter(((ts >= lo) & (ts < hi)) | ts.is_null())
             for lo, hi in self._page_windows(tf, start, end)
             for page in [self._fetch_range(canonical, tf, lo, hi)]
         ]

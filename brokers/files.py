@@ -221,15 +221,17 @@ def _values(raw: pl.DataFrame, columns: ColumnMap, *, decimal_comma: bool) -> li
 
 
 def _in_time_order(frame: pl.DataFrame, timezone: str) -> pl.DataFrame:
-    """UTC ``ts``; a file whose rows strictly go back in time is turned around (``source_row``
-    keeps pointing at the file's rows). Any other order is left for the store's validator."""
-    known = frame["ts"].drop_nulls()
-    if known.len() > 1 and known[0] > known[-1]:
-        flipped = frame.reverse()
-        flipped = flipped.with_columns(to_utc(flipped["ts"], timezone).alias("ts"))
-        if (flipped["ts"].drop_nulls().diff().drop_nulls() > timedelta(0)).all():
-            return flipped
+    """UTC ``ts``; a file written newest first (at least 2/3 of its steps go back in time) is
+    turned around, ``source_row`` still pointing at the file's rows. The few rows out of place in
+    either direction are left for the store's validator to quarantine."""
+    steps = frame["ts"].drop_nulls().diff().drop_nulls()
+    back, forward = int((steps < timedelta(0)).sum()), int((steps > timedelta(0)).sum())
+    if back and back >= NEWEST_FIRST_SHARE * (back + forward):
+        frame = frame.reverse()  # before the time-zone step: a repeated DST hour needs the order
     return frame.with_columns(to_utc(frame["ts"], timezone).alias("ts"))
+
+
+NEWEST_FIRST_SHARE = 2 / 3
 
 
 # ------------------------------------------------------------------------------------ broker
@@ -311,7 +313,12 @@ class FileBroker(BaseBroker):
                 "keep one"
             )
         frame = self._read(paths[0])
-        return frame.filter((pl.col("ts") >= start) & (pl.col("ts") < end)).select(COLUMNS)
+        # Rows without a readable timestamp belong to no window; they travel with every fetch so
+        # that validation quarantines them (with their file row) instead of their vanishing.
+        ts = pl.col("ts")
+        return frame.filter(((ts >= start) & (ts < end)) | ts.is_null()).select(
+            *COLUMNS, "source_row"
+        )
 
     def _read(self, path: Path) -> pl.DataFrame:
         stat = path.stat()
@@ -320,15 +327,6 @@ class FileBroker(BaseBroker):
         if cached is not None and cached.stamp == stamp:
             return cached.frame
         frame = read_candle_file(path, timezone=self.timezone)
-        undated = frame.filter(pl.col("ts").is_null())["source_row"]
-        if undated.len():
-            logger.warning(
-                "%s: %d row(s) without a readable timestamp are skipped (data rows %s); "
-                "import the file to have them quarantined",
-                path,
-                undated.len(),
-                undated.head(10).to_list(),
-            )
         self._cache[path] = _Cached(stamp, frame)
         return frame
 

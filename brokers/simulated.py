@@ -53,12 +53,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from brokers.base import BaseBroker, BrokerCapabilities, as_utc
+from brokers.base import BaseBroker, BrokerCapabilities
 from core.candles import CANDLE_SCHEMA, empty_candles
 from core.errors import UnknownSymbolError
 from core.instruments import CATALOGUE, AssetClass, Session, instrument
 from core.symbols import normalize_symbol
-from core.timeframes import TIMEFRAMES, Timeframe
+from core.timeframes import TIMEFRAMES, Timeframe, as_utc
 
 if TYPE_CHECKING:
     from core.config import Settings

@@ -16,6 +16,9 @@ CANDLE_SCHEMA: dict[str, pl.DataType] = {
     "volume": pl.Float64(),
 }
 COLUMNS: tuple[str, ...] = tuple(CANDLE_SCHEMA)
+# Optional columns a broker may add to trace a row to its origin (a file's data row); they reach
+# the quarantine, never the store.
+TRACE_COLUMNS: tuple[str, ...] = ("source_row",)
 
 
 def empty_candles() -> pl.DataFrame:
@@ -23,7 +26,8 @@ def empty_candles() -> pl.DataFrame:
 
 
 def conform(frame: pl.DataFrame) -> pl.DataFrame:
-    """Cast ``frame`` to the candle schema (column order, dtypes, UTC); missing columns raise."""
+    """Cast ``frame`` to the candle schema (column order, dtypes, UTC), keeping trace columns;
+    missing columns raise."""
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise DataFormatError(
@@ -40,6 +44,7 @@ def conform(frame: pl.DataFrame) -> pl.DataFrame:
         ts = ts.dt.cast_time_unit("us")
     else:
         raise DataFormatError(f"column 'ts' must be a datetime, got {dtype}")
+    trace = [c for c in TRACE_COLUMNS if c in frame.columns]
     return frame.select(
-        ts.alias("ts"), *[pl.col(c).cast(pl.Float64, strict=False) for c in COLUMNS[1:]]
+        ts.alias("ts"), *[pl.col(c).cast(pl.Float64, strict=False) for c in COLUMNS[1:]], *trace
     )

@@ -9,7 +9,7 @@ import polars as pl
 
 from core.config import Settings
 from core.symbols import normalize_symbol
-from core.timeframes import Timeframe, parse_timeframe
+from core.timeframes import Timeframe, as_utc, parse_timeframe
 
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 # One row of a collect/import report (CLI ``--json``, Prefect artifact), in this order.
@@ -78,7 +78,7 @@ def fetch_window(
     if start is not None:
         begin = timeframe.floor(start)
     elif last_stored is not None:
-        begin = last_stored - overlap_bars * timeframe.duration
+        begin = as_utc(last_stored) - overlap_bars * timeframe.duration
     elif whole_history:
         begin = EARLIEST
     else:
@@ -90,6 +90,6 @@ def drop_forming(candles: pl.DataFrame, timeframe: Timeframe, now: datetime) -> 
     """Drop the candle still forming at ``now`` (open time passed, period not ended): it is never
     stored, and is fetched again once closed. Candles in the future are kept for validation to
     quarantine: they are bad data, not early data."""
-    ts = pl.col("ts")
+    ts, now = pl.col("ts"), as_utc(now)
     forming = ts.is_not_null() & (ts <= now) & (ts + timeframe.duration > now)
     return candles.filter(~forming)

@@ -22,7 +22,7 @@ import polars as pl
 from core.candles import COLUMNS, empty_candles
 from core.errors import StoreError
 from core.symbols import normalize_symbol
-from core.timeframes import Timeframe, parse_timeframe
+from core.timeframes import Timeframe, as_utc, parse_timeframe
 from core.validation import VALUE_COLUMNS, validate_candles
 
 try:  # POSIX advisory locks; on other systems writes stay atomic but are not serialised
@@ -143,9 +143,9 @@ class CandleStore:
             return empty_candles()
         lazy = pl.scan_parquet(path)
         if start is not None:
-            lazy = lazy.filter(pl.col("ts") >= start)
+            lazy = lazy.filter(pl.col("ts") >= as_utc(start))
         if end is not None:
-            lazy = lazy.filter(pl.col("ts") < end)
+            lazy = lazy.filter(pl.col("ts") < as_utc(end))
         try:
             return lazy.collect()
         except (OSError, pl.exceptions.ComputeError) as exc:
@@ -198,7 +198,7 @@ class CandleStore:
     ) -> UpsertReport:
         """Validate ``candles``, quarantine bad rows, merge good ones (the newest value wins)."""
         symbol, tf = normalize_symbol(symbol), parse_timeframe(timeframe)
-        now = now or datetime.now(UTC)
+        now = as_utc(now) if now else datetime.now(UTC)
         checked = validate_candles(candles, tf, now)
         with self._locked(symbol, tf):
             if not checked.bad.is_empty():

@@ -10,6 +10,11 @@ from core.errors import UnknownTimeframeError
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """Naive datetimes are taken as UTC; aware ones are converted."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class Timeframe:
     """A candle period such as ``1h``: its name and duration."""
@@ -21,24 +26,13 @@ class Timeframe:
     def seconds(self) -> int:
         return int(self.duration.total_seconds())
 
-    @property
-    def polars_every(self) -> str:
-        """The duration string polars uses (``1h``, ``15m`` → ``15m``, ``1d``)."""
-        return {"m": f"{self.seconds // 60}m", "h": f"{self.seconds // 3600}h"}.get(
-            self.name[-1], f"{self.seconds // 86400}d"
-        )
-
     def floor(self, ts: datetime) -> datetime:
         """The open time of the candle that contains ``ts`` (UTC, aligned to the epoch)."""
-        secs = int((ts - _EPOCH).total_seconds())
+        secs = int((as_utc(ts) - _EPOCH).total_seconds())
         return _EPOCH + timedelta(seconds=secs - secs % self.seconds)
 
     def is_aligned(self, ts: datetime) -> bool:
         return self.floor(ts) == ts
-
-    def last_closed_open(self, now: datetime) -> datetime:
-        """Open time of the newest candle whose period has fully ended at ``now``."""
-        return self.floor(now) - self.duration
 
     def __str__(self) -> str:
         return self.name

@@ -4,13 +4,15 @@ one (counted), conflicting duplicates are all quarantined."""
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 import polars as pl
 
-from core.candles import COLUMNS, PRICE_COLUMNS, conform
-from core.timeframes import Timeframe
+from core.candles import COLUMNS, PRICE_COLUMNS, TRACE_COLUMNS, conform
+from core.timeframes import Timeframe, as_utc
 
 VALUE_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
 
@@ -48,7 +50,7 @@ def _row_rules(tf: Timeframe, now: datetime) -> list[pl.Expr]:
             pl.lit("low above open/close")
         ),
         pl.when(pl.col("volume") < 0).then(pl.lit("negative volume")),
-        pl.when(ts.dt.epoch("s") % tf.seconds != 0).then(
+        pl.when(ts.dt.epoch("us") % (tf.seconds * 1_000_000) != 0).then(
             pl.lit(f"timestamp not aligned to {tf.name}")
         ),
         pl.when(ts > now).then(pl.lit("timestamp in the future")),
@@ -57,18 +59,31 @@ def _row_rules(tf: Timeframe, now: datetime) -> list[pl.Expr]:
     return rules
 
 
-def _sequence_rules(row_ok: pl.Expr) -> list[pl.Expr]:
-    """Order and duplicate rules, judged among rows that passed the row rules only (a row with a
-    bad timestamp must not make every row after it look out of order)."""
-    ts = pl.col("ts")
-    previous_max = pl.when(row_ok).then(ts).cum_max().forward_fill().shift(1)
-    values = pl.struct(*VALUE_COLUMNS)
-    return [
-        pl.when(row_ok & (ts < previous_max)).then(pl.lit("out-of-order timestamp")),
-        pl.when(row_ok & (values.n_unique().over("ts", row_ok) > 1)).then(
-            pl.lit("conflicting duplicate timestamp")
-        ),
-    ]
+def in_longest_ordered_run(values: np.ndarray) -> np.ndarray:
+    """Mask of one longest non-decreasing subsequence of ``values`` (patience sorting, O(n log n)).
+    The rows outside it are the fewest that must go for the rest to be in order: one mistyped date
+    far ahead marks that one row, not every row after it."""
+    n = values.size
+    keep = np.zeros(n, dtype=bool)
+    if n == 0 or bool(np.all(values[1:] >= values[:-1])):
+        keep[:] = True
+        return keep
+    tails: list[int] = []  # tails[k]: smallest last value of a run of length k + 1
+    tail_index: list[int] = []
+    parent = np.full(n, -1, dtype=np.int64)
+    for i, value in enumerate(values.tolist()):
+        k = bisect.bisect_right(tails, value)
+        if k == len(tails):
+            tails.append(value)
+            tail_index.append(i)
+        else:
+            tails[k], tail_index[k] = value, i
+        parent[i] = tail_index[k - 1] if k else -1
+    i = tail_index[-1]
+    while i >= 0:
+        keep[i] = True
+        i = int(parent[i])
+    return keep
 
 
 def _joined(rules: list[pl.Expr]) -> pl.Expr:
@@ -76,19 +91,39 @@ def _joined(rules: list[pl.Expr]) -> pl.Expr:
 
 
 def validate_candles(frame: pl.DataFrame, timeframe: Timeframe, now: datetime) -> ValidationResult:
-    """Split ``frame`` (candle columns, plus extras such as ``source_row``) into good and bad."""
-    extras = [c for c in frame.columns if c not in COLUMNS]
+    """Split ``frame`` (candle columns, plus extras such as ``source_row``) into good and bad.
+
+    Order of judgement: each row on its own; then exact copies of an earlier good row collapse
+    (counted); then a timestamp held by good rows with different values quarantines all of them;
+    then the good rows outside the longest run in time order are out of order."""
+    now = as_utc(now)
+    extras = [c for c in frame.columns if c not in COLUMNS and c not in TRACE_COLUMNS]
     typed = conform(frame).with_columns(frame.select(extras)) if extras else conform(frame)
-    row_reason = _joined(_row_rules(timeframe, now))
-    row_ok = row_reason.is_null() | (row_reason == "")
-    checked = typed.with_columns(
-        _joined([row_reason.replace("", None), *_sequence_rules(row_ok)]).alias("reason")
+    checked = typed.with_columns(reason=_joined(_row_rules(timeframe, now)).replace("", None))
+    row_ok = pl.col("reason").is_null()
+    copy = row_ok & ~pl.struct(*COLUMNS).is_first_distinct()
+    checked = checked.with_columns(_copy=copy)
+    duplicates = int(checked["_copy"].sum())
+    checked = checked.filter(~pl.col("_copy")).drop("_copy")
+    values = pl.struct(*VALUE_COLUMNS)
+    conflict = row_ok & (values.n_unique().over("ts", row_ok) > 1)
+    checked = checked.with_columns(
+        reason=pl.when(conflict)
+        .then(pl.lit("conflicting duplicate timestamp"))
+        .otherwise(pl.col("reason"))
     )
-    bad = checked.filter(pl.col("reason").is_not_null() & (pl.col("reason") != ""))
-    good = checked.filter(pl.col("reason").is_null() | (pl.col("reason") == ""))
-    deduplicated = good.unique(subset=list(COLUMNS), keep="first", maintain_order=True)
+    candidates = checked["reason"].is_null().to_numpy()
+    in_order = np.ones(checked.height, dtype=bool)
+    in_order[candidates] = in_longest_ordered_run(
+        checked["ts"].dt.epoch("us").to_numpy()[candidates]
+    )
+    checked = checked.with_columns(
+        reason=pl.when(pl.Series(~in_order))
+        .then(pl.lit("out-of-order timestamp"))
+        .otherwise(pl.col("reason"))
+    )
     return ValidationResult(
-        good=deduplicated.select(COLUMNS).sort("ts"),
-        bad=bad,
-        duplicates=good.height - deduplicated.height,
+        good=checked.filter(pl.col("reason").is_null()).select(COLUMNS).sort("ts"),
+        bad=checked.filter(pl.col("reason").is_not_null()),
+        duplicates=duplicates,
     )

@@ -13,7 +13,7 @@ from brokers.base import BaseBroker, MarketDataBroker, is_transient
 from brokers.ccxt_broker import CcxtBroker
 from brokers.files import FileBroker
 from brokers.simulated import SimulatedBroker
-from core.candles import CANDLE_SCHEMA
+from core.candles import CANDLE_SCHEMA, COLUMNS, TRACE_COLUMNS
 from core.errors import (
     DataFormatError,
     TransientBrokerError,
@@ -67,7 +67,8 @@ def test_fetch_returns_sorted_candles_of_the_window_in_the_schema(
 ) -> None:
     broker, symbol = broker_and_symbol
     frame = broker.fetch_candles(symbol.lower(), "1h", START, END)
-    assert dict(frame.schema) == CANDLE_SCHEMA
+    assert dict(frame.select(COLUMNS).schema) == CANDLE_SCHEMA
+    assert set(frame.columns) - set(COLUMNS) <= set(TRACE_COLUMNS)
     assert frame.height > 0
     assert frame["ts"].is_sorted() and frame["ts"].is_unique().all()
     assert frame["ts"].min() >= START and frame["ts"].max() < END
@@ -84,7 +85,7 @@ def test_naive_datetimes_are_utc(broker_and_symbol: tuple[BaseBroker, str]) -> N
 def test_empty_window_is_an_empty_frame(broker_and_symbol: tuple[BaseBroker, str]) -> None:
     broker, symbol = broker_and_symbol
     frame = broker.fetch_candles(symbol, "1h", END, START)
-    assert frame.is_empty() and dict(frame.schema) == CANDLE_SCHEMA
+    assert frame.is_empty() and dict(frame.select(COLUMNS).schema) == CANDLE_SCHEMA
 
 
 def test_unknown_symbol_and_timeframe(broker_and_symbol: tuple[BaseBroker, str]) -> None:

@@ -5,7 +5,6 @@ directory broker on top."""
 from __future__ import annotations
 
 import gzip
-import logging
 import os
 import random
 import shutil
@@ -627,7 +626,7 @@ def test_broker_capabilities_and_settings(data_dir: Path) -> None:
 def test_broker_fetches_a_half_open_range(data_dir: Path) -> None:
     broker = FileBroker(data_dir)
     frame = broker.fetch_candles("eur/usd", "H1", utc(2017, 4, 19, 10), utc(2017, 4, 19, 13))
-    assert frame.schema == CANDLE_SCHEMA
+    assert frame.drop("source_row").schema == CANDLE_SCHEMA
     assert frame["ts"].to_list() == [utc(2017, 4, 19, h) for h in (10, 11, 12)]
     assert frame["open"][0] == 1.07214
     assert broker.fetch_candles("EURUSD", "1h", utc(2010, 1, 1), utc(2011, 1, 1)).is_empty()
@@ -688,17 +687,14 @@ def test_broker_rereads_only_changed_files(data_dir: Path, monkeypatch: pytest.M
     assert before.height == 15 and after["close"].to_list() == [2.5]
 
 
-def test_broker_skips_undated_rows_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_broker_passes_undated_rows_on_for_quarantine(tmp_path: Path) -> None:
     write(
         tmp_path,
         "XAUUSD_1d.csv",
         "Date,Open,High,Low,Close\n2020-01-02,1,2,0.5,1.5\n"
         "garbage,1,2,0.5,1.5\n2020-01-03,1,2,0.5,-1\n",
     )
-    with caplog.at_level(logging.WARNING, logger="brokers.files"):
-        frame = FileBroker(tmp_path).fetch_candles("XAUUSD", "1d", utc(2020, 1, 1), utc(2021, 1, 1))
-    assert frame["ts"].to_list() == [utc(2020, 1, 2), utc(2020, 1, 3)]
-    assert frame["close"][1] == -1.0  # bad values are left for the store's validator
-    assert "1 row(s) without a readable timestamp" in caplog.text and "[2]" in caplog.text
+    frame = FileBroker(tmp_path).fetch_candles("XAUUSD", "1d", utc(2020, 1, 1), utc(2021, 1, 1))
+    assert frame["ts"].to_list() == [utc(2020, 1, 2), None, utc(2020, 1, 3)]
+    assert frame["source_row"].to_list() == [1, 2, 3]  # the undated row can be found in the file
+    assert frame["close"][2] == -1.0  # bad values are left for the store's validator

@@ -64,10 +64,10 @@ def test_unknown_timeframe_lists_allowed() -> None:
         parse_timeframe("2h")
 
 
-def test_floor_alignment_and_last_closed() -> None:
+def test_floor_and_alignment_naive_is_utc() -> None:
     tf = parse_timeframe("4h")
     ts = datetime(2024, 5, 6, 13, 59, tzinfo=UTC)
     assert tf.floor(ts) == datetime(2024, 5, 6, 12, tzinfo=UTC)
     assert tf.is_aligned(datetime(2024, 5, 6, 8, tzinfo=UTC))
     assert not tf.is_aligned(datetime(2024, 5, 6, 9, tzinfo=UTC))
-    assert tf.last_closed_open(ts) == datetime(2024, 5, 6, 8, tzinfo=UTC)
+    assert tf.floor(ts.replace(tzinfo=None)) == datetime(2024, 5, 6, 12, tzinfo=UTC)

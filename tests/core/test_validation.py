@@ -55,13 +55,42 @@ def test_forming_candle_is_not_closed() -> None:
     assert result.bad["reason"].to_list() == ["candle not closed yet"]
 
 
-def test_out_of_order_rows_are_quarantined_not_reordered() -> None:
+def test_swapped_rows_cost_one_row_not_the_rest() -> None:
     frame = make_candles(T0, 6)
     shuffled = pl.concat([frame[:3], frame[4:5], frame[3:4], frame[5:]])
     result = validate_candles(shuffled, H1, NOW)
     assert result.bad["reason"].to_list() == ["out-of-order timestamp"]
-    assert result.bad["ts"][0] == frame["ts"][3]
+    assert result.bad["ts"][0] in (frame["ts"][3], frame["ts"][4])
     assert result.good.height == 5
+
+
+def test_one_mistyped_date_far_ahead_quarantines_only_that_row() -> None:
+    frame = make_candles(T0, 2000)
+    typo = _with(frame, 700, ts=T0 + timedelta(days=85))  # past the last row
+    result = validate_candles(typo, H1, T0 + timedelta(days=90))
+    assert result.bad.height == 1
+    assert result.bad["reason"][0] == "out-of-order timestamp"
+    assert result.bad["ts"][0] == T0 + timedelta(days=85)
+    assert result.good.height == 1999
+
+
+def test_non_adjacent_exact_copy_collapses_instead_of_being_out_of_order() -> None:
+    frame = make_candles(T0, 10)
+    repeated = pl.concat([frame[:6], frame[2:3], frame[6:]])
+    result = validate_candles(repeated, H1, NOW)
+    assert result.bad.is_empty()
+    assert result.duplicates == 1 and result.good.equals(frame)
+
+
+def test_sub_second_timestamps_are_not_aligned() -> None:
+    frame = _with(make_candles(T0, 4), 2, ts=T0 + timedelta(hours=2, microseconds=500_000))
+    result = validate_candles(frame, H1, NOW)
+    assert result.bad["reason"].to_list() == ["timestamp not aligned to 1h"]
+
+
+def test_naive_now_is_utc() -> None:
+    frame = make_candles(T0, 4)
+    assert validate_candles(frame, H1, NOW.replace(tzinfo=None)).good.height == 4
 
 
 def test_exact_duplicates_collapse_and_conflicts_are_quarantined() -> None:
