@@ -8,6 +8,7 @@ symbols map to the exchange's ``BASE/QUOTE`` market (``BTCUSDT`` → ``BTC/USDT`
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,10 @@ if TYPE_CHECKING:
     from core.config import Settings
 
 logger = logging.getLogger(__name__)
+
+
+def _ms(ts: datetime) -> int:
+    return int(ts.timestamp() * 1000)
 
 
 def _translate(exc: Exception, what: str) -> BrokerError:
@@ -53,13 +58,17 @@ class CcxtBroker(BaseBroker):
         if not self.exchange.has.get("fetchOHLCV"):
             raise BrokerError(f"exchange {self.exchange.id!r} does not serve candles (fetchOHLCV)")
         served = tuple(tf for tf in TIMEFRAMES if tf in (self.exchange.timeframes or {}))
+        # Paging is by cursor here (``_fetch_range``), not by fixed windows: venues cap a request
+        # below what was asked (Kraken: 720) and a fixed window would silently lose the rest.
         self.capabilities = BrokerCapabilities(
             timeframes=served,
-            max_candles_per_request=max_candles_per_request,
+            max_candles_per_request=None,
             needs_credentials=False,
             can_trade=True,
         )
+        self.page_size = max_candles_per_request
         self._markets: dict[str, str] | None = None
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CcxtBroker:
@@ -68,6 +77,10 @@ class CcxtBroker(BaseBroker):
 
     def _market_ids(self) -> dict[str, str]:
         """Canonical symbol → the exchange's unified market symbol (spot markets first)."""
+        with self._lock:
+            return self._markets if self._markets is not None else self._load_markets()
+
+    def _load_markets(self) -> dict[str, str]:
         if self._markets is None:
             try:
                 markets = self.exchange.load_markets()
@@ -91,12 +104,21 @@ class CcxtBroker(BaseBroker):
         self, symbol: str, tf: Timeframe, start: datetime, end: datetime
     ) -> pl.DataFrame:
         market = self._market_ids()[symbol]
-        since = int(start.timestamp() * 1000)
-        limit = self.capabilities.max_candles_per_request
-        try:
-            rows = self.exchange.fetch_ohlcv(market, tf.name, since=since, limit=limit)
-        except ccxt.BaseError as exc:
-            raise _translate(exc, f"{self.exchange.id} {market} {tf}") from exc
+        cursor, stop = _ms(start), _ms(end)
+        step = tf.seconds * 1000
+        rows: list[list] = []
+        while cursor < stop:
+            try:
+                page = self.exchange.fetch_ohlcv(
+                    market, tf.name, since=cursor, limit=self.page_size
+                )
+            except ccxt.BaseError as exc:
+                raise _translate(exc, f"{self.exchange.id} {market} {tf}") from exc
+            page = [row for row in page or [] if row and row[0] is not None and row[0] >= cursor]
+            if not page:
+                break  # nothing more (yet) from the venue
+            rows.extend(page)
+            cursor = max(row[0] for row in page) + step
         frame = pl.DataFrame(
             rows or None, schema=["ts_ms", "open", "high", "low", "close", "volume"], orient="row"
         )

@@ -13,8 +13,15 @@ import typer
 from cli import output
 from core.collect import REPORT_FIELDS
 from core.config import Settings, load_settings
-from core.errors import CandleflowError, CollectError
-from core.timeframes import TIMEFRAMES
+from core.errors import (
+    BrokerError,
+    CandleflowError,
+    CollectError,
+    UnknownSymbolError,
+    UnsupportedTimeframeError,
+)
+from core.symbols import normalize_symbol
+from core.timeframes import TIMEFRAMES, parse_timeframe
 
 # Offline-safe defaults (the user's own environment wins): no telemetry, and a first ephemeral
 # Prefect server start on a slow machine may take longer than Prefect's 20 s default.
@@ -127,17 +134,15 @@ def collect(
     try:
         broker = create_broker(settings)
         units = collection_units(settings, _csv(symbols), _csv(timeframe))
-        for symbol, tf in units:  # fail fast, before starting Prefect
-            broker.check_symbol(symbol)
-            broker.check_timeframe(tf)
+        _check_served(broker, units)
     except CandleflowError as exc:
         raise output.fail(str(exc)) from None
 
-    from flows.collect_candles import collect_candles
+    from flows.collect_candles import configured
 
     with output.stderr.status(f"Collecting {len(units)} dataset(s) from {broker.name}…"):
         result = _run_flow(
-            collect_candles,
+            configured(settings),
             symbols=[s for s, _ in units],
             timeframes=sorted({t for _, t in units}),
             start=start_ts,
@@ -153,6 +158,20 @@ def collect(
         output.print_table(f"Candles in {settings.candles_dir}", rows, COLLECT_COLUMNS)
     if isinstance(result, CollectError):
         raise output.fail(str(result), output.EXIT_RUN_FAILED)
+
+
+def _check_served(broker: Any, units: list[tuple[str, str]]) -> None:
+    """Fail fast, before Prefect starts, on symbols or timeframes the broker cannot serve. A
+    venue that cannot be reached now is not the user's error: the flow retries it."""
+    for symbol, tf in units:
+        try:
+            broker.check_symbol(symbol)
+            broker.check_timeframe(tf)
+        except (UnknownSymbolError, UnsupportedTimeframeError):
+            raise
+        except BrokerError as exc:
+            output.stderr.print(f"could not check {symbol} {tf} now ({exc}); the flow will retry")
+            return
 
 
 def _config_arg(ctx: typer.Context) -> str | None:
@@ -175,7 +194,19 @@ def import_file(
     """Validate a user file and store it through the same path as collect."""
     settings = _settings(ctx)
     if not file.is_file():
-        raise output.fail(f"{file}: no such file")
+        raise output.fail(f"{file}: {'is a directory' if file.is_dir() else 'no such file'}")
+    try:  # everything the user can get wrong is checked before Prefect starts
+        from brokers.files import check_timezone, read_candle_file
+        from core.validation import check_spacing
+
+        normalize_symbol(symbol)
+        tf = parse_timeframe(timeframe)
+        check_timezone(tz or settings.files.timezone)
+        check_spacing(
+            read_candle_file(file, timezone=tz or settings.files.timezone)["ts"], tf, what=file.name
+        )
+    except CandleflowError as exc:
+        raise output.fail(str(exc)) from None
     from flows.import_candles import import_candles
 
     with output.stderr.status(f"Importing {file.name}…"):

@@ -33,14 +33,20 @@ CONFIG_FILE_NAME = "candleflow.toml"
 DEFAULT_SYMBOLS = ["EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD", "ETHUSD", "US500"]
 
 
-def _split_list(value: Any) -> Any:
-    """Environment values may be JSON lists or comma-separated: ``EURUSD,BTCUSD``."""
+def _split_list(value: Any) -> list[Any]:
+    """A list, a JSON list or a comma-separated string (``EURUSD,BTCUSD``) → a list."""
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
-            return json.loads(text)
-        return [part for part in (p.strip() for p in text.split(",")) if part]
-    return value
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError("not a valid JSON list") from None
+        else:
+            return [part for part in (p.strip() for p in text.split(",")) if part]
+    if not isinstance(value, list | tuple):
+        raise ValueError("expected a list (or a comma-separated string)")
+    return list(value)
 
 
 class Section(BaseModel):
@@ -180,7 +186,8 @@ def resolve_config_file(config: Path | str | None) -> Path:
     if explicit:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+            problem = "is a directory" if path.is_dir() else "does not exist"
+            raise ConfigError(f"config file {path} {problem}")
         return path.resolve()
     local = Path.cwd() / CONFIG_FILE_NAME
     return local.resolve() if local.is_file() else shipped_config_file()
@@ -191,11 +198,7 @@ def load_settings(
 ) -> Settings:
     """Load and validate the configuration; raise :class:`ConfigError` naming every bad key."""
     path = resolve_config_file(config)
-    try:
-        with path.open("rb") as handle:
-            tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    _check_environment()
     kwargs = dict(overrides)
     if home is not None:
         kwargs["home"] = Path(home)
@@ -204,8 +207,29 @@ def load_settings(
         return Settings(**kwargs)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from None
     finally:
         _ACTIVE_CONFIG_FILE.reset(token)
+
+
+def _check_environment() -> None:
+    """A ``CANDLEFLOW_`` variable that names no section would be ignored without a word (a typo
+    such as ``CANDLEFLOW_UNIVRSE__HISTORY_DAYS``); refuse it. Unknown keys inside a known section
+    are refused by the model itself."""
+    sections = {name.upper() for name in Settings.model_fields}
+    for name in os.environ:
+        if not name.startswith(ENV_PREFIX):
+            continue
+        section = name[len(ENV_PREFIX) :].split("__", 1)[0]
+        if section not in sections | {"CONFIG"}:
+            allowed = ", ".join(sorted(f"{ENV_PREFIX}{s}" for s in sections | {"CONFIG"}))
+            raise ConfigError(
+                f"environment variable {name}: unknown section {section.lower()!r};"
+                f" variables start with one of {allowed}"
+            )
 
 
 def _describe(exc: ValidationError, path: Path) -> str:

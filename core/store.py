@@ -146,39 +146,34 @@ class CandleStore:
             lazy = lazy.filter(pl.col("ts") >= as_utc(start))
         if end is not None:
             lazy = lazy.filter(pl.col("ts") < as_utc(end))
-        try:
-            return lazy.collect()
-        except (OSError, pl.exceptions.ComputeError) as exc:
-            raise StoreError(f"cannot read {path}: {exc}") from exc
+        return _collect(lazy, path)
 
     def last_ts(self, symbol: str, timeframe: str | Timeframe) -> datetime | None:
         path = self.path(symbol, timeframe)
         if not path.exists():
             return None
-        return pl.scan_parquet(path).select(pl.col("ts").max()).collect().item()
+        return _collect(pl.scan_parquet(path).select(pl.col("ts").max()), path).item()
 
     def read_quarantine(self, symbol: str, timeframe: str | Timeframe) -> pl.DataFrame:
         path = self.quarantine_path(symbol, timeframe)
-        return pl.read_parquet(path) if path.exists() else pl.DataFrame()
+        return _collect(pl.scan_parquet(path), path) if path.exists() else pl.DataFrame()
 
     def datasets(self) -> list[DatasetInfo]:
         """Every stored symbol × timeframe with its size and range."""
         out = []
         for path in sorted((self.home / "candles").glob("*/*.parquet")):
             symbol, tf = path.stem, path.parent.name
-            stats = (
-                pl.scan_parquet(path)
-                .select(
-                    pl.len().alias("rows"),
-                    pl.col("ts").min().alias("first"),
-                    pl.col("ts").max().alias("last"),
-                )
-                .collect()
-                .row(0)
+            summary = pl.scan_parquet(path).select(
+                pl.len().alias("rows"),
+                pl.col("ts").min().alias("first"),
+                pl.col("ts").max().alias("last"),
             )
+            stats = _collect(summary, path).row(0)
             q_path = self.quarantine_path(symbol, tf)
             quarantined = (
-                pl.scan_parquet(q_path).select(pl.len()).collect().item() if q_path.exists() else 0
+                _collect(pl.scan_parquet(q_path).select(pl.len()), q_path).item()
+                if q_path.exists()
+                else 0
             )
             out.append(DatasetInfo(symbol, tf, stats[0], stats[1], stats[2], quarantined, path))
         return out
@@ -243,7 +238,7 @@ class CandleStore:
             source=pl.lit(source), quarantined_at=pl.lit(now).cast(pl.Datetime("us", "UTC"))
         )
         if path.exists():
-            previous = pl.read_parquet(path)
+            previous = _collect(pl.scan_parquet(path), path)
             rows = pl.concat([previous, rows], how="diagonal_relaxed")
             # The same bad row fetched again is one quarantined row, not two.
             rows = rows.unique(
@@ -252,6 +247,14 @@ class CandleStore:
                 maintain_order=True,
             )
         write_parquet_atomic(rows, path)
+
+
+def _collect(lazy: pl.LazyFrame, path: Path) -> pl.DataFrame:
+    """Run a query on a store file; an unreadable (e.g. corrupted) file is a ``StoreError``."""
+    try:
+        return lazy.collect()
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise StoreError(f"cannot read {path}: {exc}; move it away to re-collect") from exc
 
 
 def _merge_counts(existing: pl.DataFrame, good: pl.DataFrame) -> dict[str, int]:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
 
 from core.candles import COLUMNS, PRICE_COLUMNS, TRACE_COLUMNS, conform
-from core.timeframes import Timeframe, as_utc
+from core.errors import DataFormatError
+from core.timeframes import TIMEFRAMES, Timeframe, as_utc
 
 VALUE_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
 
@@ -126,4 +127,26 @@ def validate_candles(frame: pl.DataFrame, timeframe: Timeframe, now: datetime) -
         good=checked.filter(pl.col("reason").is_null()).select(COLUMNS).sort("ts"),
         bad=checked.filter(pl.col("reason").is_not_null()),
         duplicates=duplicates,
+    )
+
+
+def dominant_step(ts: pl.Series) -> timedelta | None:
+    """The most common positive spacing between sorted timestamps (``None`` under 3 steps)."""
+    steps = ts.drop_nulls().unique().sort().diff().drop_nulls()
+    if steps.len() < 3:
+        return None
+    return steps.mode().sort()[0]
+
+
+def check_spacing(ts: pl.Series, timeframe: Timeframe, what: str) -> None:
+    """Refuse data whose candles are mostly not ``timeframe`` apart: hourly candles imported as
+    daily would otherwise be stored (the ones at midnight) and the rest quarantined."""
+    step = dominant_step(ts)
+    if step is None or step == timeframe.duration:
+        return
+    named = next((tf.name for tf in TIMEFRAMES.values() if tf.duration == step), None)
+    hint = f"; give the timeframe {named}" if named else ""
+    raise DataFormatError(
+        f"{what}: its candles are {named or step} apart (the most common spacing), "
+        f"not {timeframe.name}{hint}"
     )

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from prefect import flow
+from prefect import Flow, flow
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 from brokers import create_broker
 from core.collect import collection_units
-from core.config import load_settings
+from core.config import Settings, load_settings
 from core.errors import CollectError
 from flows._reporting import first_error, publish_table, unit_row
 from tasks.collect import fetch_candles, plan_fetch, store_candles
@@ -26,29 +26,26 @@ def collect_candles(
     symbols: list[str] | None = None,
     timeframes: list[str] | None = None,
     start: datetime | None = None,
+    history_days: int | None = None,
+    overlap_bars: int | None = None,
     home: str | None = None,
     config: str | None = None,
 ) -> list[dict]:
-    """Collect closed candles for each symbol × timeframe (defaults: the configured universe)."""
+    """Collect closed candles for each symbol × timeframe. Parameters left empty take the
+    configuration's values (universe, history_days, overlap_bars)."""
     settings = load_settings(config, home)
     broker = create_broker(settings)
     now = datetime.now(UTC)
-    fetch = fetch_candles.with_options(
-        retries=settings.collect.retries,
-        retry_delay_seconds=exponential_backoff(settings.collect.retry_delay_seconds),
-    )
+    retry = {
+        "retries": settings.collect.retries,
+        "retry_delay_seconds": exponential_backoff(settings.collect.retry_delay_seconds),
+    }
+    plan, fetch = plan_fetch.with_options(**retry), fetch_candles.with_options(**retry)
+    history = history_days or settings.universe.history_days
+    overlap = settings.collect.overlap_bars if overlap_bars is None else overlap_bars
     units = []
     for symbol, timeframe in collection_units(settings, symbols, timeframes):
-        window = plan_fetch.submit(
-            broker,
-            settings.home,
-            symbol,
-            timeframe,
-            now,
-            settings.universe.history_days,
-            settings.collect.overlap_bars,
-            start,
-        )
+        window = plan.submit(broker, settings.home, symbol, timeframe, now, history, overlap, start)
         candles = fetch.submit(broker, symbol, timeframe, window)
         report = store_candles.submit(settings.home, symbol, timeframe, candles, now)
         units.append((symbol, timeframe, window, candles, report))
@@ -63,6 +60,13 @@ def collect_candles(
     if failed:
         raise CollectError(f"{len(failed)} of {len(rows)} failed: " + "; ".join(failed), rows)
     return rows
+
+
+def configured(settings: Settings) -> Flow:
+    """The flow with the thread pool the configuration asks for (``collect.max_workers``): a task
+    runner is fixed per flow run, so callers that know the settings pick it here."""
+    runner = ThreadPoolTaskRunner(max_workers=settings.collect.max_workers)
+    return collect_candles.with_options(task_runner=runner)
 
 
 if __name__ == "__main__":

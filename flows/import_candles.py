@@ -27,7 +27,7 @@ def import_candles(
     settings = load_settings(config, home)
     path = Path(file).expanduser().resolve()
     symbol, tf = normalize_symbol(symbol), parse_timeframe(timeframe).name
-    candles = read_candles_file(path, timezone or settings.files.timezone)
+    candles = read_candles_file(path, tf, timezone or settings.files.timezone)
     report = store_candles(
         settings.home, symbol, tf, candles, source=f"import:{path}", keep_forming=True
     )

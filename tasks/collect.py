@@ -18,6 +18,7 @@ from core.candles import empty_candles
 from core.collect import FetchWindow, drop_forming, fetch_window
 from core.store import CandleStore, UpsertReport
 from core.timeframes import parse_timeframe
+from core.validation import check_spacing
 
 
 def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -29,7 +30,14 @@ def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(cache_policy=NO_CACHE, task_run_name="plan-{symbol}-{timeframe}")
+@task(
+    cache_policy=NO_CACHE,
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_on_transient,
+    task_run_name="plan-{symbol}-{timeframe}",
+)
 def plan_fetch(
     broker: BaseBroker,
     home: Path,
@@ -40,7 +48,8 @@ def plan_fetch(
     overlap_bars: int,
     start: datetime | None = None,
 ) -> FetchWindow:
-    """Check the broker serves symbol × timeframe and compute the missing window."""
+    """Check the broker serves symbol × timeframe (a venue call, e.g. its market list) and
+    compute the missing window."""
     canonical = broker.check_symbol(symbol)
     tf = broker.check_timeframe(timeframe)
     last = CandleStore(home).last_ts(canonical, tf)
@@ -91,6 +100,9 @@ def store_candles(
 
 
 @task(cache_policy=NO_CACHE, task_run_name="read-{path.name}")
-def read_candles_file(path: Path, timezone: str = "UTC") -> pl.DataFrame:
-    """Read a user's CSV/Parquet candle file (rows kept as they are, for validation)."""
-    return read_candle_file(path, timezone=timezone)
+def read_candles_file(path: Path, timeframe: str, timezone: str = "UTC") -> pl.DataFrame:
+    """Read a user's candle file (rows kept as they are, for validation); refuse it when its
+    candles are not ``timeframe`` apart."""
+    candles = read_candle_file(path, timezone=timezone)
+    check_spacing(candles["ts"], parse_timeframe(timeframe), what=path.name)
+    return candles

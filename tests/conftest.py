@@ -25,6 +25,10 @@ os.environ.update(
 )
 os.environ.pop("PREFECT_API_URL", None)
 
+# Prefect binds its console log handler to sys.stderr on first import; importing it here, before
+# any CliRunner swaps sys.stderr, keeps the handler on the real stream.
+import prefect  # noqa: E402, F401
+
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

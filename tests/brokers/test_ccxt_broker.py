@@ -20,12 +20,14 @@ from core.errors import (
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 HOUR_MS = 3_600_000
+NOW_MS = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp() * 1000)  # the venue's "now"
 
 
 class FakeExchange:
     id = "fakex"
 
-    def __init__(self, failures: list[Exception] | None = None) -> None:
+    def __init__(self, failures: list[Exception] | None = None, cap: int | None = None) -> None:
+        self.cap = cap  # the most candles the venue returns, whatever was asked
         self.has = {"fetchOHLCV": True}
         self.timeframes = {"1m": "1m", "1h": "1h", "1d": "1d", "1w": "1w"}
         self.calls: list[tuple[str, str, int, int]] = []

@@ -44,6 +44,40 @@ def test_import_missing_file() -> None:
     assert result.exit_code == 2 and "no such file" in result.stderr
 
 
+def test_import_broken_file_fails_before_prefect_starts(tmp_path: Path) -> None:
+    csv = tmp_path / "broken.csv"
+    csv.write_text("Date,Open,High,Low\n2024-01-02,1,2,0.5\n")
+    result = _invoke("import", str(csv), "--symbol", "X", "--timeframe", "1d")
+    assert result.exit_code == 2
+    assert "no close column" in result.stderr.lower() or "close" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_import_with_the_wrong_timeframe_is_refused(tmp_path: Path) -> None:
+    csv = tmp_path / "hourly.csv"
+    rows = [f"2024-01-02 {h:02d}:00,1.1,1.2,1.0,1.15,10" for h in range(24)]
+    csv.write_text("Date,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n")
+    result = _invoke("import", str(csv), "--symbol", "X", "--timeframe", "1d")
+    assert result.exit_code == 2
+    assert "1h apart" in result.stderr and "give the timeframe 1h" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--symbol", "a;b", "--timeframe", "1h"], "invalid symbol"),
+        (["--symbol", "X", "--timeframe", "2h"], "unknown timeframe"),
+        (["--symbol", "X", "--timeframe", "1h", "--tz", "Mars/Base"], "IANA"),
+    ],
+)
+def test_import_argument_errors_fail_fast(tmp_path: Path, args: list[str], fragment: str) -> None:
+    csv = tmp_path / "x.csv"
+    csv.write_text("Date,Open,High,Low,Close\n2024-01-02 00:00,1,2,0.5,1.5\n")
+    result = _invoke("import", str(csv), *args)
+    assert result.exit_code == 2 and fragment in result.stderr
+
+
 def test_config_show_is_json(tmp_path: Path) -> None:
     result = _invoke("--home", str(tmp_path / "h"), "config", "show")
     assert result.exit_code == 0
@@ -76,6 +110,18 @@ class TestWithPrefect:
             (r["symbol"], r["rows"]) for r in rows
         }
 
+    def test_start_backfills_and_store_gaps_lists_weekends(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("CANDLEFLOW_UNIVERSE__HISTORY_DAYS", "3")
+        result = _invoke("collect", "--symbols", "EURUSD", "--start", "2025-03-01", "--json")
+        assert result.exit_code == 0, result.stderr
+        row = json.loads(result.stdout)[0]
+        assert row["first_ts"].startswith("2025-03-02T22:00")  # Sat 1 March: FX opens Sun 22:00
+        gaps = json.loads(_invoke("store", "gaps", "EURUSD", "1h", "--json").stdout)
+        assert len(gaps) == row["gaps"] >= 4
+        assert all(g["missing"] == 48 for g in gaps)  # Fri 22:00 → Sun 22:00, nothing else
+
     def test_import_quarantines_bad_rows_and_reports_them(self, tmp_path: Path) -> None:
         csv = tmp_path / "mine.csv"
         csv.write_text(
@@ -92,11 +138,3 @@ class TestWithPrefect:
         quarantine = json.loads(_invoke("store", "quarantine", "MYPAIR", "1h", "--json").stdout)
         assert sorted(q["source_row"] for q in quarantine) == [2, 3]
         assert {q["reason"] for q in quarantine} == {"high below open/close", "negative volume"}
-
-    def test_import_broken_file_is_a_one_line_error(self, tmp_path: Path) -> None:
-        csv = tmp_path / "broken.csv"
-        csv.write_text("Date,Open,High,Low\n2024-01-02,1,2,0.5\n")
-        result = _invoke("import", str(csv), "--symbol", "X", "--timeframe", "1d")
-        assert result.exit_code == 2
-        assert "close" in result.stderr.lower()
-        assert "Traceback" not in result.stderr

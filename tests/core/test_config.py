@@ -103,3 +103,36 @@ def test_shipped_file_matches_model_defaults() -> None:
         model = getattr(defaults, section).model_dump(mode="json")
         for key, value in values.items():
             assert model[key] == value, f"{section}.{key}: shipped {value!r} != default"
+
+
+@pytest.mark.parametrize(
+    ("toml", "fragment"),
+    [
+        ("[universe]\nsymbols = 5\n", "expected a list"),
+        ("[universe]\ntimeframes = 1\n", "expected a list"),
+    ],
+)
+def test_wrong_types_are_config_errors(tmp_path: Path, toml: str, fragment: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(toml)
+    with pytest.raises(ConfigError, match=fragment):
+        load_settings(config)
+
+
+def test_undecodable_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "latin1.toml"
+    config.write_bytes("[universe]\nsymbols = ['EURUSD'] # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"cannot read|not valid TOML"):
+        load_settings(config)
+
+
+def test_misspelt_environment_section_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CANDLEFLOW_UNIVRSE__HISTORY_DAYS", "5")
+    with pytest.raises(ConfigError, match=r"CANDLEFLOW_UNIVRSE__HISTORY_DAYS.*unknown section"):
+        load_settings()
+
+
+def test_bad_json_list_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CANDLEFLOW_UNIVERSE__SYMBOLS", '["EURUSD",')
+    with pytest.raises(ConfigError, match=r"universe\.symbols.*JSON"):
+        load_settings()

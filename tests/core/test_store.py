@@ -149,3 +149,18 @@ def test_concurrent_upserts_to_one_dataset_lose_nothing(store: CandleStore) -> N
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(lambda c: store.upsert("EURUSD", "1h", c, now=NOW), chunks))
     assert store.read("EURUSD", "1h").height == 80
+
+
+def test_corrupt_file_is_a_store_error(store: CandleStore) -> None:
+    from core.errors import StoreError
+
+    store.upsert("EURUSD", "1h", make_candles(T0, 5), now=NOW)
+    store.path("EURUSD", "1h").write_bytes(b"not parquet at all")
+    for call in (
+        lambda: store.read("EURUSD", "1h"),
+        lambda: store.last_ts("EURUSD", "1h"),
+        store.datasets,
+        lambda: store.upsert("EURUSD", "1h", make_candles(T0, 1)),
+    ):
+        with pytest.raises(StoreError, match=r"cannot read .*EURUSD\.parquet"):
+            call()

@@ -57,6 +57,23 @@ def test_only_closed_candles_are_stored(short_history: None, tmp_path: Path) -> 
     assert CandleStore(tmp_path / "home").quarantine_path("BTCUSD", "4h").exists() is False
 
 
+def test_naive_start_and_settings_as_parameters(short_history: None, tmp_path: Path) -> None:
+    start = datetime.now(UTC).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    state = _run(symbols=["BTCUSD"], start=start - timedelta(hours=30), overlap_bars=0)
+    assert state.is_completed(), state.message
+    row = state.result()[0]
+    assert row["rows"] in (29, 30)  # from the naive (UTC) start, not 20 days of history
+    assert row["first_ts"] == (start - timedelta(hours=30)).isoformat() + "+00:00"
+
+
+def test_configured_flow_uses_max_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.config import load_settings
+    from flows.collect_candles import configured
+
+    monkeypatch.setenv("CANDLEFLOW_COLLECT__MAX_WORKERS", "2")
+    assert configured(load_settings()).task_runner._max_workers == 2
+
+
 def test_table_artifact_is_published(short_history: None) -> None:
     from prefect.artifacts import Artifact
 
@@ -124,7 +141,17 @@ def test_files_broker_collects_a_whole_old_file_then_only_what_is_new(
     monkeypatch.setenv("CANDLEFLOW_FILES__DIRECTORY", str(data))
     row = _run(symbols=["EUR/USD"]).result()[0]
     assert row["fetched"] == 5000  # 2017–2018: older than history_days, still all collected
-    assert row["new"] + row["quarantined"] == 5000
+    assert (row["new"], row["quarantined"]) == (5000, 0)  # a clean real-world file
     assert row["first_ts"].startswith("2017-")
     again = _run(symbols=["EURUSD"]).result()[0]
     assert again["new"] == 0 and again["fetched"] <= 4
+
+    # A row the user broke later is quarantined with its file row, not dropped.
+    lines = (data / "EURUSD_1h.csv").read_text().splitlines()
+    lines.append("not-a-date," + lines[-1].split(",", 1)[1])
+    (data / "EURUSD_1h.csv").write_text("\n".join(lines) + "\n")
+    third = _run(symbols=["EURUSD"]).result()[0]
+    assert (third["new"], third["quarantined"]) == (0, 1)
+    quarantine = CandleStore(tmp_path / "home").read_quarantine("EURUSD", "1h")
+    assert quarantine["source_row"].to_list() == [5001]
+    assert quarantine["reason"].to_list() == ["missing or unparsable timestamp"]
