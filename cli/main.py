@@ -16,7 +16,7 @@ from core.config import Settings, load_settings
 from core.errors import (
     BrokerError,
     CandleflowError,
-    CollectError,
+    UnitsFailedError,
     UnknownSymbolError,
     UnsupportedTimeframeError,
 )
@@ -149,15 +149,7 @@ def collect(
             home=str(settings.home),
             config=_config_arg(ctx),
         )
-    rows = result.rows if isinstance(result, CollectError) else result
-    if isinstance(result, CandleflowError) and not isinstance(result, CollectError):
-        raise output.fail(str(result))
-    if json_:
-        output.print_json(rows)
-    else:
-        output.print_table(f"Candles in {settings.candles_dir}", rows, COLLECT_COLUMNS)
-    if isinstance(result, CollectError):
-        raise output.fail(str(result), output.EXIT_RUN_FAILED)
+    _report(result, json_, f"Candles in {settings.candles_dir}", COLLECT_COLUMNS)
 
 
 def _check_served(broker: Any, units: list[tuple[str, str]]) -> None:
@@ -177,6 +169,64 @@ def _check_served(broker: Any, units: list[tuple[str, str]]) -> None:
 def _config_arg(ctx: typer.Context) -> str | None:
     config = ctx.obj["config"]
     return str(Path(config).resolve()) if config else None
+
+
+DATASET_COLUMNS = (
+    "symbol",
+    "timeframe",
+    "rows",
+    "features",
+    "spec_hash",
+    "label_counts",
+    "dropped",
+    "skipped",
+    "error",
+)
+
+
+@app.command()
+def dataset(
+    ctx: typer.Context,
+    symbols: Annotated[
+        str | None, typer.Option(help="Comma-separated symbols (default: the configured universe)")
+    ] = None,
+    timeframe: Annotated[
+        str | None, typer.Option(help="Comma-separated timeframes (default: configured)")
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Label stored candles and build feature datasets (one Parquet file per symbol)."""
+    settings = _settings(ctx)  # the label and feature specs are validated here, before any work
+    from core.collect import collection_units
+
+    try:
+        units = collection_units(settings, _csv(symbols), _csv(timeframe))
+    except CandleflowError as exc:
+        raise output.fail(str(exc)) from None
+    from flows.build_dataset import configured
+
+    with output.stderr.status(f"Building {len(units)} dataset(s)…"):
+        result = _run_flow(
+            configured(settings),
+            symbols=[s for s, _ in units],
+            timeframes=sorted({t for _, t in units}),
+            home=str(settings.home),
+            config=_config_arg(ctx),
+        )
+    _report(result, json_, f"Datasets in {settings.home / 'datasets'}", DATASET_COLUMNS)
+
+
+def _report(result: Any, json_: bool, title: str, columns: tuple[str, ...]) -> None:
+    """Print a stage's rows; a partial failure still prints them, then exits 1."""
+    if isinstance(result, CandleflowError) and not isinstance(result, UnitsFailedError):
+        raise output.fail(str(result))
+    rows = result.rows if isinstance(result, UnitsFailedError) else result
+    if json_:
+        output.print_json(rows)
+    else:
+        output.print_table(title, rows, columns)
+    if isinstance(result, UnitsFailedError):
+        raise output.fail(str(result), output.EXIT_RUN_FAILED)
 
 
 @app.command("import")

@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from core.errors import ConfigError
+from core.feature_spec import FeatureSpec, LabelSpec
 from core.symbols import normalize_symbol
 from core.timeframes import parse_timeframe
 
@@ -141,6 +142,8 @@ class Settings(BaseSettings):
     files: FilesSettings = Field(default_factory=FilesSettings)
     ccxt: CcxtSettings = Field(default_factory=CcxtSettings)
     collect: CollectSettings = Field(default_factory=CollectSettings)
+    labels: LabelSpec = Field(default_factory=LabelSpec)
+    features: FeatureSpec = Field(default_factory=FeatureSpec)
 
     @field_validator("home")
     @classmethod

@@ -44,9 +44,9 @@ class StoreError(CandleflowError):
     """The candle store could not be read or written."""
 
 
-class CollectError(CandleflowError):
-    """Some symbol × timeframe units failed; ``rows`` holds every unit's report (failed ones with
-    their ``error``), so the successful part of a run is never lost."""
+class UnitsFailedError(CandleflowError):
+    """Some symbol × timeframe units of a stage failed; ``rows`` holds every unit's report (failed
+    ones with their ``error``), so the successful part of a run is never lost."""
 
     def __init__(self, message: str, rows: list[dict]) -> None:
         super().__init__(message)

@@ -8,12 +8,13 @@ import math
 import numpy as np
 import polars as pl
 
-from features.labels import BarrierSpec, volatility
+from core.feature_spec import LabelSpec
+from features.labels import volatility
 
 
 def triple_barrier_loop(
     frame: pl.DataFrame,
-    spec: BarrierSpec,
+    spec: LabelSpec,
     side: np.ndarray | None = None,
     pip_size: float = 0.0001,
 ) -> list[dict | None]:

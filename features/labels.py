@@ -26,45 +26,20 @@ Vectorised over bars, looping only over the ``horizon`` offsets.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import polars as pl
 import talib
 
+from core.feature_spec import LabelSpec
+
 logger = logging.getLogger(__name__)
 
-Touch = Literal["close", "high_low"]
-VolEstimator = Literal["ewm", "atr"]
 NO_TOUCH = np.iinfo(np.int32).max
 BARRIER_DTYPE = pl.Enum(["tp", "sl", "time"])
 
 
-@dataclass(frozen=True)
-class BarrierSpec:
-    """How labels are made; every field is recorded with the dataset."""
-
-    pt: float = 2.0
-    sl: float = 2.0
-    horizon: int = 24
-    vol: VolEstimator = "ewm"
-    vol_window: int = 48
-    touch: Touch = "high_low"
-    cusum: float | None = None  # CUSUM event filter threshold in units of σ; None = every bar
-
-    def __post_init__(self) -> None:
-        if self.pt <= 0 or self.sl <= 0:
-            raise ValueError(f"pt and sl must be > 0, got pt={self.pt}, sl={self.sl}")
-        if self.horizon < 1 or self.vol_window < 2:
-            raise ValueError(
-                f"horizon must be ≥ 1 and vol_window ≥ 2, got {self.horizon}, {self.vol_window}"
-            )
-        if self.cusum is not None and self.cusum <= 0:
-            raise ValueError(f"cusum must be > 0 or None, got {self.cusum}")
-
-
-def volatility(frame: pl.DataFrame, spec: BarrierSpec) -> np.ndarray:
+def volatility(frame: pl.DataFrame, spec: LabelSpec) -> np.ndarray:
     """σ at each bar from data up to and including that bar (null during warm-up)."""
     close = frame["close"].to_numpy().astype(np.float64)
     if spec.vol == "atr":
@@ -115,7 +90,7 @@ def _exit_index(n: int, k: np.ndarray) -> np.ndarray:
 
 def triple_barrier(
     frame: pl.DataFrame,
-    spec: BarrierSpec,
+    spec: LabelSpec,
     *,
     side: np.ndarray | None = None,
     pip_size: float = 0.0001,

@@ -16,7 +16,7 @@ from prefect.tasks import exponential_backoff
 from brokers import create_broker
 from core.collect import collection_units
 from core.config import Settings, load_settings
-from core.errors import CollectError
+from core.errors import UnitsFailedError
 from flows._reporting import first_error, publish_table, unit_row
 from tasks.collect import fetch_candles, plan_fetch, store_candles
 
@@ -58,7 +58,7 @@ def collect_candles(
     publish_table("collect-report", rows, f"Candles collected from broker {broker.name!r}")
     failed = [f"{r['symbol']} {r['timeframe']} ({r['error']})" for r in rows if r["error"]]
     if failed:
-        raise CollectError(f"{len(failed)} of {len(rows)} failed: " + "; ".join(failed), rows)
+        raise UnitsFailedError(f"{len(failed)} of {len(rows)} failed: " + "; ".join(failed), rows)
     return rows
 
 

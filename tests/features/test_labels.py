@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.feature_spec import LabelSpec
 from features._reference import triple_barrier_loop
-from features.labels import BarrierSpec, cusum_events, triple_barrier
+from features.labels import cusum_events, triple_barrier
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -49,7 +50,7 @@ def random_market(draw):
 
 
 spec_strategy = st.builds(
-    BarrierSpec,
+    LabelSpec,
     pt=st.sampled_from([0.5, 1.0, 2.0]),
     sl=st.sampled_from([0.5, 1.0, 3.0]),
     horizon=st.integers(1, 8),
@@ -77,7 +78,7 @@ def _assert_matches_loop(frame, spec, side=None) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(frame=random_market(), spec=spec_strategy)
-def test_vectorised_equals_reference_loop(frame: pl.DataFrame, spec: BarrierSpec) -> None:
+def test_vectorised_equals_reference_loop(frame: pl.DataFrame, spec: LabelSpec) -> None:
     _assert_matches_loop(frame, spec)
 
 
@@ -107,7 +108,7 @@ def _path(closes, highs=None, lows=None, opens=None) -> pl.DataFrame:
 
 
 def test_upper_first_lower_first_and_time_out() -> None:
-    spec = BarrierSpec(pt=1, sl=1, horizon=3, vol="atr", vol_window=2, touch="close")
+    spec = LabelSpec(pt=1, sl=1, horizon=3, vol="atr", vol_window=2, touch="close")
     frame = _path([100, 100, 100, 101, 103, 100, 100, 100, 100, 96, 100, 100, 100, 100])
     out = triple_barrier(frame, spec)
     sigma = out["sigma"][2]
@@ -124,7 +125,7 @@ def test_upper_first_lower_first_and_time_out() -> None:
 
 
 def test_same_bar_double_touch_counts_as_stop_loss() -> None:
-    spec = BarrierSpec(pt=1, sl=1, horizon=2, vol="atr", vol_window=2, touch="high_low")
+    spec = LabelSpec(pt=1, sl=1, horizon=2, vol="atr", vol_window=2, touch="high_low")
     closes = [100, 100, 100, 100, 100, 100]
     frame = _path(
         closes,
@@ -137,7 +138,7 @@ def test_same_bar_double_touch_counts_as_stop_loss() -> None:
 
 
 def test_stop_gapped_through_fills_at_the_open() -> None:
-    spec = BarrierSpec(pt=5, sl=1, horizon=3, vol="atr", vol_window=2, touch="high_low")
+    spec = LabelSpec(pt=5, sl=1, horizon=3, vol="atr", vol_window=2, touch="high_low")
     frame = _path(
         [100, 100, 100, 90, 90, 90, 90],
         opens=[100, 100, 100, 90, 90, 90, 90],
@@ -150,7 +151,7 @@ def test_stop_gapped_through_fills_at_the_open() -> None:
 
 
 def test_short_side_meta_label() -> None:
-    spec = BarrierSpec(pt=1, sl=1, horizon=3, vol="atr", vol_window=2, touch="close")
+    spec = LabelSpec(pt=1, sl=1, horizon=3, vol="atr", vol_window=2, touch="close")
     frame = _path([100, 101, 100, 97, 97, 97, 97, 97])
     side = np.array([0, 0, -1, -1, 1, 1, 1, 1])
     out = triple_barrier(frame, spec, side=side)
@@ -170,7 +171,9 @@ def test_cusum_filter_marks_cumulated_moves() -> None:
 
 
 def test_bad_spec_is_rejected() -> None:
-    with pytest.raises(ValueError, match="pt and sl"):
-        BarrierSpec(pt=0)
+    with pytest.raises(ValueError, match="pt"):
+        LabelSpec(pt=0)
     with pytest.raises(ValueError, match="horizon"):
-        BarrierSpec(horizon=0)
+        LabelSpec(horizon=0)
+    with pytest.raises(ValueError, match="touch"):
+        LabelSpec(touch="wick")

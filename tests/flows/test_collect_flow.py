@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from brokers.simulated import SimulatedBroker
-from core.errors import CollectError, DataFormatError, TransientBrokerError
+from core.errors import DataFormatError, TransientBrokerError, UnitsFailedError
 from core.store import CandleStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -86,7 +86,7 @@ def test_one_unknown_symbol_fails_the_run_but_not_the_others(short_history: None
     state = _run(symbols=["EURUSD", "NOSUCH"])
     assert state.is_failed()
     error = state.result(raise_on_failure=False)
-    assert isinstance(error, CollectError)
+    assert isinstance(error, UnitsFailedError)
     assert str(error).startswith("1 of 2 failed: NOSUCH 1h (UnknownSymbolError")
     rows = {r["symbol"]: r for r in error.rows}
     assert rows["EURUSD"]["error"] is None and rows["EURUSD"]["new"] > 0

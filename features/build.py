@@ -1,0 +1,214 @@
+"""Features of a symbol × timeframe from its candles, a higher timeframe's and correlated symbols':
+one function for training and for the newest candle in live use.
+
+No look-ahead: a row at bar t (open time ``ts``, closed at ``ts + tf``) uses candles closed by then.
+A higher timeframe's or another symbol's candle becomes visible when *it* has closed: the join is
+as-of on close times, backward (the latest closed one, however old: during a market's weekend
+closure its last values stay visible, as they would be to a trader). Nothing is ever filled
+backward; warm-up rows stay NaN here and are dropped (and counted) when a dataset is built.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+import polars as pl
+import talib
+
+from core.errors import CandleflowError
+from core.feature_spec import CorrelatedSpec, FeatureSpec
+from core.instruments import instrument
+from core.symbols import normalize_symbol
+from core.timeframes import Timeframe, parse_timeframe
+from features.families import family_columns, lagged_log_return
+from features.indicators import ATR_PERIOD, Inputs, indicator_columns
+
+logger = logging.getLogger(__name__)
+
+
+class FeatureError(CandleflowError):
+    """Features could not be computed (e.g. an indicator produced ±inf)."""
+
+
+@dataclass(frozen=True)
+class Features:
+    frame: pl.DataFrame  # ``ts`` + feature columns, one row per candle (NaN during warm-up)
+    columns: list[str]
+    spec: FeatureSpec  # the effective spec: what was actually built
+    skipped: list[str] = field(default_factory=list)  # what the spec asked for and was not built
+
+
+def _checked(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """±inf is an error, never a feature value (NaN is warm-up and is dropped later)."""
+    infinite = [name for name, values in columns.items() if np.isinf(values).any()]
+    if infinite:
+        raise FeatureError(f"feature column(s) {infinite} hold ±inf values")
+    return columns
+
+
+def candle_inputs(candles: pl.DataFrame) -> Inputs:
+    return {
+        c: candles[c].to_numpy().astype(np.float64, copy=False)
+        for c in ("open", "high", "low", "close", "volume")
+    }
+
+
+def _block(candles: pl.DataFrame, spec: FeatureSpec, with_calendar: bool) -> dict[str, np.ndarray]:
+    """Indicators and families of one candle series."""
+    inputs = candle_inputs(candles)
+    atr = talib.ATR(inputs["high"], inputs["low"], inputs["close"], timeperiod=ATR_PERIOD)
+    columns = indicator_columns(spec.indicators, inputs, atr)
+    seconds = candles["ts"].dt.epoch("s").to_numpy() if with_calendar else None
+    adx = next(
+        (
+            columns[i.key]
+            for i in spec.indicators  # reuse the spec's raw ADX(14)
+            if i.key == "adx_14" and i.scale in ("auto", "none")
+        ),
+        None,
+    )
+    columns.update(family_columns(spec.families, inputs, atr, seconds, adx))
+    return columns
+
+
+def resample(candles: pl.DataFrame, timeframe: Timeframe) -> pl.DataFrame:
+    """Candles aggregated to ``timeframe`` (epoch-aligned buckets). The newest bucket may be
+    incomplete; it only becomes visible at its close, which lies after the data."""
+    micros = candles["ts"].dt.epoch("us").to_numpy()
+    bucket = micros // (timeframe.seconds * 1_000_000)
+    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    ends = np.r_[starts[1:], bucket.size] - 1
+    inputs = candle_inputs(candles)
+    return pl.DataFrame(
+        {
+            "ts": pl.Series(bucket[starts] * timeframe.seconds * 1_000_000).cast(
+                pl.Datetime("us", "UTC")
+            ),
+            "open": inputs["open"][starts],
+            "high": np.maximum.reduceat(inputs["high"], starts),
+            "low": np.minimum.reduceat(inputs["low"], starts),
+            "close": inputs["close"][ends],
+            "volume": np.add.reduceat(inputs["volume"], starts),
+        }
+    )
+
+
+def _as_of(
+    ts: pl.Series,
+    base: Timeframe,
+    other_ts: pl.Series,
+    other_tf: Timeframe,
+    columns: dict[str, np.ndarray],
+    prefix: str,
+) -> pl.DataFrame:
+    """``columns`` of another series (timestamps ``other_ts``, sorted) as known at each base bar's
+    close: the newest of its candles closed by then; NaN before its first."""
+    base_close = ts.dt.epoch("us").to_numpy() + base.seconds * 1_000_000
+    other_close = other_ts.dt.epoch("us").to_numpy() + other_tf.seconds * 1_000_000
+    index = np.searchsorted(other_close, base_close, side="right") - 1
+    unknown = int(np.searchsorted(index, 0))  # base times are sorted: a prefix knows nothing yet
+    block = pl.DataFrame({f"{prefix}{name}": values for name, values in columns.items()})
+    known = block[pl.Series(index[unknown:])]  # polars' parallel gather: ~3× numpy's here
+    head = pl.DataFrame({c: np.full(unknown, np.nan) for c in block.columns})
+    return pl.concat([head, known], how="vertical")
+
+
+def _higher(
+    candles: pl.DataFrame,
+    spec: FeatureSpec,
+    tf: Timeframe,
+    higher: Mapping[str, pl.DataFrame | None],
+) -> tuple[list[pl.DataFrame], list[str], list[str]]:
+    frames, built, skipped = [], [], []
+    for name in spec.higher_timeframes:
+        htf = parse_timeframe(name)
+        if htf.duration <= tf.duration or htf.seconds % tf.seconds:
+            skipped.append(f"higher timeframe {name}: not a multiple above {tf.name}")
+            continue
+        source = higher.get(name)
+        if source is None or source.is_empty():
+            source = resample(candles, htf)
+        columns = _checked(_block(source, spec, with_calendar=False))
+        frames.append(_as_of(candles["ts"], tf, source["ts"], htf, columns, f"tf{name}_"))
+        built.append(name)
+    return frames, built, skipped
+
+
+def _correlated(
+    symbol: str,
+    candles: pl.DataFrame,
+    spec: CorrelatedSpec,
+    tf: Timeframe,
+    others: Mapping[str, pl.DataFrame | None],
+) -> tuple[list[pl.DataFrame], list[str], list[str]]:
+    frames, used, skipped = [], [], []
+    for other in correlated_symbols(symbol, spec):
+        data = others.get(other)
+        if data is None or data.is_empty():
+            skipped.append(f"correlated symbol {other}: no {tf.name} candles in the store")
+            continue
+        log_close = np.log(data["close"].to_numpy().astype(np.float64))
+        columns = {f"ret_{lag}": lagged_log_return(log_close, lag) for lag in spec.returns}
+        columns[f"vol_{spec.volatility}"] = talib.STDDEV(
+            lagged_log_return(log_close, 1), spec.volatility, 1
+        )
+        frames.append(_as_of(candles["ts"], tf, data["ts"], tf, _checked(columns), f"x{other}_"))
+        used.append(other)
+    return frames, used, skipped
+
+
+def correlated_symbols(symbol: str, spec: CorrelatedSpec) -> list[str]:
+    """The symbols the spec correlates ``symbol`` with (never itself)."""
+    symbol = normalize_symbol(symbol)
+    chosen = spec.symbols.get(symbol)
+    if chosen is None:
+        chosen = spec.by_asset_class.get(instrument(symbol).asset_class.value, [])
+    return [s for s in (normalize_symbol(c) for c in chosen) if s != symbol]
+
+
+def compute_features(
+    candles: pl.DataFrame,
+    spec: FeatureSpec,
+    timeframe: str | Timeframe,
+    *,
+    symbol: str,
+    higher: Mapping[str, pl.DataFrame | None] | None = None,
+    correlated: Mapping[str, pl.DataFrame | None] | None = None,
+) -> Features:
+    """Features for every candle of ``candles`` (sorted by ``ts``). ``higher`` maps a higher
+    timeframe to its stored candles (resampled from ``candles`` when absent); ``correlated`` maps
+    a symbol to its candles of the same timeframe (skipped, and named, when absent)."""
+    tf = parse_timeframe(timeframe)
+    try:
+        base = pl.DataFrame(
+            {"ts": candles["ts"], **_checked(_block(candles, spec, with_calendar=True))}
+        )
+        htf_blocks, built, skipped = _higher(candles, spec, tf, higher or {})
+        corr_blocks, used, corr_skipped = _correlated(
+            symbol, candles, spec.correlated, tf, correlated or {}
+        )
+    except FeatureError as exc:
+        raise FeatureError(f"{symbol} {tf}: {exc}") from None
+    frame = pl.concat([base, *htf_blocks, *corr_blocks], how="horizontal")
+    effective = spec.model_copy(
+        update={
+            "higher_timeframes": built,
+            "correlated": spec.correlated.model_copy(
+                update={"by_asset_class": {}, "symbols": {normalize_symbol(symbol): used}}
+            ),
+        }
+    )
+    return Features(frame, frame.columns[1:], effective, skipped + corr_skipped)
+
+
+def last_closed_age(candles: pl.DataFrame, tf: Timeframe) -> timedelta | None:
+    """How long ago the newest candle closed (for staleness checks in live use)."""
+    if candles.is_empty():
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC) - (candles["ts"][-1] + tf.duration)

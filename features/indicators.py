@@ -1,0 +1,115 @@
+"""TA-Lib indicators named in the spec, made scale-free so that a model trained on one price regime
+works on another.
+
+Scales (``auto`` picks one per function, a spec entry may override it):
+* ``level`` — a price level (moving averages, bands, SAR, regression lines): ``(close − x) / ATR``;
+* ``diff`` — a price difference (MACD, momentum, directional movement, std dev): ``x / ATR``;
+* ``close`` — a volatility in price units (ATR, true range): ``x / close``;
+* ``zscore`` — a cumulative or volume-scaled series (OBV, A/D): z-score over ``ZSCORE_WINDOW`` bars;
+* ``none`` — already scale-free (RSI, ADX, CCI, stochastics, patterns, …).
+ATR is TA-Lib's ``ATR(14)`` of the same candles. A zero denominator gives 0 (a flat market), never
+±inf.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import talib
+from talib import abstract
+
+from core.feature_spec import IndicatorSpec, talib_functions
+
+ATR_PERIOD = 14
+ZSCORE_WINDOW = 100
+
+_LEVEL_GROUPS = {"Overlap Studies", "Price Transform"}
+_LEVEL = {"LINEARREG", "LINEARREG_INTERCEPT", "TSF", "VWAP", "HA", "ACCBANDS"}
+_DIFF = {
+    "MACD",
+    "MACDEXT",
+    "MACDFIX",
+    "MOM",
+    "APO",
+    "PLUS_DM",
+    "MINUS_DM",
+    "AO",
+    "AC",
+    "DPO",
+    "STDDEV",
+    "LINEARREG_SLOPE",
+    "AVGDEV",
+    "ADR",
+    "QSTICK",
+}
+_CLOSE = {"ATR", "TRANGE"}
+_ZSCORE = {"OBV", "AD", "ADOSC", "NVI", "PVI", "PVT", "EFI", "WAD", "MARKETFI", "VAR"}
+
+Inputs = dict[str, np.ndarray]
+
+
+def auto_scale(function: str) -> str:
+    """The scale ``auto`` means for a TA-Lib function (see the module docstring)."""
+    if function in _DIFF:
+        return "diff"
+    if function in _CLOSE:
+        return "close"
+    if function in _ZSCORE:
+        return "zscore"
+    if function in _LEVEL or talib_functions()[function]["group"] in _LEVEL_GROUPS:
+        return "level"
+    return "none"
+
+
+def safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den``, 0 where ``den`` is 0 (NaN stays NaN: warm-up is not hidden)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = num / den
+    zero = den == 0
+    if zero.any():  # rare (a flat market): only then pay for the fix-up
+        out[zero & ~np.isnan(num)] = 0.0
+    return out
+
+
+def rolling_zscore(x: np.ndarray, window: int) -> np.ndarray:
+    mean = talib.SMA(x, timeperiod=window)
+    std = talib.STDDEV(x, timeperiod=window, nbdev=1)
+    return safe_divide(x - mean, std)
+
+
+def call(spec: IndicatorSpec, inputs: Inputs) -> dict[str, np.ndarray]:
+    """Raw TA-Lib outputs of one spec entry: ``{column: values}``."""
+    function = abstract.Function(spec.function)
+    result = function(inputs, **spec.resolved_params)
+    names = function.info["output_names"]
+    if len(names) == 1:
+        return {spec.key: np.asarray(result, dtype=np.float64)}
+    return {
+        f"{spec.key}_{name}": np.asarray(out, dtype=np.float64)
+        for name, out in zip(names, result, strict=True)
+    }
+
+
+def scaled(
+    spec: IndicatorSpec, raw: dict[str, np.ndarray], inputs: Inputs, atr: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Scale-free versions of ``raw`` (see the module docstring)."""
+    scale = auto_scale(spec.function) if spec.scale == "auto" else spec.scale
+    close = inputs["close"]
+    transforms = {
+        "level": lambda x: safe_divide(close - x, atr),
+        "diff": lambda x: safe_divide(x, atr),
+        "close": lambda x: safe_divide(x, close),
+        "zscore": lambda x: rolling_zscore(x, ZSCORE_WINDOW),
+        "none": lambda x: x,
+    }
+    return {name: transforms[scale](values) for name, values in raw.items()}
+
+
+def indicator_columns(
+    specs: list[IndicatorSpec], inputs: Inputs, atr: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Every indicator of the spec, scale-free, by column name."""
+    columns: dict[str, np.ndarray] = {}
+    for spec in specs:
+        columns.update(scaled(spec, call(spec, inputs), inputs, atr))
+    return columns

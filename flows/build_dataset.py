@@ -1,0 +1,67 @@
+"""Stages 2 and 3: triple-barrier labels and features → one training dataset per symbol ×
+timeframe, fanned out per unit; one unit's failure does not stop the others."""
+
+from __future__ import annotations
+
+import os
+
+from prefect import Flow, flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from core.collect import collection_units
+from core.config import Settings, load_settings
+from core.errors import UnitsFailedError
+from flows._reporting import first_error, publish_table
+from tasks.dataset import build_dataset_frame, load_dataset_inputs, write_dataset_file
+
+DATASET_FIELDS = (
+    "symbol",
+    "timeframe",
+    "rows",
+    "features",
+    "spec_hash",
+    "label_counts",
+    "dropped",
+    "skipped",
+    "path",
+    "error",
+)
+
+
+@flow(name="build-dataset", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def build_datasets(
+    symbols: list[str] | None = None,
+    timeframes: list[str] | None = None,
+    home: str | None = None,
+    config: str | None = None,
+) -> list[dict]:
+    """Build the training dataset of each symbol × timeframe (defaults: the configured universe)
+    with the configured label and feature specs."""
+    settings = load_settings(config, home)
+    features, labels = settings.features, settings.labels
+    units = []
+    for symbol, timeframe in collection_units(settings, symbols, timeframes):
+        inputs = load_dataset_inputs.submit(settings.home, symbol, timeframe, features)
+        built = build_dataset_frame.submit(inputs, symbol, timeframe, features, labels)
+        written = write_dataset_file.submit(settings.home, built)
+        units.append((symbol, timeframe, inputs, built, written))
+    rows = []
+    for symbol, timeframe, inputs, built, written in units:
+        error = first_error(inputs, built, written)
+        row = dict.fromkeys(DATASET_FIELDS) | {"symbol": symbol, "timeframe": timeframe}
+        rows.append(row | ({"error": error} if error else written.result()))
+    publish_table("dataset-report", rows, f"Training datasets (feature spec {features.hash})")
+    failed = [f"{r['symbol']} {r['timeframe']} ({r['error']})" for r in rows if r["error"]]
+    if failed:
+        raise UnitsFailedError(f"{len(failed)} of {len(rows)} failed: " + "; ".join(failed), rows)
+    return rows
+
+
+def configured(settings: Settings) -> Flow:
+    """The flow with no more threads than cores (the work is CPU-bound)."""
+    workers = max(1, min(settings.collect.max_workers, os.cpu_count() or 1))
+    return build_datasets.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
+
+
+if __name__ == "__main__":
+    build_datasets()
