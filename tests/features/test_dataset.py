@@ -63,7 +63,7 @@ def test_labels_are_never_features(store: CandleStore) -> None:
 def test_cusum_events_drop_non_event_rows(store: CandleStore) -> None:
     settings = load_settings()
     labels = LabelSpec(cusum=2.0)
-    frame, meta = build_dataset(
+    _frame, meta = build_dataset(
         load_inputs(store, "EURUSD", "1h", settings.features),
         "EURUSD",
         "1h",

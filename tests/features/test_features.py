@@ -30,7 +30,7 @@ def market(symbol: str, tf: str = "1h", days: int = 90) -> pl.DataFrame:
 def test_indicator_columns_equal_talib() -> None:
     candles = market("EURUSD")
     out = compute_features(candles, FeatureSpec(), "1h", symbol="EURUSD").frame
-    o, h, lo, c, v = (candles[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
+    _o, h, lo, c, v = (candles[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
     atr = talib.ATR(h, lo, c, 14)
     expected = {
         "rsi_14": talib.RSI(c, 14),
