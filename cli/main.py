@@ -22,6 +22,7 @@ from core.errors import (
 )
 from core.symbols import normalize_symbol
 from core.timeframes import TIMEFRAMES, parse_timeframe
+from features.dataset import DATASET_FIELDS
 
 # Offline-safe defaults (the user's own environment wins): no telemetry, and a first ephemeral
 # Prefect server start on a slow machine may take longer than Prefect's 20 s default.
@@ -171,16 +172,9 @@ def _config_arg(ctx: typer.Context) -> str | None:
     return str(Path(config).resolve()) if config else None
 
 
-DATASET_COLUMNS = (
-    "symbol",
-    "timeframe",
-    "rows",
-    "features",
-    "spec_hash",
-    "label_counts",
-    "dropped",
-    "skipped",
-    "error",
+# The human table leaves out what --json has for scripts (the range, the path).
+DATASET_COLUMNS = tuple(
+    f for f in DATASET_FIELDS if f not in ("candle_first", "candle_last", "path")
 )
 
 

@@ -27,6 +27,21 @@ from features.build import compute_features, correlated_symbols
 from features.labels import triple_barrier
 
 METADATA_KEY = "candleflow"
+# One row of a dataset report (CLI ``--json``, Prefect artifact), in this order.
+DATASET_FIELDS = (
+    "symbol",
+    "timeframe",
+    "rows",
+    "features",
+    "spec_hash",
+    "label_counts",
+    "dropped",
+    "skipped",
+    "candle_first",
+    "candle_last",
+    "path",
+    "error",
+)
 LABEL_RENAMES = {
     "label": "label",
     "t1": "label_t1",

@@ -8,6 +8,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 
 from core.collect import REPORT_FIELDS
+from core.errors import UnitsFailedError
 
 
 def first_error(*futures: PrefectFuture) -> str | None:
@@ -36,6 +37,16 @@ def unit_row(
         row.update({k: data[k] for k in REPORT_FIELDS if k in data})
         row["reasons"] = data["reasons"]
     return row
+
+
+def finish(rows: list[dict[str, Any]], key: str, description: str) -> list[dict[str, Any]]:
+    """Publish a stage's rows as a table artifact; end the run failed, naming the failed units
+    (their rows carried by the error), when any failed."""
+    publish_table(key, rows, description)
+    failed = [f"{r['symbol']} {r['timeframe']} ({r['error']})" for r in rows if r["error"]]
+    if failed:
+        raise UnitsFailedError(f"{len(failed)} of {len(rows)} failed: " + "; ".join(failed), rows)
+    return rows
 
 
 def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> None:

@@ -10,22 +10,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.collect import collection_units
 from core.config import Settings, load_settings
-from core.errors import UnitsFailedError
-from flows._reporting import first_error, publish_table
+from features.dataset import DATASET_FIELDS
+from flows._reporting import finish, first_error
 from tasks.dataset import build_dataset_frame, load_dataset_inputs, write_dataset_file
-
-DATASET_FIELDS = (
-    "symbol",
-    "timeframe",
-    "rows",
-    "features",
-    "spec_hash",
-    "label_counts",
-    "dropped",
-    "skipped",
-    "path",
-    "error",
-)
 
 
 @flow(name="build-dataset", task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -50,11 +37,7 @@ def build_datasets(
         error = first_error(inputs, built, written)
         row = dict.fromkeys(DATASET_FIELDS) | {"symbol": symbol, "timeframe": timeframe}
         rows.append(row | ({"error": error} if error else written.result()))
-    publish_table("dataset-report", rows, f"Training datasets (feature spec {features.hash})")
-    failed = [f"{r['symbol']} {r['timeframe']} ({r['error']})" for r in rows if r["error"]]
-    if failed:
-        raise UnitsFailedError(f"{len(failed)} of {len(rows)} failed: " + "; ".join(failed), rows)
-    return rows
+    return finish(rows, "dataset-report", f"Training datasets (feature spec {features.hash})")
 
 
 def configured(settings: Settings) -> Flow:

@@ -16,8 +16,7 @@ from prefect.tasks import exponential_backoff
 from brokers import create_broker
 from core.collect import collection_units
 from core.config import Settings, load_settings
-from core.errors import UnitsFailedError
-from flows._reporting import first_error, publish_table, unit_row
+from flows._reporting import finish, first_error, unit_row
 from tasks.collect import fetch_candles, plan_fetch, store_candles
 
 
@@ -55,11 +54,7 @@ def collect_candles(
         error = first_error(window, candles, report)
         fetched = candles.result().height if candles.state.is_completed() else None
         rows.append(unit_row(symbol, timeframe, fetched, None if error else report.result(), error))
-    publish_table("collect-report", rows, f"Candles collected from broker {broker.name!r}")
-    failed = [f"{r['symbol']} {r['timeframe']} ({r['error']})" for r in rows if r["error"]]
-    if failed:
-        raise UnitsFailedError(f"{len(failed)} of {len(rows)} failed: " + "; ".join(failed), rows)
-    return rows
+    return finish(rows, "collect-report", f"Candles collected from broker {broker.name!r}")
 
 
 def configured(settings: Settings) -> Flow:

@@ -30,14 +30,18 @@ def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(
-    cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_on_transient,
-    task_run_name="plan-{symbol}-{timeframe}",
-)
+# Broker calls: retried with backoff on transient failures only (the flow sets the counts from
+# the config); validation errors and unknown symbols fail at once.
+BROKER_CALL = {
+    "cache_policy": NO_CACHE,
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_on_transient,
+}
+
+
+@task(**BROKER_CALL, task_run_name="plan-{symbol}-{timeframe}")
 def plan_fetch(
     broker: BaseBroker,
     home: Path,
@@ -64,14 +68,7 @@ def plan_fetch(
     )
 
 
-@task(
-    cache_policy=NO_CACHE,
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=retry_on_transient,
-    task_run_name="fetch-{symbol}-{timeframe}",
-)
+@task(**BROKER_CALL, task_run_name="fetch-{symbol}-{timeframe}")
 def fetch_candles(
     broker: BaseBroker, symbol: str, timeframe: str, window: FetchWindow
 ) -> pl.DataFrame:

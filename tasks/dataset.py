@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from core.feature_spec import FeatureSpec, LabelSpec
 from core.store import CandleStore
-from features.dataset import Inputs, build_dataset, load_inputs, write_dataset
+from features.dataset import DATASET_FIELDS, Inputs, build_dataset, load_inputs, write_dataset
 
 
 @task(cache_policy=NO_CACHE, task_run_name="load-{symbol}-{timeframe}")
@@ -33,21 +33,4 @@ def write_dataset_file(home: Path, built: tuple[pl.DataFrame, dict[str, Any]]) -
     """Write the dataset atomically; return its report row."""
     frame, metadata = built
     path = write_dataset(home, frame, metadata)
-    return {**dataset_row(metadata), "path": str(path)}
-
-
-def dataset_row(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The report row of a dataset (CLI ``--json``, Prefect artifact)."""
-    keys = (
-        "symbol",
-        "timeframe",
-        "rows",
-        "features",
-        "spec_hash",
-        "label_counts",
-        "dropped",
-        "skipped",
-        "candle_first",
-        "candle_last",
-    )
-    return {key: metadata[key] for key in keys}
+    return {key: metadata.get(key) for key in DATASET_FIELDS} | {"path": str(path)}
