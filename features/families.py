@@ -16,9 +16,10 @@ REGIME_VOL_RATIO = 1.5  # short / long volatility above: volatile (wins over tre
 
 
 def lagged_log_return(log_close: np.ndarray, lag: int) -> np.ndarray:
-    out = np.full(log_close.size, np.nan)
+    out = np.empty(log_close.size)
+    out[:lag] = np.nan
     if lag < log_close.size:
-        out[lag:] = log_close[lag:] - log_close[:-lag]
+        np.subtract(log_close[lag:], log_close[:-lag], out=out[lag:])
     return out
 
 
@@ -32,11 +33,15 @@ def _volatility(returns_1: np.ndarray, windows: list[int]) -> dict[str, np.ndarr
 
 def _candle_shape(inputs: Inputs, atr: np.ndarray) -> dict[str, np.ndarray]:
     o, h, lo, c = inputs["open"], inputs["high"], inputs["low"], inputs["close"]
-    return {
-        "shape_body": safe_divide(c - o, atr),
-        "shape_upper": safe_divide(h - np.maximum(o, c), atr),
-        "shape_lower": safe_divide(np.minimum(o, c) - lo, atr),
-        "shape_range": safe_divide(h - lo, atr),
+    body, upper = c - o, np.maximum(o, c)
+    lower, range_ = np.minimum(o, c), h - lo
+    np.subtract(h, upper, out=upper)
+    np.subtract(lower, lo, out=lower)
+    return {  # each numerator is a temporary of ours: divided in place
+        "shape_body": safe_divide(body, atr, out=body),
+        "shape_upper": safe_divide(upper, atr, out=upper),
+        "shape_lower": safe_divide(lower, atr, out=lower),
+        "shape_range": safe_divide(range_, atr, out=range_),
     }
 
 

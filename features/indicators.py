@@ -60,20 +60,24 @@ def auto_scale(function: str) -> str:
     return "none"
 
 
-def safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """``num / den``, 0 where ``den`` is 0 (NaN stays NaN: warm-up is not hidden)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = num / den
+def safe_divide(num: np.ndarray, den: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``num / den``, 0 where ``den`` is 0 (NaN stays NaN: warm-up is not hidden). ``out`` may be
+    ``num`` itself: results are written in place where the caller owns a temporary, because on
+    this kind of machine fresh memory costs more than the arithmetic (first-touch page faults)."""
     zero = den == 0
-    if zero.any():  # rare (a flat market): only then pay for the fix-up
-        out[zero & ~np.isnan(num)] = 0.0
-    return out
+    fix = zero & ~np.isnan(num) if zero.any() else None  # rare: a flat market
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = np.divide(num, den, out=out)
+    if fix is not None:
+        result[fix] = 0.0
+    return result
 
 
 def rolling_zscore(x: np.ndarray, window: int) -> np.ndarray:
     mean = talib.SMA(x, timeperiod=window)
     std = talib.STDDEV(x, timeperiod=window, nbdev=1)
-    return safe_divide(x - mean, std)
+    deviation = np.subtract(x, mean, out=mean)
+    return safe_divide(deviation, std, out=deviation)
 
 
 def call(spec: IndicatorSpec, inputs: Inputs) -> dict[str, np.ndarray]:
@@ -95,10 +99,11 @@ def scaled(
     """Scale-free versions of ``raw`` (see the module docstring)."""
     scale = auto_scale(spec.function) if spec.scale == "auto" else spec.scale
     close = inputs["close"]
+    # TA-Lib's outputs are fresh arrays of ours: transformed in place.
     transforms = {
-        "level": lambda x: safe_divide(close - x, atr),
-        "diff": lambda x: safe_divide(x, atr),
-        "close": lambda x: safe_divide(x, close),
+        "level": lambda x: safe_divide(np.subtract(close, x, out=x), atr, out=x),
+        "diff": lambda x: safe_divide(x, atr, out=x),
+        "close": lambda x: safe_divide(x, close, out=x),
         "zscore": lambda x: rolling_zscore(x, ZSCORE_WINDOW),
         "none": lambda x: x,
     }
