@@ -40,7 +40,7 @@ def holdout_split(
         raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
     start, end = _micros(t0), _micros(t1)
     n = start.size
-    first = n - max(1, int(round(n * fraction)))
+    first = n - max(1, round(n * fraction))
     if first < 2:
         raise ValueError(f"{n} events are too few for a {fraction:.0%} holdout")
     cutoff = start[first] - int(embargo.total_seconds() * 1e6)
