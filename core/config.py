@@ -116,6 +116,59 @@ class CcxtSettings(Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class CostSpec(Section):
+    """Trading costs in basis points of price: fee per side, spread per round trip, slippage per
+    side. A round trip costs ``2·fee + spread + 2·slippage``."""
+
+    fee_bps: float = Field(default=0.0, ge=0, le=1000)
+    spread_bps: float = Field(default=1.0, ge=0, le=1000)
+    slippage_bps: float = Field(default=0.5, ge=0, le=1000)
+
+    @property
+    def round_trip_bps(self) -> float:
+        return 2 * self.fee_bps + self.spread_bps + 2 * self.slippage_bps
+
+
+def _default_costs() -> dict[str, CostSpec]:
+    return {
+        "fx": CostSpec(fee_bps=0.0, spread_bps=1.0, slippage_bps=0.5),
+        "metal": CostSpec(fee_bps=0.0, spread_bps=3.0, slippage_bps=1.0),
+        "index": CostSpec(fee_bps=0.0, spread_bps=2.0, slippage_bps=1.0),
+        "crypto": CostSpec(fee_bps=10.0, spread_bps=2.0, slippage_bps=2.0),
+    }
+
+
+class CostsSettings(Section):
+    """Costs by symbol, else by asset class, else ``default``."""
+
+    default: CostSpec = Field(default_factory=lambda: CostSpec(spread_bps=5.0, slippage_bps=2.0))
+    by_asset_class: dict[str, CostSpec] = Field(default_factory=_default_costs)
+    by_symbol: dict[str, CostSpec] = Field(default_factory=dict)
+
+    def for_symbol(self, symbol: str, asset_class: str) -> CostSpec:
+        symbol = normalize_symbol(symbol)
+        by_symbol = {normalize_symbol(k): v for k, v in self.by_symbol.items()}
+        return by_symbol.get(symbol) or self.by_asset_class.get(asset_class) or self.default
+
+
+class TrainingSettings(Section):
+    """Per-symbol training: families, splits, tuning budget, decision threshold, ensemble."""
+
+    families: list[Literal["logreg", "hgb", "xgboost", "lightgbm"]] = Field(
+        default_factory=lambda: ["logreg", "hgb", "xgboost", "lightgbm"]
+    )
+    holdout: float = Field(default=0.2, gt=0.0, lt=0.6)
+    folds: int = Field(default=5, ge=2, le=20)
+    embargo_bars: int | None = Field(default=None, ge=0, description="None: the label horizon")
+    trials: int = Field(default=12, ge=1, le=10_000, description="Optuna trials per family")
+    timeout_seconds: float | None = Field(default=None, gt=0, description="per family")
+    seed: int = Field(default=42, ge=0)
+    threshold: float = Field(default=0.55, gt=0.0, lt=1.0)
+    ensemble: Literal["weighted", "majority"] = "weighted"
+    min_agree: int = Field(default=2, ge=1, description="majority vote: models that must agree")
+    n_threads: int = Field(default=1, ge=1, le=64, description="threads per model fit")
+
+
 class CollectSettings(Section):
     """How candles are collected."""
 
@@ -142,6 +195,8 @@ class Settings(BaseSettings):
     files: FilesSettings = Field(default_factory=FilesSettings)
     ccxt: CcxtSettings = Field(default_factory=CcxtSettings)
     collect: CollectSettings = Field(default_factory=CollectSettings)
+    costs: CostsSettings = Field(default_factory=CostsSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     labels: LabelSpec = Field(default_factory=LabelSpec)
     features: FeatureSpec = Field(default_factory=FeatureSpec)
 
