@@ -169,6 +169,12 @@ class TrainingSettings(Section):
     n_threads: int = Field(default=1, ge=1, le=64, description="threads per model fit")
 
 
+class MlflowSettings(Section):
+    """Where runs and models are tracked; empty: SQLite in the state directory."""
+
+    tracking_uri: str = ""
+
+
 class CollectSettings(Section):
     """How candles are collected."""
 
@@ -197,6 +203,7 @@ class Settings(BaseSettings):
     collect: CollectSettings = Field(default_factory=CollectSettings)
     costs: CostsSettings = Field(default_factory=CostsSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     labels: LabelSpec = Field(default_factory=LabelSpec)
     features: FeatureSpec = Field(default_factory=FeatureSpec)
 

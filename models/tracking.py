@@ -1,0 +1,114 @@
+"""MLflow tracking and registry, with everything inside the state directory by default.
+
+Experiments are ``candleflow/<SYMBOL>/<TF>`` (artifacts under ``mlflow/artifacts/``), registered
+models ``candleflow.<SYMBOL>.<TF>``. The registered model is a pyfunc that holds the fitted
+family models, the ensemble rule and the feature spec, so the live stage can rebuild features
+with the model's own spec and score them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import joblib
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from core.symbols import normalize_symbol
+from core.timeframes import parse_timeframe
+from models.ensemble import Ensemble
+
+logger = logging.getLogger(__name__)
+
+# What the registered model needs to load, by installed distribution (explicit: inferring costs
+# seconds, see STACK.md). xgboost-cpu, not xgboost, which would pull ~470 MB of CUDA libraries.
+# Unpickling the model also needs the candleflow package itself (models.tracking, models.ensemble).
+PIP_REQUIREMENTS = [
+    f"{name}=={metadata.version(name)}"
+    for name in (
+        "mlflow",
+        "scikit-learn",
+        "lightgbm",
+        "xgboost-cpu",
+        "numpy",
+        "pandas",
+        "joblib",
+        "cloudpickle",
+    )
+]
+
+
+def experiment_name(symbol: str, timeframe: str) -> str:
+    return f"candleflow/{normalize_symbol(symbol)}/{parse_timeframe(timeframe).name}"
+
+
+def registered_name(symbol: str, timeframe: str) -> str:
+    return f"candleflow.{normalize_symbol(symbol)}.{parse_timeframe(timeframe).name}"
+
+
+def tracking_uri(home: Path, configured: str = "") -> str:
+    """The configured URI, else SQLite in the state directory (never MLflow's own default)."""
+    if configured:
+        return configured
+    path = Path(home).resolve() / "mlflow" / "mlflow.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def setup(home: Path, configured_uri: str = "") -> MlflowClient:
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+    uri = tracking_uri(home, configured_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def ensure_experiment(client: MlflowClient, name: str, home: Path) -> str:
+    """The experiment's id, created with its artifact location in the state directory."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = Path(home).resolve() / "mlflow" / "artifacts" / name.replace("/", "_")
+    location.mkdir(parents=True, exist_ok=True)
+    return client.create_experiment(name, artifact_location=location.as_uri())
+
+
+class CandleflowModel(mlflow.pyfunc.PythonModel):
+    """The registered model: features in (the columns of its spec), per-family probabilities,
+    the ensemble probability and the long signal out."""
+
+    def load_context(self, context: Any) -> None:
+        self.ensemble: Ensemble = joblib.load(context.artifacts["ensemble"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+        missing = [c for c in self.ensemble.feature_columns if c not in model_input.columns]
+        if missing:
+            raise ValueError(f"model input lacks feature column(s) {missing[:10]}")
+        X = model_input[self.ensemble.feature_columns].to_numpy(dtype=np.float64)
+        probas = self.ensemble.family_probabilities(X)
+        proba, signal = self.ensemble.combine(probas)
+        out = pd.DataFrame({f"proba_{name}": p for name, p in probas.items()})
+        out["proba"], out["signal"] = proba, signal
+        return out
+
+
+def log_ensemble(ensemble: Ensemble, input_example: pd.DataFrame, model_name: str) -> Any:
+    """Log the ensemble as a pyfunc in the active run and register it as a new version."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ensemble.joblib"
+        joblib.dump(ensemble, path)
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=CandleflowModel(),
+            artifacts={"ensemble": str(path)},
+            pip_requirements=PIP_REQUIREMENTS,
+            input_example=input_example,
+            registered_model_name=model_name,
+        )
