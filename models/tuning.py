@@ -1,0 +1,155 @@
+"""Optuna per model family on purged folds: seeded TPE, median pruning across folds, a journal on
+disk so an interrupted tuning resumes, and every trial counted (the Deflated Sharpe Ratio needs
+the number tried and the spread of their Sharpe ratios, not just the winner's).
+
+A study is named by family, data hash and seed: the same data and config resume (and, once its
+budget is spent, reuse) the same study, so a re-run gives the same parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from sklearn.metrics import roc_auc_score
+
+from models.splits import Fold
+from models.zoo import balanced_sample_weight, get_family
+
+logger = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# Out-of-fold probabilities → the trial's Sharpe ratio (a backtest on the development set).
+SharpeOf = Callable[[np.ndarray], float]
+
+
+@dataclass
+class Tuned:
+    family: str
+    params: dict
+    cv_auc: float
+    trials: int  # every trial tried: complete, pruned or failed
+    trial_sharpes: list[float] = field(default_factory=list)
+
+
+def fit_predict(
+    family: str,
+    params: dict,
+    X: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    *,
+    seed: int,
+    n_threads: int,
+) -> np.ndarray:
+    model = get_family(family).build(params, seed=seed, n_threads=n_threads)
+    model.fit(X[train], y[train], sample_weight=balanced_sample_weight(y[train]))
+    return model.predict_proba(X[test])[:, 1]
+
+
+def out_of_fold(
+    family: str,
+    params: dict,
+    X: np.ndarray,
+    y: np.ndarray,
+    folds: list[Fold],
+    *,
+    seed: int,
+    n_threads: int,
+) -> np.ndarray:
+    """Each development row predicted by the model trained on its fold's purged training set."""
+    oof = np.full(y.size, np.nan)
+    for fold in folds:
+        oof[fold.test] = fit_predict(
+            family, params, X, y, fold.train, fold.test, seed=seed, n_threads=n_threads
+        )
+    return oof
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else 0.5
+
+
+def _objective(
+    family: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    folds: list[Fold],
+    seed: int,
+    n_threads: int,
+    sharpe_of: SharpeOf,
+    cache: dict[int, np.ndarray],
+):
+    def objective(trial: optuna.Trial) -> float:
+        params = get_family(family).suggest(trial)
+        oof, aucs = np.full(y.size, np.nan), []
+        for step, fold in enumerate(folds):
+            oof[fold.test] = fit_predict(
+                family, params, X, y, fold.train, fold.test, seed=seed, n_threads=n_threads
+            )
+            aucs.append(_auc(y[fold.test], oof[fold.test]))
+            trial.report(float(np.mean(aucs)), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        sharpe = sharpe_of(oof)
+        trial.set_user_attr("sharpe", sharpe if math.isfinite(sharpe) else None)
+        cache[trial.number] = oof
+        return float(np.mean(aucs))
+
+    return objective
+
+
+def tune(
+    family: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    folds: list[Fold],
+    *,
+    trials: int,
+    timeout: float | None,
+    seed: int,
+    n_threads: int,
+    journal: Path,
+    study_name: str,
+    sharpe_of: SharpeOf,
+) -> tuple[Tuned, np.ndarray]:
+    """Tune ``family``; return its result and the best parameters' out-of-fold probabilities."""
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+    )
+    cache: dict[int, np.ndarray] = {}
+    remaining = trials - len(study.trials)
+    if remaining > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.optimize(
+                _objective(family, X, y, folds, seed, n_threads, sharpe_of, cache),
+                n_trials=remaining,
+                timeout=timeout,
+                gc_after_trial=False,
+            )
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not completed:
+        raise RuntimeError(f"{family}: no tuning trial completed ({len(study.trials)} tried)")
+    best = study.best_trial
+    oof = cache.get(best.number)
+    if oof is None:  # the best trial ran in an earlier (resumed) process
+        oof = out_of_fold(family, best.params, X, y, folds, seed=seed, n_threads=n_threads)
+    sharpes = [t.user_attrs["sharpe"] for t in completed if t.user_attrs.get("sharpe") is not None]
+    return Tuned(family, dict(best.params), float(best.value), len(study.trials), sharpes), oof
