@@ -1,0 +1,369 @@
+"""Model zoo: four binary-classifier families behind one interface (fast defaults, an Optuna
+search space, an unfitted scikit-learn-compatible estimator), so CV, tuning and ensembles never
+branch on the family. Families are config keys: ``logreg``, ``hgb``, ``xgboost``, ``lightgbm``.
+
+The contract of every estimator ``build`` returns (scikit-learn's): the constructor only stores
+parameters; ``fit(X, y, sample_weight=None)`` returns self; ``predict_proba(X)[:, 1]`` is P(y = 1).
+X is a 2-D float numpy array (convert polars frames at this boundary).
+
+Class imbalance has one way in, for every family:
+``fit(X, y, sample_weight=balanced_sample_weight(y))`` (multiply other per-row weights in first).
+``class_weight``/``scale_pos_weight`` are refused in params so weights are never applied twice.
+
+Threads: ``n_threads`` caps each fit so symbols trained in parallel do not oversubscribe the cores.
+XGBoost and LightGBM take it as ``n_jobs`` (their ``nthread``/``num_threads``). ``hgb`` and
+``logreg`` have no such parameter, so they are wrapped in ``ThreadCapped``, which runs fit and
+predict under threadpoolctl's OpenMP limit (per calling thread, so safe in a thread pool). BLAS is
+not capped there: OpenBLAS's limit is process-wide, so concurrent fits would race on it; logreg's
+lbfgs uses BLAS only for small matrix-vector products (scikit-learn runs its loss on one thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from types import MappingProxyType
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import optuna
+import xgboost as xgb
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils import Tags, get_tags
+from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
+
+from core.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Set by build()'s keyword arguments or by the caller's sample_weight, never through params.
+RESERVED_PARAMS = MappingProxyType(
+    {
+        "random_state": "pass seed= to build()",
+        "n_jobs": "pass n_threads= to build()",
+        "class_weight": "pass sample_weight=balanced_sample_weight(y) to fit()",
+        "scale_pos_weight": "pass sample_weight=balanced_sample_weight(y) to fit()",
+    }
+)
+
+
+class UnknownModelFamilyError(ConfigError, ValueError):
+    """A model family name that the zoo does not know."""
+
+
+def balanced_sample_weight(y: np.ndarray) -> np.ndarray:
+    """Inverse class frequency per row, scaled to mean 1: every class gets the same total weight.
+
+    Mean 1 keeps weight-scaled settings (LightGBM/XGBoost ``min_child_weight``, the logistic ``C``)
+    meaning what they mean unweighted. Same as scikit-learn's ``compute_sample_weight("balanced")``.
+    """
+    labels = np.asarray(y)
+    if labels.ndim != 1:
+        raise ValueError(f"y must be 1-D, got shape {labels.shape}")
+    if labels.size == 0:
+        return np.ones(0)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return (labels.size / (counts.size * counts))[inverse]
+
+
+class ThreadCapped(ClassifierMixin, BaseEstimator):
+    """Fits and predicts ``estimator`` (cloned into ``estimator_``) under an OpenMP cap of
+    ``n_threads``, for estimators without a thread parameter. For a Pipeline, ``sample_weight``
+    goes to its final step (scikit-learn pipelines do not route it without metadata routing)."""
+
+    def __init__(self, estimator: BaseEstimator, n_threads: int = 1) -> None:
+        self.estimator = estimator
+        self.n_threads = n_threads
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = get_tags(self.estimator).input_tags.allow_nan
+        return tags
+
+    def fit(self, X: Any, y: Any, sample_weight: np.ndarray | None = None) -> ThreadCapped:
+        estimator = clone(self.estimator)
+        fit_params: dict[str, Any] = {}
+        if sample_weight is not None:
+            key = "sample_weight"
+            if isinstance(estimator, Pipeline):
+                key = f"{estimator.steps[-1][0]}__sample_weight"
+            fit_params[key] = sample_weight
+        with threadpool_limits(limits=self.n_threads, user_api="openmp"):
+            estimator.fit(X, y, **fit_params)
+        self.estimator_ = estimator
+        self.classes_ = estimator.classes_
+        self.n_features_in_ = estimator.n_features_in_
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        with threadpool_limits(limits=self.n_threads, user_api="openmp"):
+            return self.estimator_.predict_proba(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        proba = self.predict_proba(X)  # checks fitted before classes_ is read
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One model family: its defaults, its search space and how to build an unfitted estimator.
+
+    ``build`` merges params over ``default_params``; names must be parameters of ``estimator_cls``
+    (a typo would otherwise be ignored silently by XGBoost/LightGBM). ``suggest`` names each Optuna
+    parameter exactly as ``build`` takes it, so ``study.best_params`` can be passed to ``build``.
+    """
+
+    name: str
+    estimator_cls: type
+    default_params: Mapping[str, Any]
+    space: Mapping[str, BaseDistribution]
+    make: Callable[[dict[str, Any], int, int], BaseEstimator]  # (params, seed, n_threads)
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """This family's search space, sampled by ``trial``."""
+        return {name: _suggest(trial, name, dist) for name, dist in self.space.items()}
+
+    def build(
+        self, params: Mapping[str, Any] | None = None, *, seed: int, n_threads: int
+    ) -> BaseEstimator:
+        """An unfitted estimator with ``params`` over the defaults, seeded, capped to n_threads."""
+        params = dict(params or {})
+        self._check_params(params)
+        if (
+            isinstance(n_threads, bool)
+            or not isinstance(n_threads, numbers.Integral)
+            or n_threads < 1
+        ):
+            raise ConfigError(f"n_threads must be an integer ≥ 1, got {n_threads!r}")
+        return self.make({**self.default_params, **params}, int(seed), int(n_threads))
+
+    def _check_params(self, params: Mapping[str, Any]) -> None:
+        for key in params:
+            if key in RESERVED_PARAMS:
+                raise ConfigError(
+                    f"model family {self.name!r}: params may not set {key!r}; "
+                    f"{RESERVED_PARAMS[key]}"
+                )
+        unknown = sorted(set(params) - self.param_names())
+        if unknown:
+            raise ConfigError(
+                f"model family {self.name!r}: unknown params {unknown}; valid: "
+                f"{sorted(self.param_names() - set(RESERVED_PARAMS))}"
+            )
+
+    def param_names(self) -> frozenset[str]:
+        """Names ``build`` accepts in params (plus the reserved ones, which it refuses)."""
+        return _constructor_params(self.estimator_cls) | set(self.default_params) | set(self.space)
+
+
+@cache
+def _constructor_params(cls: type) -> frozenset[str]:
+    return frozenset(cls().get_params(deep=False))
+
+
+def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    raise TypeError(f"unsupported distribution for {name!r}: {dist!r}")
+
+
+def _make_logreg(params: dict[str, Any], seed: int, n_threads: int) -> BaseEstimator:
+    # lbfgs is deterministic; random_state is stored so a solver change stays seeded.
+    pipeline = Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("logreg", LogisticRegression(random_state=seed, **params)),
+        ]
+    )
+    return ThreadCapped(pipeline, n_threads=n_threads)
+
+
+def _make_hgb(params: dict[str, Any], seed: int, n_threads: int) -> BaseEstimator:
+    return ThreadCapped(
+        HistGradientBoostingClassifier(random_state=seed, **params), n_threads=n_threads
+    )
+
+
+def _make_xgboost(params: dict[str, Any], seed: int, n_threads: int) -> BaseEstimator:
+    return xgb.XGBClassifier(random_state=seed, n_jobs=n_threads, **params)
+
+
+def _make_lightgbm(params: dict[str, Any], seed: int, n_threads: int) -> BaseEstimator:
+    return lgb.LGBMClassifier(random_state=seed, n_jobs=n_threads, **params)
+
+
+def _log_float(low: float, high: float) -> FloatDistribution:
+    return FloatDistribution(low, high, log=True)
+
+
+def _log_int(low: int, high: int) -> IntDistribution:
+    return IntDistribution(low, high, log=True)
+
+
+# Shared by the three boosters: rounds and learning rate trade off, so both are searched.
+_ROUNDS = IntDistribution(100, 600, step=50)
+_LEARNING_RATE = _log_float(0.01, 0.2)
+_L2 = _log_float(1e-3, 10.0)
+
+# The one place that declares families, their defaults and their search spaces. Defaults are for
+# noisy market data of ~20k rows × ~80 features: shallow trees, large leaves, row/column subsampling
+# (seeded), 300 rounds at 0.05. Every default lies inside its family's search space.
+FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
+    {
+        "logreg": ModelFamily(
+            name="logreg",
+            estimator_cls=LogisticRegression,
+            default_params=MappingProxyType({"C": 0.1, "max_iter": 1000}),
+            space=MappingProxyType({"C": _log_float(1e-4, 10.0)}),
+            make=_make_logreg,
+        ),
+        # scikit-learn 1.9 bins weighted data with one weighted quantile per bin edge in Python:
+        # with sample_weight, ~8 of ~9 s per fit at 20k × 80 (upstream fix: scikit-learn#34248).
+        "hgb": ModelFamily(
+            name="hgb",
+            estimator_cls=HistGradientBoostingClassifier,
+            default_params=MappingProxyType(
+                {
+                    # "auto" turns early stopping on above 10k rows, on a shuffled holdout:
+                    # look-ahead on time series. Rounds are tuned instead.
+                    "early_stopping": False,
+                    "max_iter": 300,
+                    "learning_rate": 0.05,
+                    "max_leaf_nodes": 15,
+                    "min_samples_leaf": 100,
+                    "l2_regularization": 1.0,
+                    "max_features": 0.8,
+                }
+            ),
+            space=MappingProxyType(
+                {
+                    "max_iter": _ROUNDS,
+                    "learning_rate": _LEARNING_RATE,
+                    "max_leaf_nodes": _log_int(4, 63),
+                    "min_samples_leaf": _log_int(20, 500),
+                    "l2_regularization": _L2,
+                    "max_features": FloatDistribution(0.3, 1.0),
+                }
+            ),
+            make=_make_hgb,
+        ),
+        "xgboost": ModelFamily(
+            name="xgboost",
+            estimator_cls=xgb.XGBClassifier,
+            default_params=MappingProxyType(
+                {
+                    "tree_method": "hist",
+                    "n_estimators": 300,
+                    "learning_rate": 0.05,
+                    "max_depth": 4,
+                    "min_child_weight": 5.0,
+                    "subsample": 0.8,
+                    "colsample_bytree": 0.8,
+                    "reg_lambda": 1.0,
+                }
+            ),
+            space=MappingProxyType(
+                {
+                    "n_estimators": _ROUNDS,
+                    "learning_rate": _LEARNING_RATE,
+                    "max_depth": IntDistribution(2, 6),
+                    "min_child_weight": _log_float(1.0, 50.0),
+                    "subsample": FloatDistribution(0.5, 1.0),
+                    "colsample_bytree": FloatDistribution(0.3, 1.0),
+                    "reg_lambda": _L2,
+                }
+            ),
+            make=_make_xgboost,
+        ),
+        "lightgbm": ModelFamily(
+            name="lightgbm",
+            estimator_cls=lgb.LGBMClassifier,
+            default_params=MappingProxyType(
+                {
+                    "verbose": -1,
+                    # Stable results for a fixed seed and thread count; forcing col-wise also
+                    # skips LightGBM's per-fit timing test of row- vs col-wise histograms.
+                    "deterministic": True,
+                    "force_col_wise": True,
+                    "n_estimators": 300,
+                    "learning_rate": 0.05,
+                    "num_leaves": 15,
+                    "min_child_samples": 100,
+                    "subsample": 0.8,
+                    "subsample_freq": 1,  # bagging is off unless this is > 0
+                    "colsample_bytree": 0.8,
+                    "reg_lambda": 1.0,
+                }
+            ),
+            space=MappingProxyType(
+                {
+                    "n_estimators": _ROUNDS,
+                    "learning_rate": _LEARNING_RATE,
+                    "num_leaves": _log_int(4, 63),
+                    "min_child_samples": _log_int(20, 500),
+                    "subsample": FloatDistribution(0.5, 1.0),
+                    "colsample_bytree": FloatDistribution(0.3, 1.0),
+                    "reg_lambda": _L2,
+                }
+            ),
+            make=_make_lightgbm,
+        ),
+    }
+)
+
+
+def get_family(name: str) -> ModelFamily:
+    """The family registered under ``name`` (a config key)."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise UnknownModelFamilyError(
+            f"unknown model family {name!r}; valid: {', '.join(sorted(FAMILIES))}"
+        ) from None
+
+
+def feature_contributions(fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
+    """Per-row additive contributions to the raw margin (log-odds of class 1): n × (features + 1),
+    the last column being the bias, so each row sums to the model's margin for that row.
+
+    Trees: LightGBM's and XGBoost's exact TreeSHAP. logreg: coefficient × standardised value, plus
+    the intercept. hgb: not available (scikit-learn has no per-row attribution for it).
+    """
+    check_is_fitted(fitted)
+    if isinstance(fitted, lgb.LGBMClassifier):
+        return np.asarray(fitted.predict(X, pred_contrib=True))
+    if isinstance(fitted, xgb.XGBClassifier):
+        booster = fitted.get_booster()
+        matrix = xgb.DMatrix(X, feature_names=booster.feature_names, nthread=fitted.n_jobs)
+        return booster.predict(matrix, pred_contribs=True)
+    inner = fitted.estimator_ if isinstance(fitted, ThreadCapped) else fitted
+    if isinstance(inner, Pipeline) and isinstance(inner[-1], LogisticRegression):
+        model: LogisticRegression = inner[-1]
+        scaled = np.asarray(inner[:-1].transform(X), dtype=np.float64)
+        bias = np.full((scaled.shape[0], 1), model.intercept_[0])
+        return np.hstack([scaled * model.coef_[0], bias])
+    raise NotImplementedError(
+        f"no per-row feature contributions for {type(inner).__name__}: scikit-learn's "
+        "HistGradientBoosting has no TreeSHAP. Use the lightgbm or xgboost family to explain "
+        "predictions, or sklearn.inspection.permutation_importance for global importance."
+    )
