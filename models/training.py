@@ -27,8 +27,7 @@ from models.backtest import BacktestResult, Costs, backtest
 from models.ensemble import Ensemble, fit_weights
 from models.metrics import classification_report
 from models.splits import Fold, holdout_split, overlaps, purged_kfold
-from models.tuning import Tuned, tune
-from models.zoo import balanced_sample_weight, get_family
+from models.tuning import Tuned, fit, tune
 
 logger = logging.getLogger(__name__)
 PERIODS_PER_YEAR = 365  # the backtest's daily series holds every calendar day
@@ -173,8 +172,7 @@ def train_dataset(
     )
     models, hold_p = {}, {}
     for family, result in tuned.items():
-        model = get_family(family).build(result.params, seed=cfg.seed, n_threads=cfg.n_threads)
-        model.fit(X[dev], y[dev], sample_weight=balanced_sample_weight(y[dev]))
+        model = fit(family, result.params, X[dev], y[dev], seed=cfg.seed, n_threads=cfg.n_threads)
         models[family], hold_p[family] = model, model.predict_proba(X[hold])[:, 1]
     ensemble = Ensemble(
         models,
