@@ -223,6 +223,66 @@ def _report(result: Any, json_: bool, title: str, columns: tuple[str, ...]) -> N
         raise output.fail(str(result), output.EXIT_RUN_FAILED)
 
 
+TRAIN_COLUMNS = (
+    "symbol",
+    "timeframe",
+    "version",
+    "cv_auc",
+    "holdout_auc",
+    "holdout_sharpe",
+    "psr",
+    "dsr",
+    "trades",
+    "bh_sharpe",
+    "error",
+)
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    symbols: Annotated[
+        str | None, typer.Option(help="Comma-separated symbols (default: the configured universe)")
+    ] = None,
+    timeframe: Annotated[
+        str | None, typer.Option(help="Comma-separated timeframes (default: configured)")
+    ] = None,
+    trials: Annotated[
+        int | None, typer.Option(min=1, help="Optuna trials per family (default: configured)")
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Train, evaluate and register per-symbol models from their datasets (MLflow)."""
+    settings = _settings(ctx)
+    from core.collect import collection_units
+
+    try:
+        units = collection_units(settings, _csv(symbols), _csv(timeframe))
+    except CandleflowError as exc:
+        raise output.fail(str(exc)) from None
+    from flows.train_models import configured
+
+    with output.stderr.status(f"Training {len(units)} model(s)…"):
+        result = _run_flow(
+            configured(settings),
+            symbols=[s for s, _ in units],
+            timeframes=sorted({t for _, t in units}),
+            trials=trials,
+            home=str(settings.home),
+            config=_config_arg(ctx),
+        )
+    if not json_:  # the table shows the headline metrics as columns
+        rows = result.rows if isinstance(result, UnitsFailedError) else result
+        if isinstance(rows, list):
+            flat = [{**r, **(r.get("metrics") or {})} for r in rows]
+            if isinstance(result, UnitsFailedError):
+                result.rows = flat
+            else:
+                result = flat
+    title = f"Models in {settings.home / 'mlflow'} (experiments candleflow/<SYMBOL>/<TF>)"
+    _report(result, json_, title, TRAIN_COLUMNS)
+
+
 @app.command("import")
 def import_file(
     ctx: typer.Context,

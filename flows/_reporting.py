@@ -43,6 +43,11 @@ def finish(rows: list[dict[str, Any]], key: str, description: str) -> list[dict[
     """Publish a stage's rows as a table artifact; end the run failed, naming the failed units
     (their rows carried by the error), when any failed."""
     publish_table(key, rows, description)
+    return raise_if_failed(rows)
+
+
+def raise_if_failed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """End the run failed, naming the failed units, when any failed (rows carried by the error)."""
     failed = [f"{r['symbol']} {r['timeframe']} ({r['error']})" for r in rows if r["error"]]
     if failed:
         raise UnitsFailedError(f"{len(failed)} of {len(rows)} failed: " + "; ".join(failed), rows)

@@ -1,0 +1,92 @@
+"""Stage 4: per-symbol training — purged CV, Optuna per family, an ensemble, an honest holdout
+evaluation, tracked in MLflow and registered as ``challenger``. Fanned out per symbol ×
+timeframe; one unit's failure does not stop the others."""
+
+from __future__ import annotations
+
+import os
+
+from prefect import Flow, flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from core.collect import collection_units
+from core.config import Settings, load_settings
+from flows._reporting import first_error, publish_table, raise_if_failed
+from models.training import TrainingConfig
+from tasks.train import read_training_data, record, train
+
+TRAIN_FIELDS = ("symbol", "timeframe", "model_name", "version", "metrics", "trials", "error")
+SUMMARY = ("cv_auc", "holdout_auc", "holdout_sharpe", "psr", "dsr", "trades", "bh_sharpe")
+
+
+@flow(name="train-models", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def train_models(
+    symbols: list[str] | None = None,
+    timeframes: list[str] | None = None,
+    trials: int | None = None,
+    home: str | None = None,
+    config: str | None = None,
+) -> list[dict]:
+    """Train every symbol × timeframe (defaults: the configured universe) from its dataset."""
+    settings = load_settings(config, home)
+    if trials is not None:
+        settings.training.trials = trials
+    journal = settings.home / "optuna"
+    units = []
+    for symbol, timeframe in collection_units(settings, symbols, timeframes):
+        cfg = TrainingConfig.from_settings(settings, symbol, timeframe)
+        data = read_training_data.submit(settings.home, symbol, timeframe)
+        result = train.submit(data, cfg, journal, symbol, timeframe)
+        recorded = record.submit(
+            result, cfg, data, settings.home, settings.mlflow.tracking_uri, symbol, timeframe
+        )
+        units.append((symbol, timeframe, data, result, recorded))
+    rows = []
+    for symbol, timeframe, data, result, recorded in units:
+        error = first_error(data, result, recorded)
+        row = dict.fromkeys(TRAIN_FIELDS) | {"symbol": symbol, "timeframe": timeframe}
+        rows.append(row | ({"error": error} if error else recorded.result()))
+    create_markdown_artifact(
+        key="training-report", markdown=_markdown(rows), description="Holdout evaluation per symbol"
+    )
+    table = [
+        {
+            "symbol": r["symbol"],
+            "timeframe": r["timeframe"],
+            "version": r["version"],
+            **(r["metrics"] or {}),
+            "error": r["error"],
+        }
+        for r in rows
+    ]
+    publish_table("training-metrics", table, "Holdout metrics of the trained ensembles")
+    return raise_if_failed(rows)
+
+
+def _markdown(rows: list[dict]) -> str:
+    lines = [
+        "# Training",
+        "",
+        "| symbol | tf | version | " + " | ".join(SUMMARY) + " |",
+        "|---" * (3 + len(SUMMARY)) + "|",
+    ]
+    for r in rows:
+        m = r["metrics"] or {}
+        cells = [f"{m[k]:.3f}" if isinstance(m.get(k), float) else "-" for k in SUMMARY]
+        lines.append(
+            f"| {r['symbol']} | {r['timeframe']} | {r['version'] or r['error']} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def configured(settings: Settings) -> Flow:
+    """No more parallel trainings than cores (each fit uses ``training.n_threads``)."""
+    workers = max(1, (os.cpu_count() or 1) // settings.training.n_threads)
+    return train_models.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
+
+
+if __name__ == "__main__":
+    train_models()

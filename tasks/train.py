@@ -1,0 +1,90 @@
+"""Tasks of the training stage: read the dataset, train, record in MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from core.store import CandleStore
+from features.dataset import dataset_path, read_dataset
+from models.recording import record_training
+from models.training import TrainingConfig, TrainingResult, train_dataset
+
+
+@task(cache_policy=NO_CACHE, task_run_name="read-dataset-{symbol}-{timeframe}")
+def read_training_data(
+    home: Path, symbol: str, timeframe: str
+) -> tuple[pl.DataFrame, dict[str, Any], pl.DataFrame]:
+    """The dataset, its metadata and the candles it came from (for buy-and-hold)."""
+    frame, metadata = read_dataset(dataset_path(home, symbol, timeframe))
+    return frame, metadata, CandleStore(home).read(symbol, timeframe)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="train-{symbol}-{timeframe}")
+def train(
+    data: tuple[pl.DataFrame, dict[str, Any], pl.DataFrame],
+    cfg: TrainingConfig,
+    journal_dir: Path,
+    symbol: str,
+    timeframe: str,
+) -> TrainingResult:
+    """Tune every family, combine, refit and evaluate on the holdout."""
+    frame, metadata, candles = data
+    return train_dataset(frame, metadata, candles, cfg, journal_dir)
+
+
+@task(
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    task_run_name="record-{symbol}-{timeframe}",
+)
+def record(
+    result: TrainingResult,
+    cfg: TrainingConfig,
+    data: tuple[pl.DataFrame, dict[str, Any], pl.DataFrame],
+    home: Path,
+    tracking_uri: str,
+    symbol: str,
+    timeframe: str,
+) -> dict[str, Any]:
+    """Log runs and artifacts, register the ensemble as ``challenger`` (registry I/O: retried)."""
+    registered = record_training(result, cfg, data[1], home, tracking_uri)
+    return {
+        "symbol": symbol,
+        "timeframe": timeframe,
+        **registered,
+        "metrics": summary(result.metrics),
+        "families": result.family_metrics,
+        "trials": int(result.metrics["trials"]),
+    }
+
+
+# Report names (CLI --json, artifacts) → the metric logged in MLflow (which has them all).
+SUMMARY_METRICS = {
+    "cv_auc": "cv_roc_auc",
+    "holdout_auc": "holdout_roc_auc",
+    "holdout_logloss": "holdout_log_loss",
+    "holdout_sharpe": "holdout_sharpe_annual",
+    "psr": "holdout_psr",
+    "dsr": "holdout_dsr",
+    "trades": "holdout_trades",
+    "win_rate": "holdout_win_rate",
+    "profit_factor": "holdout_profit_factor",
+    "max_drawdown": "holdout_max_drawdown",
+    "exposure": "holdout_exposure",
+    "bh_sharpe": "holdout_bh_sharpe_annual",
+    "cv_sharpe": "cv_sharpe_annual",
+}
+
+
+def summary(metrics: dict[str, float]) -> dict[str, float | None]:
+    """The headline metrics under report names; NaN (undefined, e.g. no trades) as None."""
+    return {
+        name: (None if metrics.get(key) is None or metrics[key] != metrics[key] else metrics[key])
+        for name, key in SUMMARY_METRICS.items()
+    }
