@@ -235,10 +235,10 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
         "logreg": ModelFamily(
             name="logreg",
             estimator_cls=LogisticRegression,
-            default_params=MappingProxyType({"C": 0.1, "max_iter": 300}),
+            default_params=MappingProxyType({"C": 0.03, "max_iter": 300}),
             # Strong regularisation: market features are noisy and collinear; a large C also
             # needs many L-BFGS iterations on them (seconds per fit, for nothing).
-            space=MappingProxyType({"C": _log_float(1e-4, 1.0)}),
+            space=MappingProxyType({"C": _log_float(1e-4, 0.1)}),
             make=_make_logreg,
         ),
         # scikit-learn 1.9 bins weighted data with one weighted quantile per bin edge in Python:
