@@ -22,8 +22,12 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     store.upsert("BTCUSD", "1h", candles)
     inputs = load_inputs(store, "BTCUSD", "1h", settings.features)
     frame, meta = build_dataset(inputs, "BTCUSD", "1h", settings.features, settings.labels)
-    cfg = dataclasses.replace(TrainingConfig.from_settings(settings, "BTCUSD", "1h"),
-                              families=("logreg", "lightgbm"), folds=3, trials=3)
+    cfg = dataclasses.replace(
+        TrainingConfig.from_settings(settings, "BTCUSD", "1h"),
+        families=("logreg", "lightgbm"),
+        folds=3,
+        trials=3,
+    )
     return frame, meta, inputs.candles, cfg
 
 
@@ -37,19 +41,20 @@ def test_same_data_config_and_seed_give_the_same_metrics(small: tuple, tmp_path:
     assert first.ensemble.weights == second.ensemble.weights
 
 
-def test_every_trial_counts_and_a_resumed_study_reuses_its_trials(small: tuple,
-                                                                  tmp_path: Path) -> None:
+def test_every_trial_counts_and_a_resumed_study_reuses_its_trials(
+    small: tuple, tmp_path: Path
+) -> None:
     frame, meta, candles, cfg = small
     result = train_dataset(frame, meta, candles, cfg, tmp_path)
     assert result.metrics["trials"] == 6 == sum(t.trials for t in result.tuned.values())
     again = train_dataset(frame, meta, candles, cfg, tmp_path)  # same journal: budget spent
     assert again.metrics["trials"] == 6
-    assert {f: t.params for f, t in again.tuned.items()} == \
-        {f: t.params for f, t in result.tuned.items()}
+    assert {f: t.params for f, t in again.tuned.items()} == {
+        f: t.params for f, t in result.tuned.items()
+    }
 
 
-def test_holdout_is_after_development_and_rows_are_accounted(small: tuple,
-                                                            tmp_path: Path) -> None:
+def test_holdout_is_after_development_and_rows_are_accounted(small: tuple, tmp_path: Path) -> None:
     frame, meta, candles, cfg = small
     result = train_dataset(frame, meta, candles, cfg, tmp_path)
     preds = result.predictions
