@@ -46,6 +46,12 @@ config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+SymbolsOption = Annotated[
+    str | None, typer.Option(help="Comma-separated symbols (default: the configured universe)")
+]
+TimeframeOption = Annotated[
+    str | None, typer.Option(help="Comma-separated timeframes (default: configured)")
+]
 # The human table leaves out what --json has for scripts (missing_candles, rows).
 COLLECT_COLUMNS = tuple(f for f in REPORT_FIELDS if f not in ("missing_candles", "rows"))
 
@@ -167,6 +173,16 @@ def _check_served(broker: Any, units: list[tuple[str, str]]) -> None:
             return
 
 
+def _units(settings: Settings, symbols: str | None, timeframe: str | None) -> list[tuple[str, str]]:
+    """Symbol × timeframe units of a command (a bad name ends it with a one-line reason)."""
+    from core.collect import collection_units
+
+    try:
+        return collection_units(settings, _csv(symbols), _csv(timeframe))
+    except CandleflowError as exc:
+        raise output.fail(str(exc)) from None
+
+
 def _config_arg(ctx: typer.Context) -> str | None:
     config = ctx.obj["config"]
     return str(Path(config).resolve()) if config else None
@@ -181,22 +197,13 @@ DATASET_COLUMNS = tuple(
 @app.command()
 def dataset(
     ctx: typer.Context,
-    symbols: Annotated[
-        str | None, typer.Option(help="Comma-separated symbols (default: the configured universe)")
-    ] = None,
-    timeframe: Annotated[
-        str | None, typer.Option(help="Comma-separated timeframes (default: configured)")
-    ] = None,
+    symbols: SymbolsOption = None,
+    timeframe: TimeframeOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Label stored candles and build feature datasets (one Parquet file per symbol)."""
     settings = _settings(ctx)  # the label and feature specs are validated here, before any work
-    from core.collect import collection_units
-
-    try:
-        units = collection_units(settings, _csv(symbols), _csv(timeframe))
-    except CandleflowError as exc:
-        raise output.fail(str(exc)) from None
+    units = _units(settings, symbols, timeframe)
     from flows.build_dataset import configured
 
     with output.stderr.status(f"Building {len(units)} dataset(s)…"):
@@ -241,12 +248,8 @@ TRAIN_COLUMNS = (
 @app.command()
 def train(
     ctx: typer.Context,
-    symbols: Annotated[
-        str | None, typer.Option(help="Comma-separated symbols (default: the configured universe)")
-    ] = None,
-    timeframe: Annotated[
-        str | None, typer.Option(help="Comma-separated timeframes (default: configured)")
-    ] = None,
+    symbols: SymbolsOption = None,
+    timeframe: TimeframeOption = None,
     trials: Annotated[
         int | None, typer.Option(min=1, help="Optuna trials per family (default: configured)")
     ] = None,
@@ -254,12 +257,7 @@ def train(
 ) -> None:
     """Train, evaluate and register per-symbol models from their datasets (MLflow)."""
     settings = _settings(ctx)
-    from core.collect import collection_units
-
-    try:
-        units = collection_units(settings, _csv(symbols), _csv(timeframe))
-    except CandleflowError as exc:
-        raise output.fail(str(exc)) from None
+    units = _units(settings, symbols, timeframe)
     from flows.train_models import configured
 
     with output.stderr.status(f"Training {len(units)} model(s)…"):
