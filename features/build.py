@@ -15,7 +15,6 @@ import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -93,16 +92,6 @@ def _block_jobs(
 
 def _checked_call(fn: Callable[..., dict[str, np.ndarray]], *args: Any) -> dict[str, np.ndarray]:
     return _checked(fn(*args))
-
-
-def _block(candles: pl.DataFrame, spec: FeatureSpec, with_calendar: bool) -> dict[str, np.ndarray]:
-    """Indicators and families of one candle series, computed in this thread."""
-    inputs = candle_inputs(candles)
-    atr = talib.ATR(inputs["high"], inputs["low"], inputs["close"], timeperiod=ATR_PERIOD)
-    seconds = candles["ts"].dt.epoch("s").to_numpy() if with_calendar else None
-    columns = indicator_columns(spec.indicators, inputs, atr)
-    columns.update(family_columns(spec.families, inputs, atr, seconds))
-    return columns
 
 
 def _gather(jobs: list[Future[dict[str, np.ndarray]]]) -> dict[str, np.ndarray]:
@@ -250,12 +239,3 @@ def compute_features(
         }
     )
     return Features(frame, frame.columns[1:], effective, skipped + corr_skipped)
-
-
-def last_closed_age(candles: pl.DataFrame, tf: Timeframe) -> timedelta | None:
-    """How long ago the newest candle closed (for staleness checks in live use)."""
-    if candles.is_empty():
-        return None
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC) - (candles["ts"][-1] + tf.duration)
