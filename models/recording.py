@@ -4,6 +4,7 @@ the evidence as artifacts, and the ensemble registered as a new version with ali
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -17,6 +18,10 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
+import polars as pl
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from models.tracking import (
     ensure_experiment,
@@ -98,6 +103,18 @@ def record_training(
     experiment_id = ensure_experiment(client, experiment_name(symbol, timeframe), home)
     name = registered_name(symbol, timeframe)
     trials = int(result.metrics["trials"])
+    key = training_key(result, cfg, metadata)
+    existing = find_version(client, name, key)
+    if existing is not None:  # a retried record after a successful registration
+        if not existing.aliases:
+            client.set_registered_model_alias(name, CHALLENGER, existing.version)
+        return {
+            "model_name": name,
+            "version": str(existing.version),
+            "run_id": existing.run_id,
+            "experiment": experiment_name(symbol, timeframe),
+            "reused": True,
+        }
     tags = {
         "symbol": symbol,
         "timeframe": timeframe,
@@ -127,27 +144,71 @@ def record_training(
                 mlflow.log_params(tuned.params)
                 mlflow.log_metrics(_metrics(result.family_metrics[family]))
         _log_artifacts(result, metadata)
-        info = log_ensemble(result.ensemble, _input_example(result), name)
-    version = str(info.registered_model_version)
+        info = log_ensemble(result.ensemble, _input_example(result))
+        # The version and its tags in one call: a retry never meets a version without its key.
+        version_tags = _version_tags(result, metadata, key)
+        info = mlflow.register_model(info.model_uri, name, tags=version_tags)
+    version = str(info.version)
     client.set_registered_model_alias(name, CHALLENGER, version)
-    for key in (
-        "holdout_roc_auc",
-        "holdout_sharpe_annual",
-        "holdout_psr",
-        "holdout_dsr",
-        "holdout_trades",
-        "trials",
-    ):
-        value = result.metrics.get(key)
-        client.set_model_version_tag(name, version, key, "nan" if value is None else f"{value:.6g}")
-    client.set_model_version_tag(name, version, "spec_hash", metadata["spec_hash"])
-    client.set_model_version_tag(name, version, "data_hash", result.data_hash)
     return {
         "model_name": name,
         "version": version,
         "run_id": parent.info.run_id,
         "experiment": experiment_name(symbol, timeframe),
+        "reused": False,
     }
+
+
+# Evaluation summary on every version, for the registry view and the promotion gate.
+VERSION_METRICS = (
+    "holdout_roc_auc",
+    "holdout_sharpe_annual",
+    "holdout_bh_sharpe_annual",
+    "holdout_psr",
+    "holdout_dsr",
+    "holdout_trades",
+    "holdout_exposure",
+    "cv_roc_auc",
+    "trials",
+)
+
+
+def _version_tags(result: TrainingResult, metadata: dict[str, Any], key: str) -> dict[str, str]:
+    holdout = result.predictions.filter(pl.col("set") == "holdout")["ts"]
+    tags = {k: _fmt(result.metrics.get(k)) for k in VERSION_METRICS}
+    return tags | {
+        "spec_hash": metadata["spec_hash"],
+        "data_hash": result.data_hash,
+        "training_key": key,
+        "holdout_start": holdout.min().isoformat(),
+        "holdout_end": holdout.max().isoformat(),
+        "data_last": metadata["candle_last"],
+    }
+
+
+def _fmt(value: float | None) -> str:
+    return "nan" if value is None or not math.isfinite(value) else f"{value:.6g}"
+
+
+def training_key(result: TrainingResult, cfg: TrainingConfig, metadata: dict[str, Any]) -> str:
+    """What makes two trainings the same: data, spec, labels, training config and code."""
+    parts = [result.data_hash, metadata["spec_hash"], metadata["label_spec"], repr(cfg)]
+    text = json.dumps(
+        [*parts, code_version()],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def find_version(client: MlflowClient, name: str, key: str) -> ModelVersion | None:
+    """The registered version of this exact training, if one exists."""
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None
+    found = [v for v in versions if v.tags.get("training_key") == key]
+    return client.get_model_version(name, found[0].version) if found else None
 
 
 def _input_example(result: TrainingResult) -> Any:

@@ -99,8 +99,8 @@ class CandleflowModel(mlflow.pyfunc.PythonModel):
         return out
 
 
-def log_ensemble(ensemble: Ensemble, input_example: pd.DataFrame, model_name: str) -> Any:
-    """Log the ensemble as a pyfunc in the active run and register it as a new version."""
+def log_ensemble(ensemble: Ensemble, input_example: pd.DataFrame) -> Any:
+    """Log the ensemble as a pyfunc in the active run (registration is the caller's)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ensemble.joblib"
         joblib.dump(ensemble, path)
@@ -110,5 +110,4 @@ def log_ensemble(ensemble: Ensemble, input_example: pd.DataFrame, model_name: st
             artifacts={"ensemble": str(path)},
             pip_requirements=PIP_REQUIREMENTS,
             input_example=input_example,
-            registered_model_name=model_name,
         )

@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
-from core.config import load_settings
-from core.store import CandleStore
-from features.dataset import build_dataset, load_inputs
-from models.training import TrainingConfig, train_dataset
-from tests.features.test_features import market
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> tuple:
-    settings = load_settings()
-    candles = market("BTCUSD", days=150)
-    store = CandleStore(tmp_path_factory.mktemp("store"))
-    store.upsert("BTCUSD", "1h", candles)
-    inputs = load_inputs(store, "BTCUSD", "1h", settings.features)
-    frame, meta = build_dataset(inputs, "BTCUSD", "1h", settings.features, settings.labels)
-    cfg = dataclasses.replace(
-        TrainingConfig.from_settings(settings, "BTCUSD", "1h"),
-        families=("logreg", "lightgbm"),
-        folds=3,
-        trials=3,
-    )
-    return frame, meta, inputs.candles, cfg
+from models.training import train_dataset
 
 
 def test_same_data_config_and_seed_give_the_same_metrics(small: tuple, tmp_path: Path) -> None:
