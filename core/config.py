@@ -169,6 +169,24 @@ class TrainingSettings(Section):
     n_threads: int = Field(default=1, ge=1, le=64, description="threads per model fit")
 
 
+class PromotionSettings(Section):
+    """The gate a challenger must pass to become ``champion`` (see ``models/promotion.py``)."""
+
+    min_dsr: float = Field(default=0.95, ge=0.0, le=1.0, description="holdout Deflated Sharpe")
+    min_auc_lift: float = Field(default=0.02, ge=0.0, le=0.5, description="AUC ≥ 0.5 + lift")
+    min_trades: int = Field(default=30, ge=0, description="holdout trades")
+    benchmark: Literal["buy_and_hold", "flat"] = Field(
+        default="buy_and_hold",
+        description="net Sharpe must beat buy-and-hold's over the holdout, or only flat (0)",
+    )
+    confidence: float = Field(
+        default=0.90, gt=0.5, lt=1.0, description="paired bootstrap: P(challenger beats champion)"
+    )
+    bootstrap_samples: int = Field(default=2000, ge=100, le=100_000)
+    block_days: int = Field(default=5, ge=1, le=365, description="bootstrap block length")
+    seed: int = Field(default=0, ge=0)
+
+
 class MlflowSettings(Section):
     """Where runs and models are tracked; empty: SQLite in the state directory."""
 
@@ -203,6 +221,7 @@ class Settings(BaseSettings):
     collect: CollectSettings = Field(default_factory=CollectSettings)
     costs: CostsSettings = Field(default_factory=CostsSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     labels: LabelSpec = Field(default_factory=LabelSpec)
     features: FeatureSpec = Field(default_factory=FeatureSpec)

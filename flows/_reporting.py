@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 
 from core.collect import REPORT_FIELDS
@@ -64,3 +64,29 @@ def publish_table(key: str, rows: list[dict[str, Any]], description: str) -> Non
         for row in rows
     ]
     create_table_artifact(key=key, table=table, description=description)
+
+
+def publish_decisions(rows: list[dict]) -> None:
+    """The decisions as a markdown artifact (one line each, with its numbers) and a table."""
+    lines = ["# Promotion decisions", ""]
+    for r in rows:
+        failed = f"{r['symbol']} {r['timeframe']}: {r['error']}"
+        lines.append(f"- {r.get('summary') or failed}")
+    create_markdown_artifact(
+        key="promotion-decisions", markdown="\n".join(lines), description="Promotion gate"
+    )
+    publish_table(
+        "promotion-table",
+        [
+            {
+                "symbol": r["symbol"],
+                "timeframe": r["timeframe"],
+                "version": r["version"],
+                "promoted": r["promoted"],
+                "reasons": "; ".join(r["reasons"] or []),
+                "error": r["error"],
+            }
+            for r in rows
+        ],
+        "Promotion decisions",
+    )

@@ -12,11 +12,22 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.collect import collection_units
 from core.config import Settings, load_settings
-from flows._reporting import first_error, publish_table, raise_if_failed
+from flows._reporting import first_error, publish_decisions, publish_table, raise_if_failed
 from models.training import TrainingConfig
+from tasks.promote import review_challenger
 from tasks.train import read_training_data, record, train
 
-TRAIN_FIELDS = ("symbol", "timeframe", "model_name", "version", "metrics", "trials", "error")
+TRAIN_FIELDS = (
+    "symbol",
+    "timeframe",
+    "model_name",
+    "version",
+    "metrics",
+    "trials",
+    "promoted",
+    "reasons",
+    "error",
+)
 SUMMARY = ("cv_auc", "holdout_auc", "holdout_sharpe", "psr", "dsr", "trades", "bh_sharpe")
 
 
@@ -25,10 +36,12 @@ def train_models(
     symbols: list[str] | None = None,
     timeframes: list[str] | None = None,
     trials: int | None = None,
+    promote: bool = True,
     home: str | None = None,
     config: str | None = None,
 ) -> list[dict]:
-    """Train every symbol × timeframe (defaults: the configured universe) from its dataset."""
+    """Train every symbol × timeframe (defaults: the configured universe) from its dataset, then
+    (``promote``) put each new challenger through the promotion gate."""
     settings = load_settings(config, home)
     if trials is not None:
         settings.training.trials = trials
@@ -42,11 +55,25 @@ def train_models(
             result, cfg, data, settings.home, settings.mlflow.tracking_uri, symbol, timeframe
         )
         units.append((symbol, timeframe, data, result, recorded))
-    rows = []
+    rows, decisions = [], []
     for symbol, timeframe, data, result, recorded in units:
         error = first_error(data, result, recorded)
         row = dict.fromkeys(TRAIN_FIELDS) | {"symbol": symbol, "timeframe": timeframe}
-        rows.append(row | ({"error": error} if error else recorded.result()))
+        row |= {"error": error} if error else recorded.result()
+        if promote and not error:
+            decision = review_challenger.submit(settings, symbol, timeframe, row["version"])
+            decisions.append((row, decision))
+        rows.append(row)
+    for row, decision in decisions:
+        error = first_error(decision)
+        outcome = {"error": f"promotion: {error}"} if error else decision.result()
+        row.update(
+            promoted=outcome.get("promoted"),
+            reasons=outcome.get("reasons"),
+            error=outcome.get("error"),
+        )
+    if decisions:
+        publish_decisions([_decision_row(r) for r, _ in decisions])
     create_markdown_artifact(
         key="training-report", markdown=_markdown(rows), description="Holdout evaluation per symbol"
     )
@@ -62,6 +89,14 @@ def train_models(
     ]
     publish_table("training-metrics", table, "Holdout metrics of the trained ensembles")
     return raise_if_failed(rows)
+
+
+def _decision_row(row: dict) -> dict:
+    summary = (
+        f"{row['symbol']} {row['timeframe']} v{row['version']} "
+        f"{'promoted' if row['promoted'] else 'not promoted'}: {'; '.join(row['reasons'] or [])}"
+    )
+    return {**row, "kind": "gate", "summary": None if row["error"] else summary}
 
 
 def _markdown(rows: list[dict]) -> str:

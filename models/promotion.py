@@ -1,0 +1,247 @@
+"""The promotion gate: a challenger becomes ``champion`` only on evidence, and every decision says
+why in numbers.
+
+Checks (thresholds from ``[promotion]``), all required:
+
+1. ``dsr``: holdout Deflated Sharpe Ratio ≥ ``min_dsr`` (N = every trial of the training);
+2. ``auc``: holdout ROC AUC ≥ 0.5 + ``min_auc_lift``; ``trades``: holdout trades ≥ ``min_trades``;
+3. ``sharpe``: net-of-cost holdout Sharpe > 0; ``benchmark``: and > buy-and-hold's over the same
+   window (``benchmark = "buy_and_hold"``; ``"flat"`` asks only > 0, i.e. beating flat exposure);
+4. ``champion`` (when one exists): champion and challenger replayed on the challenger's holdout
+   window (each with its own feature spec, see ``models.replay``); the challenger needs the better
+   net Sharpe and a paired circular block bootstrap of the two daily return series must give
+   P(challenger's Sharpe > champion's) ≥ ``confidence``.
+
+An undefined number (NaN: e.g. no trades, so no Sharpe) fails its check.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from core.config import PromotionSettings
+from models.backtest import BacktestResult
+
+PERIODS_PER_YEAR = 365
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Challenger vs champion on the same window (annualised net Sharpe ratios)."""
+
+    champion_version: str
+    challenger_sharpe: float
+    champion_sharpe: float
+    confidence: float  # bootstrap P(challenger's Sharpe > champion's)
+    days: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    symbol: str
+    timeframe: str
+    version: str
+    promoted: bool
+    checks: list[Check] = field(default_factory=list)
+    champion_version: str | None = None  # the champion it was compared with (or replaced)
+    kind: str = "gate"  # gate | manual | rollback | already_champion
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @property
+    def reasons(self) -> list[str]:
+        """Why: the failed checks when refused, every check when promoted."""
+        if self.kind != "gate":
+            return [c.message for c in self.checks]
+        failed = [c.message for c in self.checks if not c.passed]
+        return failed if failed else [c.message for c in self.checks]
+
+    def summary(self) -> str:
+        if self.kind == "no_challenger":
+            return f"{self.symbol} {self.timeframe}: no challenger to review"
+        verdict = "promoted" if self.promoted else "not promoted"
+        if self.kind == "manual":
+            verdict = "promoted manually"
+        elif self.kind == "rollback":
+            verdict = "restored by rollback"
+        elif self.kind == "already_champion":
+            verdict = "already champion"
+        reasons = "; ".join(self.reasons)
+        return f"{self.symbol} {self.timeframe} v{self.version} {verdict}" + (
+            f": {reasons}" if reasons else ""
+        )
+
+    def tags(self) -> dict[str, str]:
+        """Model-version tags recording this decision."""
+        return {
+            "decision": "promoted" if self.promoted else "rejected",
+            "decision_kind": self.kind,
+            "decision_at": self.at,
+            "decision_reasons": "; ".join(self.reasons)[:4900],
+            "decision_checks": json.dumps([asdict(c) for c in self.checks])[:4900],
+            "decision_compared_with": self.champion_version or "",
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "symbol": self.symbol,
+            "timeframe": self.timeframe,
+            "version": self.version,
+            "promoted": self.promoted,
+            "kind": self.kind,
+            "reasons": self.reasons,
+            "champion_version": self.champion_version,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+def _value(metrics: Mapping[str, float | None], key: str) -> float:
+    value = metrics.get(key)
+    return float("nan") if value is None else float(value)
+
+
+def _at_least(name: str, label: str, value: float, threshold: float, fmt: str = ".3f") -> Check:
+    if not math.isfinite(value):
+        return Check(name, False, None, threshold, f"{label} undefined (no trades?)")
+    passed = value >= threshold
+    op = "≥" if passed else "<"
+    return Check(name, passed, value, threshold, f"{label} {value:{fmt}} {op} {threshold:{fmt}}")
+
+
+def gate(
+    metrics: Mapping[str, float | None],
+    settings: PromotionSettings,
+    comparison: Comparison | None = None,
+    comparison_error: str | None = None,
+) -> list[Check]:
+    """Checks 1–3 on the challenger's holdout metrics, and 4 from ``comparison`` (or the reason
+    it could not be made)."""
+    checks = [
+        _at_least("dsr", "DSR", _value(metrics, "holdout_dsr"), settings.min_dsr),
+        _at_least("auc", "AUC", _value(metrics, "holdout_roc_auc"), 0.5 + settings.min_auc_lift),
+        _at_least(
+            "trades", "trades", _value(metrics, "holdout_trades"), settings.min_trades, ".0f"
+        ),
+    ]
+    sharpe = _value(metrics, "holdout_sharpe_annual")
+    checks.append(_positive_sharpe(sharpe))
+    if settings.benchmark == "buy_and_hold":
+        checks.append(_beats_buy_and_hold(sharpe, _value(metrics, "holdout_bh_sharpe_annual")))
+    if comparison_error is not None:
+        checks.append(Check("champion", False, None, None, comparison_error))
+    elif comparison is not None:
+        checks.append(_beats_champion(comparison, settings.confidence))
+    return checks
+
+
+def _positive_sharpe(sharpe: float) -> Check:
+    if not math.isfinite(sharpe):
+        return Check("sharpe", False, None, 0.0, "net Sharpe undefined (no trades)")
+    op = ">" if sharpe > 0 else "≤"
+    return Check("sharpe", sharpe > 0, sharpe, 0.0, f"net Sharpe {sharpe:.2f} {op} 0")
+
+
+def _beats_buy_and_hold(sharpe: float, bh: float) -> Check:
+    if not (math.isfinite(sharpe) and math.isfinite(bh)):
+        return Check("benchmark", False, None, None, "Sharpe vs buy-and-hold undefined")
+    passed = sharpe > bh
+    op = ">" if passed else "≤"
+    message = f"net Sharpe {sharpe:.2f} {op} buy-and-hold {bh:.2f}"
+    return Check("benchmark", passed, sharpe, bh, message)
+
+
+def _beats_champion(c: Comparison, confidence: float) -> Check:
+    head = (
+        f"vs champion v{c.champion_version} on the same {c.days} days: net Sharpe "
+        f"{c.challenger_sharpe:.2f} vs {c.champion_sharpe:.2f}, P(better) {c.confidence:.2f}"
+    )
+    if not math.isfinite(c.challenger_sharpe):
+        return Check("champion", False, None, confidence, head + " (challenger made no trades)")
+    better = not math.isfinite(c.champion_sharpe) or c.challenger_sharpe > c.champion_sharpe
+    passed = better and c.confidence >= confidence
+    op = "≥" if c.confidence >= confidence else "<"
+    return Check("champion", passed, c.confidence, confidence, f"{head} {op} {confidence:.2f}")
+
+
+def compare(
+    challenger: BacktestResult,
+    champion: BacktestResult,
+    champion_version: str,
+    settings: PromotionSettings,
+) -> Comparison:
+    """Both daily net return series on their common days, and the bootstrap confidence."""
+    joined = challenger.daily.select("day", a="ret").join(
+        champion.daily.select("day", b="ret"), on="day", how="inner"
+    )
+    a, b = (joined[c].to_numpy().astype(np.float64) for c in ("a", "b"))
+    confidence = paired_bootstrap(
+        a, b, settings.block_days, settings.bootstrap_samples, settings.seed
+    )
+    scale = math.sqrt(PERIODS_PER_YEAR)
+    return Comparison(
+        champion_version,
+        _sharpe(a) * scale,
+        _sharpe(b) * scale,
+        confidence,
+        joined.height,
+    )
+
+
+def _sharpe(x: np.ndarray) -> float:
+    if x.size < 2 or not np.any(x):
+        return float("nan")  # no trade on the window: nothing was measured
+    sd = float(np.std(x, ddof=1))
+    return float(np.mean(x) / sd) if sd > 0 else float("nan")
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, block: int, samples: int, seed: int) -> float:
+    """P(Sharpe(a) > Sharpe(b)) under a circular block bootstrap that resamples the *same* days
+    for both series (keeping their correlation and, within blocks, their autocorrelation). Ties
+    count one half; a series without variance in a resample has Sharpe 0 there."""
+    n = a.size
+    if n != b.size:
+        raise ValueError(f"paired series differ in length: {n} vs {b.size}")
+    if n < 2:
+        return float("nan")
+    block = max(1, min(block, n))
+    rng = np.random.default_rng(seed)
+    k = -(-n // block)
+    starts = rng.integers(0, n, size=(samples, k))
+    idx = ((starts[:, :, None] + np.arange(block)) % n).reshape(samples, k * block)[:, :n]
+    sa, sb = _row_sharpe(a[idx]), _row_sharpe(b[idx])
+    return float(np.mean(sa > sb) + 0.5 * np.mean(sa == sb))
+
+
+def _row_sharpe(x: np.ndarray) -> np.ndarray:
+    sd = x.std(axis=1, ddof=1)
+    mean = x.mean(axis=1)
+    out = np.zeros_like(mean)
+    np.divide(mean, sd, out=out, where=sd > 0)
+    return out
+
+
+def metrics_from_tags(tags: Mapping[str, str]) -> dict[str, float | None]:
+    """The evaluation numbers a registered version carries (``nan`` → None)."""
+    out: dict[str, float | None] = {}
+    for key, text in tags.items():
+        if key.startswith(("holdout_", "cv_")) or key == "trials":
+            try:
+                value = float(text)
+            except ValueError:
+                continue
+            out[key] = value if math.isfinite(value) else None
+    return out

@@ -1,0 +1,214 @@
+"""The model registry side of promotion: aliases ``champion`` / ``challenger`` / ``previous`` on
+``candleflow.<SYMBOL>.<TF>``, the review of a challenger through the gate, manual promotion and
+rollback, each decision recorded as model-version tags (and the latest one on the model)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from core.config import Settings
+from core.errors import CandleflowError
+from core.store import CandleStore
+from models.ensemble import Ensemble
+from models.promotion import Check, Comparison, Decision, compare, gate, metrics_from_tags
+from models.replay import replay
+from models.tracking import registered_name
+from models.training import TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+PREFIX = "candleflow."
+
+
+class RegistryError(CandleflowError):
+    """A registry operation cannot be done (e.g. no such version, nothing to roll back to)."""
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise RegistryError(f"{name} has no version {version}") from exc
+
+
+def load_ensemble(name: str, version: str) -> Ensemble:
+    """The fitted ensemble inside a registered version (through the pyfunc, as served)."""
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    return model.unwrap_python_model().ensemble
+
+
+def _record(client: MlflowClient, name: str, decision: Decision) -> None:
+    for key, value in decision.tags().items():
+        client.set_model_version_tag(name, decision.version, key, value)
+    client.set_registered_model_tag(name, "last_decision", decision.summary()[:4900])
+    logger.info("%s", decision.summary())
+
+
+def _crown(client: MlflowClient, name: str, version: str) -> str | None:
+    """Make ``version`` champion; the old champion becomes ``previous``. Returns the old one."""
+    old = alias_version(client, name, CHAMPION)
+    old_version = None if old is None else str(old.version)
+    if old_version is not None and old_version != str(version):
+        client.set_registered_model_alias(name, PREVIOUS, old_version)
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    challenger = alias_version(client, name, CHALLENGER)
+    if challenger is not None and str(challenger.version) == str(version):
+        client.delete_registered_model_alias(name, CHALLENGER)
+    return old_version
+
+
+@dataclass
+class Reviewer:
+    """Reviews challengers of one installation (settings, store, registry)."""
+
+    settings: Settings
+    client: MlflowClient
+
+    def review(self, symbol: str, timeframe: str, version: str | None = None) -> Decision:
+        """Run the gate on ``version`` (default: the ``challenger``) and act on the result."""
+        name = registered_name(symbol, timeframe)
+        mv = self._candidate(name, version)
+        if mv is None:
+            check = Check("challenger", False, None, None, "no challenger to review")
+            return Decision(symbol, timeframe, "", False, [check], kind="no_challenger")
+        version = str(mv.version)
+        champion = alias_version(self.client, name, CHAMPION)
+        if champion is not None and str(champion.version) == version:
+            return Decision(symbol, timeframe, version, True, kind="already_champion")
+        comparison, error = (None, None)
+        if champion is not None:
+            comparison, error = self._compare(symbol, timeframe, mv, str(champion.version))
+        checks = gate(metrics_from_tags(mv.tags), self.settings.promotion, comparison, error)
+        promoted = all(c.passed for c in checks)
+        decision = Decision(
+            symbol,
+            timeframe,
+            version,
+            promoted,
+            checks,
+            champion_version=None if champion is None else str(champion.version),
+        )
+        if promoted:
+            _crown(self.client, name, version)
+        _record(self.client, name, decision)
+        return decision
+
+    def _candidate(self, name: str, version: str | None) -> ModelVersion | None:
+        if version is not None:
+            return get_version(self.client, name, version)
+        return alias_version(self.client, name, CHALLENGER)
+
+    def _compare(
+        self, symbol: str, timeframe: str, challenger: ModelVersion, champion: str
+    ) -> tuple[Comparison | None, str | None]:
+        """Both models replayed on the challenger's holdout window, or why that failed."""
+        name, tags = challenger.name, challenger.tags
+        if "holdout_start" not in tags:
+            return None, f"v{challenger.version} has no holdout window tags; retrain it"
+        costs = TrainingConfig.from_settings(self.settings, symbol, timeframe).costs
+        store = CandleStore(self.settings.home)
+        window = (
+            datetime.fromisoformat(tags["holdout_start"]),
+            datetime.fromisoformat(tags["holdout_end"]),
+        )
+        try:
+            ours = replay(
+                load_ensemble(name, challenger.version), store, *window, costs, "challenger"
+            )
+            theirs = replay(load_ensemble(name, champion), store, *window, costs, "champion")
+        except CandleflowError as exc:  # ReplayError, DatasetError, …
+            return None, f"champion v{champion} could not be compared: {exc}"
+        return compare(ours.result, theirs.result, champion, self.settings.promotion), None
+
+    def promote_manually(self, symbol: str, timeframe: str, version: str) -> Decision:
+        """Make ``version`` champion without the gate; recorded as a manual override."""
+        name = registered_name(symbol, timeframe)
+        get_version(self.client, name, version)
+        old = _crown(self.client, name, str(version))
+        check = Check("manual", True, None, None, "manual override (gate not applied)")
+        decision = Decision(symbol, timeframe, str(version), True, [check], old, kind="manual")
+        _record(self.client, name, decision)
+        return decision
+
+    def rollback(self, symbol: str, timeframe: str) -> Decision:
+        """``previous`` becomes ``champion`` again; the demoted champion becomes ``previous``."""
+        name = registered_name(symbol, timeframe)
+        previous = alias_version(self.client, name, PREVIOUS)
+        if previous is None:
+            raise RegistryError(f"{name} has no 'previous' version to roll back to")
+        old = _crown(self.client, name, str(previous.version))
+        message = f"rollback: v{previous.version} replaces champion v{old}"
+        decision = Decision(
+            symbol,
+            timeframe,
+            str(previous.version),
+            True,
+            [Check("rollback", True, None, None, message)],
+            old,
+            kind="rollback",
+        )
+        _record(self.client, name, decision)
+        if old is not None:
+            self.client.set_model_version_tag(name, old, "decision", "rolled back")
+        return decision
+
+
+# What `models list` shows per version (tag → report name).
+LIST_METRICS = {
+    "holdout_roc_auc": "holdout_auc",
+    "holdout_sharpe_annual": "holdout_sharpe",
+    "holdout_dsr": "dsr",
+    "holdout_trades": "trades",
+    "trials": "trials",
+}
+
+
+def list_models(client: MlflowClient) -> list[dict[str, Any]]:
+    """Every candleflow model: symbol, timeframe, versions with aliases, metrics, decisions."""
+    out = []
+    for model in client.search_registered_models(f"name LIKE '{PREFIX}%'"):
+        _, symbol, timeframe = model.name.split(".", 2)
+        aliases: dict[str, list[str]] = {}
+        for alias, version in (model.aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+        versions = sorted(
+            client.search_model_versions(f"name='{model.name}'"), key=lambda v: int(v.version)
+        )
+        out.append(
+            {
+                "model": model.name,
+                "symbol": symbol,
+                "timeframe": timeframe,
+                "last_decision": model.tags.get("last_decision"),
+                "versions": [
+                    {
+                        "version": str(v.version),
+                        "aliases": sorted(aliases.get(str(v.version), [])),
+                        "decision": v.tags.get("decision"),
+                        "reasons": v.tags.get("decision_reasons"),
+                        **{
+                            report: metrics_from_tags(v.tags).get(tag)
+                            for tag, report in LIST_METRICS.items()
+                        },
+                    }
+                    for v in versions
+                ],
+            }
+        )
+    return sorted(out, key=lambda m: m["model"])

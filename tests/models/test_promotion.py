@@ -1,0 +1,105 @@
+"""The promotion gate: each check refuses on its own, with its numbers; the paired bootstrap."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import polars as pl
+import pytest
+
+from core.config import PromotionSettings
+from models.promotion import Comparison, Decision, compare, gate, paired_bootstrap
+
+GOOD = {
+    "holdout_dsr": 0.97,
+    "holdout_roc_auc": 0.56,
+    "holdout_trades": 80.0,
+    "holdout_sharpe_annual": 2.1,
+    "holdout_bh_sharpe_annual": 0.4,
+}
+
+
+def _failed(checks: list) -> dict[str, str]:
+    return {c.name: c.message for c in checks if not c.passed}
+
+
+def test_a_challenger_with_evidence_passes_every_check() -> None:
+    checks = gate(GOOD, PromotionSettings())
+    assert [c.name for c in checks] == ["dsr", "auc", "trades", "sharpe", "benchmark"]
+    assert all(c.passed for c in checks)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "check", "message"),
+    [
+        ("holdout_dsr", 0.41, "dsr", "DSR 0.410 < 0.950"),
+        ("holdout_dsr", None, "dsr", "DSR undefined (no trades?)"),
+        ("holdout_roc_auc", 0.503, "auc", "AUC 0.503 < 0.520"),
+        ("holdout_trades", 12.0, "trades", "trades 12 < 30"),
+        ("holdout_sharpe_annual", -0.3, "sharpe", "net Sharpe -0.30 ≤ 0"),
+        ("holdout_bh_sharpe_annual", 2.5, "benchmark", "net Sharpe 2.10 ≤ buy-and-hold 2.50"),
+    ],
+)
+def test_each_check_refuses_on_its_own(key: str, value, check: str, message: str) -> None:
+    metrics = GOOD | {"holdout_bh_sharpe_annual": -1.0} if check == "sharpe" else GOOD
+    assert _failed(gate(metrics | {key: value}, PromotionSettings())) == {check: message}
+
+
+def test_flat_benchmark_does_not_ask_to_beat_buy_and_hold() -> None:
+    metrics = GOOD | {"holdout_bh_sharpe_annual": 3.0}
+    assert "benchmark" in _failed(gate(metrics, PromotionSettings()))
+    assert _failed(gate(metrics, PromotionSettings(benchmark="flat"))) == {}
+
+
+def test_thresholds_come_from_the_settings() -> None:
+    strict = PromotionSettings(min_dsr=0.99, min_auc_lift=0.1, min_trades=100)
+    assert set(_failed(gate(GOOD, strict))) == {"dsr", "auc", "trades"}
+
+
+def test_the_champion_check_needs_a_better_sharpe_with_confidence() -> None:
+    settings = PromotionSettings(confidence=0.9)
+    sure = Comparison("3", 2.0, 1.0, 0.95, 120)
+    unsure = Comparison("3", 2.0, 1.0, 0.7, 120)
+    worse = Comparison("3", 1.0, 2.0, 0.95, 120)
+    assert _failed(gate(GOOD, settings, sure)) == {}
+    assert "P(better) 0.70 < 0.90" in _failed(gate(GOOD, settings, unsure))["champion"]
+    assert "champion" in _failed(gate(GOOD, settings, worse))
+    failed = _failed(gate(GOOD, settings, None, "champion v3 could not be compared: gone"))
+    assert failed == {"champion": "champion v3 could not be compared: gone"}
+
+
+def test_a_decision_reads_like_the_record_it_leaves() -> None:
+    checks = gate(GOOD | {"holdout_dsr": 0.41, "holdout_roc_auc": 0.503}, PromotionSettings())
+    decision = Decision("EURUSD", "1h", "7", False, checks)
+    assert decision.summary() == "EURUSD 1h v7 not promoted: DSR 0.410 < 0.950; AUC 0.503 < 0.520"
+    tags = decision.tags()
+    assert tags["decision"] == "rejected" and tags["decision_reasons"].startswith("DSR 0.410")
+    promoted = Decision("EURUSD", "1h", "8", True, gate(GOOD, PromotionSettings()))
+    assert promoted.tags()["decision"] == "promoted" and len(promoted.reasons) == 5
+
+
+def test_paired_bootstrap_confidence() -> None:
+    rng = np.random.default_rng(1)
+    b = rng.normal(0.0, 0.01, 400)
+    better = b + 0.004
+    assert paired_bootstrap(better, b, 5, 2000, 0) > 0.99
+    assert paired_bootstrap(b, better, 5, 2000, 0) < 0.01
+    assert paired_bootstrap(b, b.copy(), 5, 2000, 0) == 0.5  # identical: every resample ties
+    noisy = b + rng.normal(0.0, 0.01, 400)  # no edge, only noise
+    assert 0.05 < paired_bootstrap(noisy, b, 5, 2000, 0) < 0.95
+    assert paired_bootstrap(better, b, 5, 500, 3) == paired_bootstrap(better, b, 5, 500, 3)
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_bootstrap(b, b[:-1], 5, 100, 0)
+
+
+def test_compare_pairs_the_common_days() -> None:
+    days = pl.date_range(pl.date(2026, 1, 1), pl.date(2026, 4, 30), eager=True)
+    rng = np.random.default_rng(2)
+    champion = rng.normal(0.0, 0.01, days.len())
+    challenger = champion + 0.003
+    ours = SimpleNamespace(daily=pl.DataFrame({"day": days, "ret": challenger}))
+    theirs = SimpleNamespace(daily=pl.DataFrame({"day": days[5:], "ret": champion[5:]}))
+    result = compare(ours, theirs, "4", PromotionSettings())
+    assert result.days == days.len() - 5 and result.champion_version == "4"
+    assert result.challenger_sharpe > result.champion_sharpe and result.confidence > 0.9
