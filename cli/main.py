@@ -11,8 +11,19 @@ from typing import Annotated, Any
 import typer
 
 from cli import output
+from cli.common import (
+    JsonOption,
+    SymbolsOption,
+    TimeframeOption,
+    config_arg,
+    report_rows,
+    run_flow,
+    settings_of,
+    split_csv,
+    units_of,
+)
+from cli.models import models_app, promote
 from core.collect import REPORT_FIELDS
-from core.config import Settings, load_settings
 from core.errors import (
     BrokerError,
     CandleflowError,
@@ -44,14 +55,9 @@ store_app = typer.Typer(help="Inspect the local candle store.", no_args_is_help=
 app.add_typer(store_app, name="store")
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(models_app, name="models")
+app.command()(promote)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-SymbolsOption = Annotated[
-    str | None, typer.Option(help="Comma-separated symbols (default: the configured universe)")
-]
-TimeframeOption = Annotated[
-    str | None, typer.Option(help="Comma-separated timeframes (default: configured)")
-]
 # The human table leaves out what --json has for scripts (missing_candles, rows).
 COLLECT_COLUMNS = tuple(f for f in REPORT_FIELDS if f not in ("missing_candles", "rows"))
 
@@ -77,29 +83,6 @@ def main_options(
     ] = None,
 ) -> None:
     ctx.obj = {"home": home, "config": config}
-
-
-def _settings(ctx: typer.Context) -> Settings:
-    try:
-        return load_settings(ctx.obj["config"], ctx.obj["home"])
-    except CandleflowError as exc:
-        raise output.fail(str(exc)) from None
-
-
-def _csv(value: str | None) -> list[str] | None:
-    return [part.strip() for part in value.split(",") if part.strip()] if value else None
-
-
-def _run_flow(flow_fn: Any, **params: Any) -> Any:
-    """Run a flow in this process; a user error ends the command with a one-line reason."""
-    output.quiet_user_error_tracebacks()
-    state = flow_fn(**params, return_state=True)
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, BaseException):
-        if isinstance(result, CandleflowError):
-            return result
-        raise result
-    return result
 
 
 def _parse_date(value: str | None) -> datetime | None:
@@ -133,14 +116,14 @@ def collect(
     json_: JsonOption = False,
 ) -> None:
     """Collect closed candles from the configured broker into the local store."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     start_ts = _parse_date(start)
     from brokers import create_broker
     from core.collect import collection_units
 
     try:
         broker = create_broker(settings)
-        units = collection_units(settings, _csv(symbols), _csv(timeframe))
+        units = collection_units(settings, split_csv(symbols), split_csv(timeframe))
         _check_served(broker, units)
     except CandleflowError as exc:
         raise output.fail(str(exc)) from None
@@ -148,15 +131,15 @@ def collect(
     from flows.collect_candles import configured
 
     with output.stderr.status(f"Collecting {len(units)} dataset(s) from {broker.name}…"):
-        result = _run_flow(
+        result = run_flow(
             configured(settings),
             symbols=[s for s, _ in units],
             timeframes=sorted({t for _, t in units}),
             start=start_ts,
             home=str(settings.home),
-            config=_config_arg(ctx),
+            config=config_arg(ctx),
         )
-    _report(result, json_, f"Candles in {settings.candles_dir}", COLLECT_COLUMNS)
+    report_rows(result, json_, f"Candles in {settings.candles_dir}", COLLECT_COLUMNS)
 
 
 def _check_served(broker: Any, units: list[tuple[str, str]]) -> None:
@@ -173,21 +156,6 @@ def _check_served(broker: Any, units: list[tuple[str, str]]) -> None:
             return
 
 
-def _units(settings: Settings, symbols: str | None, timeframe: str | None) -> list[tuple[str, str]]:
-    """Symbol × timeframe units of a command (a bad name ends it with a one-line reason)."""
-    from core.collect import collection_units
-
-    try:
-        return collection_units(settings, _csv(symbols), _csv(timeframe))
-    except CandleflowError as exc:
-        raise output.fail(str(exc)) from None
-
-
-def _config_arg(ctx: typer.Context) -> str | None:
-    config = ctx.obj["config"]
-    return str(Path(config).resolve()) if config else None
-
-
 # The human table leaves out what --json has for scripts (the range, the path).
 DATASET_COLUMNS = tuple(
     f for f in DATASET_FIELDS if f not in ("candle_first", "candle_last", "path")
@@ -202,32 +170,19 @@ def dataset(
     json_: JsonOption = False,
 ) -> None:
     """Label stored candles and build feature datasets (one Parquet file per symbol)."""
-    settings = _settings(ctx)  # the label and feature specs are validated here, before any work
-    units = _units(settings, symbols, timeframe)
+    settings = settings_of(ctx)  # the label and feature specs are validated here, before any work
+    units = units_of(settings, symbols, timeframe)
     from flows.build_dataset import configured
 
     with output.stderr.status(f"Building {len(units)} dataset(s)…"):
-        result = _run_flow(
+        result = run_flow(
             configured(settings),
             symbols=[s for s, _ in units],
             timeframes=sorted({t for _, t in units}),
             home=str(settings.home),
-            config=_config_arg(ctx),
+            config=config_arg(ctx),
         )
-    _report(result, json_, f"Datasets in {settings.home / 'datasets'}", DATASET_COLUMNS)
-
-
-def _report(result: Any, json_: bool, title: str, columns: tuple[str, ...]) -> None:
-    """Print a stage's rows; a partial failure still prints them, then exits 1."""
-    if isinstance(result, CandleflowError) and not isinstance(result, UnitsFailedError):
-        raise output.fail(str(result))
-    rows = result.rows if isinstance(result, UnitsFailedError) else result
-    if json_:
-        output.print_json(rows)
-    else:
-        output.print_table(title, rows, columns)
-    if isinstance(result, UnitsFailedError):
-        raise output.fail(str(result), output.EXIT_RUN_FAILED)
+    report_rows(result, json_, f"Datasets in {settings.home / 'datasets'}", DATASET_COLUMNS)
 
 
 TRAIN_COLUMNS = (
@@ -241,6 +196,7 @@ TRAIN_COLUMNS = (
     "dsr",
     "trades",
     "bh_sharpe",
+    "promoted",
     "error",
 )
 
@@ -253,21 +209,25 @@ def train(
     trials: Annotated[
         int | None, typer.Option(min=1, help="Optuna trials per family (default: configured)")
     ] = None,
+    promote: Annotated[
+        bool, typer.Option("--promote/--no-promote", help="Run the promotion gate afterwards")
+    ] = True,
     json_: JsonOption = False,
 ) -> None:
     """Train, evaluate and register per-symbol models from their datasets (MLflow)."""
-    settings = _settings(ctx)
-    units = _units(settings, symbols, timeframe)
+    settings = settings_of(ctx)
+    units = units_of(settings, symbols, timeframe)
     from flows.train_models import configured
 
     with output.stderr.status(f"Training {len(units)} model(s)…"):
-        result = _run_flow(
+        result = run_flow(
             configured(settings),
             symbols=[s for s, _ in units],
             timeframes=sorted({t for _, t in units}),
             trials=trials,
+            promote=promote,
             home=str(settings.home),
-            config=_config_arg(ctx),
+            config=config_arg(ctx),
         )
     if not json_:  # the table shows the headline metrics as columns
         rows = result.rows if isinstance(result, UnitsFailedError) else result
@@ -278,7 +238,17 @@ def train(
             else:
                 result = flat
     title = f"Models in {settings.home / 'mlflow'} (experiments candleflow/<SYMBOL>/<TF>)"
-    _report(result, json_, title, TRAIN_COLUMNS)
+    report_rows(result, json_, title, TRAIN_COLUMNS, _promotion_lines)
+
+
+def _promotion_lines(rows: list[dict]) -> None:
+    for r in rows:
+        if r.get("reasons"):
+            verdict = "promoted" if r["promoted"] else "not promoted"
+            output.stderr.print(
+                f"{r['symbol']} {r['timeframe']} v{r['version']} {verdict}: "
+                + "; ".join(r["reasons"])
+            )
 
 
 @app.command("import")
@@ -294,7 +264,7 @@ def import_file(
     json_: JsonOption = False,
 ) -> None:
     """Validate a user file and store it through the same path as collect."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     if not file.is_file():
         raise output.fail(f"{file}: {'is a directory' if file.is_dir() else 'no such file'}")
     try:  # everything the user can get wrong is checked before Prefect starts
@@ -312,14 +282,14 @@ def import_file(
     from flows.import_candles import import_candles
 
     with output.stderr.status(f"Importing {file.name}…"):
-        result = _run_flow(
+        result = run_flow(
             import_candles,
             file=str(file),
             symbol=symbol,
             timeframe=timeframe,
             timezone=tz,
             home=str(settings.home),
-            config=_config_arg(ctx),
+            config=config_arg(ctx),
         )
     if isinstance(result, CandleflowError):
         raise output.fail(str(result))
@@ -341,7 +311,7 @@ def store_list(ctx: typer.Context, json_: JsonOption = False) -> None:
     """Every stored symbol × timeframe: rows, range, quarantined rows."""
     from core.store import CandleStore
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     rows = [
         {
             "symbol": d.symbol,
@@ -374,7 +344,7 @@ def store_gaps(
     """Missing candles in a stored dataset (weekends of FX markets included)."""
     from core.store import CandleStore
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
         gaps = CandleStore(settings.home).gaps(symbol, timeframe)
     except CandleflowError as exc:
@@ -396,7 +366,7 @@ def store_quarantine(
     """Rows that failed validation, with the reason per row."""
     from core.store import CandleStore
 
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     try:
         rows = CandleStore(settings.home).read_quarantine(symbol, timeframe).to_dicts()
     except CandleflowError as exc:
@@ -411,7 +381,7 @@ def store_quarantine(
 @config_app.command("show")
 def config_show(ctx: typer.Context) -> None:
     """The effective configuration (file + environment + flags), as JSON."""
-    output.print_json(_settings(ctx).model_dump(mode="json"))
+    output.print_json(settings_of(ctx).model_dump(mode="json"))
 
 
 def main() -> None:

@@ -26,6 +26,8 @@ from pydantic_settings import (
 
 from core.errors import ConfigError
 from core.feature_spec import FeatureSpec, LabelSpec
+from core.settings_live import LiveSettings, PaperSettings
+from core.settings_trading import RiskSettings, SignalSettings
 from core.symbols import normalize_symbol
 from core.timeframes import parse_timeframe
 
@@ -222,6 +224,10 @@ class Settings(BaseSettings):
     costs: CostsSettings = Field(default_factory=CostsSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
+    signals: SignalSettings = Field(default_factory=SignalSettings)
+    risk: RiskSettings = Field(default_factory=RiskSettings)
+    live: LiveSettings = Field(default_factory=LiveSettings)
+    paper: PaperSettings = Field(default_factory=PaperSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     labels: LabelSpec = Field(default_factory=LabelSpec)
     features: FeatureSpec = Field(default_factory=FeatureSpec)

@@ -43,6 +43,8 @@ def test_cli_train_registers_a_challenger_that_scores_its_features(dataset: None
     for key in ("cv_auc", "holdout_auc", "holdout_sharpe", "psr", "dsr", "trades"):
         assert key in row["metrics"], key
     assert 0.3 < row["metrics"]["holdout_auc"] < 0.8
+    # 200 days and 6 trials cannot show a DSR of 0.95: refused, with the numbers.
+    assert row["promoted"] is False and row["reasons"][0].startswith("DSR")
 
     settings = load_settings()
     client = setup(settings.home)
@@ -64,3 +66,30 @@ def test_cli_train_registers_a_challenger_that_scores_its_features(dataset: None
     assert list(scored.columns) == ["proba_logreg", "proba_lightgbm", "proba", "signal"]
     assert scored["proba"].between(0, 1).all()
     assert pl.from_pandas(scored).height == 5
+
+
+def test_cli_models_list_promote_and_rollback(dataset: None) -> None:
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", "--symbols", "BTCUSD", "--trials", "2", "--no-promote"])
+    assert trained.exit_code == 0, trained.stderr
+    listed = json.loads(runner.invoke(app, ["models", "list", "--json"]).stdout)
+    assert [(m["model"], [v["aliases"] for v in m["versions"]]) for m in listed] == [
+        ("candleflow.BTCUSD.1h", [["challenger"]])
+    ]
+    assert listed[0]["versions"][0]["decision"] is None  # --no-promote: not reviewed yet
+
+    reviewed = runner.invoke(app, ["promote", "--symbols", "BTCUSD", "--json"])
+    assert reviewed.exit_code == 0, reviewed.stderr
+    (decision,) = json.loads(reviewed.stdout)
+    assert decision["promoted"] is False and decision["kind"] == "gate"
+
+    rollback = runner.invoke(app, ["models", "rollback", "BTCUSD", "1h"])
+    assert rollback.exit_code == 2 and "no 'previous' version" in rollback.stderr
+    manual = runner.invoke(app, ["models", "promote", "BTCUSD", "1h", "1", "--json"])
+    assert manual.exit_code == 0 and json.loads(manual.stdout)["kind"] == "manual"
+    listed = json.loads(runner.invoke(app, ["models", "list", "--json"]).stdout)
+    version = listed[0]["versions"][0]
+    assert version["aliases"] == ["champion"] and version["decision"] == "promoted"
+    assert "manually" in listed[0]["last_decision"]
+    again = json.loads(runner.invoke(app, ["promote", "--symbols", "BTCUSD", "--json"]).stdout)
+    assert again[0]["kind"] == "no_challenger"

@@ -1,0 +1,557 @@
+"""The execution side of a broker (``ExecutionBroker``) and a paper account that implements it:
+balance, positions and fills persisted in the live database, orders filled on later candles.
+
+Fill model: a market order for candle ``t`` fills at the open of the first candle after ``t``,
+moved against the order by the slippage; every fill pays a fee in bps of its notional. A position
+then closes on the first candle (the entry candle included) that
+- opens beyond its stop-loss or take-profit (a gap): at that open (a stop also slips);
+- touches the stop-loss: at the stop, with slippage. If the same candle also touches the
+  take-profit, the stop is assumed to come first (conservative: a candle does not say which did);
+- touches the take-profit: at the take-profit (a limit order: no slippage);
+- opens at or after the position's ``timeout_at``: at that candle's close, with slippage.
+The balance holds realised PnL net of fees (a margin account: notional is not debited); equity
+adds the open positions marked to their symbol's last processed close.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.exc import IntegrityError
+
+from core.candles import PRICE_COLUMNS, conform
+from core.errors import BrokerError
+from core.settings_live import PaperSettings
+from core.symbols import normalize_symbol
+from core.timeframes import as_utc
+
+logger = logging.getLogger(__name__)
+
+PENDING, OPEN, CLOSED = "PENDING", "OPEN", "CLOSED"
+STOP_LOSS, TAKE_PROFIT, TIMEOUT = "STOP_LOSS", "TAKE_PROFIT", "TIMEOUT"
+ENTRY, EXIT = "ENTRY", "EXIT"
+
+
+class OrderRejectedError(BrokerError):
+    """The broker refused the order for a reason that resubmitting will not fix."""
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, stored as naive UTC: the same on SQLite (which keeps no
+    time zone) and PostgreSQL, so comparisons and ordering agree across databases."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; for a SQLite file its folder is created and writers wait (up to
+    30 s) for one another instead of failing at once."""
+    sa_url = sa.make_url(url)
+    if sa_url.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True)
+    database = sa_url.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return sa.create_engine(url, connect_args={"timeout": 30})
+    # In memory: every connection must see the same database.
+    return sa.create_engine(url, poolclass=sa.StaticPool, connect_args={"check_same_thread": False})
+
+
+EXECUTION_METADATA = sa.MetaData()
+
+paper_accounts = sa.Table(
+    "paper_accounts",
+    EXECUTION_METADATA,
+    sa.Column("account", sa.String(64), primary_key=True),
+    sa.Column("currency", sa.String(8), nullable=False),
+    sa.Column("initial_balance", sa.Float, nullable=False),
+    sa.Column("balance", sa.Float, nullable=False),
+    sa.Column("day", sa.Date),
+    sa.Column("day_start_equity", sa.Float, nullable=False),
+    sa.Column("peak_equity", sa.Float, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+# The last processed candle per symbol: the update cursor and the mark for equity.
+paper_marks = sa.Table(
+    "paper_marks",
+    EXECUTION_METADATA,
+    sa.Column("account", sa.String(64), primary_key=True),
+    sa.Column("symbol", sa.String(32), primary_key=True),
+    sa.Column("ts", UTCDateTime, nullable=False),
+    sa.Column("close", sa.Float, nullable=False),
+)
+# One position per order: PENDING (accepted, not filled), OPEN, CLOSED.
+positions = sa.Table(
+    "positions",
+    EXECUTION_METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account", sa.String(64), nullable=False),
+    sa.Column("order_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("symbol", sa.String(32), nullable=False),
+    sa.Column("timeframe", sa.String(8), nullable=False),
+    sa.Column("candle_ts", UTCDateTime, nullable=False),
+    sa.Column("side", sa.Integer, nullable=False),
+    sa.Column("quantity", sa.Float, nullable=False),
+    sa.Column("stop_loss", sa.Float),
+    sa.Column("take_profit", sa.Float),
+    sa.Column("timeout_at", UTCDateTime),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("entry_ts", UTCDateTime),
+    sa.Column("entry_price", sa.Float),
+    sa.Column("exit_ts", UTCDateTime),
+    sa.Column("exit_price", sa.Float),
+    sa.Column("exit_reason", sa.String(16)),
+    sa.Column("fees", sa.Float, nullable=False, default=0.0),
+    sa.Column("realized_pnl", sa.Float),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_positions_account_status", "account", "status"),
+)
+# ``side`` is the fill's direction (+1 buy, -1 sell); ``realized_pnl`` the exit's gross PnL.
+fills = sa.Table(
+    "fills",
+    EXECUTION_METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account", sa.String(64), nullable=False),
+    sa.Column("order_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("symbol", sa.String(32), nullable=False),
+    sa.Column("ts", UTCDateTime, nullable=False),
+    sa.Column("side", sa.Integer, nullable=False),
+    sa.Column("quantity", sa.Float, nullable=False),
+    sa.Column("price", sa.Float, nullable=False),
+    sa.Column("fee", sa.Float, nullable=False),
+    sa.Column("reason", sa.String(16), nullable=False),
+    sa.Column("realized_pnl", sa.Float),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    # An order is entered once and exited once, whatever runs twice.
+    sa.UniqueConstraint("order_id", "kind", name="uq_fills_order_kind"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerOrder:
+    """What a broker receives: a market order for the candle ``candle_ts`` (filled after it),
+    with optional protective exits. ``order_id`` is the client order id: submitting the same id
+    twice must not open twice."""
+
+    order_id: str
+    symbol: str
+    timeframe: str
+    candle_ts: datetime
+    side: int
+    quantity: float
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    timeout_at: datetime | None = None
+
+
+@runtime_checkable
+class ExecutionBroker(Protocol):
+    """Where orders go. ``submit`` is idempotent per ``order_id`` and returns the broker's order
+    id; it raises :class:`OrderRejectedError` for a refusal, anything else for a failure worth
+    resubmitting. A ``dry_run`` broker sends nothing (real adapters default to it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dry_run(self) -> bool: ...
+
+    def submit(self, order: BrokerOrder) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PositionSnapshot:
+    """An open position marked to its symbol's last close."""
+
+    order_id: str
+    symbol: str
+    timeframe: str
+    side: int
+    quantity: float
+    entry_ts: datetime
+    entry_price: float
+    last_price: float
+    notional: float
+    unrealized_pnl: float
+    stop_loss: float | None
+    take_profit: float | None
+    timeout_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSnapshot:
+    """A snapshot of the account for the risk layer. ``balance``: initial balance plus realised
+    PnL net of fees; ``equity``: balance plus unrealised PnL; ``day``: the UTC day of the last
+    processed candle, ``day_start_equity`` the equity when it began."""
+
+    account: str
+    currency: str
+    initial_balance: float
+    balance: float
+    equity: float
+    unrealized_pnl: float
+    day: date | None
+    day_start_equity: float
+    peak_equity: float
+    as_of: datetime | None
+    positions: tuple[PositionSnapshot, ...]
+    pending_orders: int
+
+    @property
+    def realized_pnl(self) -> float:
+        return self.balance - self.initial_balance
+
+    @property
+    def daily_pnl(self) -> float:
+        return self.equity - self.day_start_equity
+
+    @property
+    def drawdown(self) -> float:
+        """Fraction below the peak equity (0 at a new high)."""
+        return 0.0 if self.peak_equity <= 0 else max(0.0, 1.0 - self.equity / self.peak_equity)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateReport:
+    """What one :meth:`PaperBroker.update` did."""
+
+    candles: int
+    entries: int
+    exits: int
+
+
+class Candle(NamedTuple):
+    ts: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+
+
+def exit_for_candle(
+    side: int,
+    stop_loss: float | None,
+    take_profit: float | None,
+    timeout_at: datetime | None,
+    candle: Candle,
+    slippage: float,
+) -> tuple[float, str] | None:
+    """The exit price and reason for a position of ``side`` on ``candle``, or ``None`` (the rules
+    are in the module docstring; ``slippage`` is a fraction)."""
+    o = candle.open
+    stop, take = stop_loss, take_profit
+    if stop is not None and side * (o - stop) <= 0:
+        return o * (1 - side * slippage), STOP_LOSS
+    if take is not None and side * (o - take) >= 0:
+        return o, TAKE_PROFIT
+    if stop is not None and (candle.low <= stop if side > 0 else candle.high >= stop):
+        return stop * (1 - side * slippage), STOP_LOSS
+    if take is not None and (candle.high >= take if side > 0 else candle.low <= take):
+        return take, TAKE_PROFIT
+    if timeout_at is not None and candle.ts >= timeout_at:
+        return candle.close * (1 - side * slippage), TIMEOUT
+    return None
+
+
+@dataclass
+class _Book:
+    """The mutable working copy of one account during an update (or for a snapshot)."""
+
+    account: dict[str, Any]
+    marks: dict[str, tuple[datetime, float]]
+    active: list[dict[str, Any]]
+    changed_marks: set[str] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, conn: Connection, account: str) -> _Book:
+        row = conn.execute(sa.select(paper_accounts).where(paper_accounts.c.account == account))
+        marks = conn.execute(sa.select(paper_marks).where(paper_marks.c.account == account))
+        active = conn.execute(
+            sa.select(positions)
+            .where(positions.c.account == account, positions.c.status.in_([PENDING, OPEN]))
+            .order_by(positions.c.id)
+        )
+        return cls(
+            account=dict(row.mappings().one()),
+            marks={m.symbol: (m.ts, m.close) for m in marks},
+            active=[dict(p) for p in active.mappings()],
+        )
+
+    def price(self, position: dict[str, Any]) -> float:
+        mark = self.marks.get(position["symbol"])
+        return mark[1] if mark else position["entry_price"]
+
+    def unrealized(self, position: dict[str, Any]) -> float:
+        return (
+            position["side"]
+            * position["quantity"]
+            * (self.price(position) - position["entry_price"])
+        )
+
+    def equity(self) -> float:
+        opened = (p for p in self.active if p["status"] == OPEN)
+        return self.account["balance"] + sum((self.unrealized(p) for p in opened), 0.0)
+
+    def roll_day(self, ts: datetime) -> None:
+        if self.account["day"] is None or ts.date() > self.account["day"]:
+            self.account["day"] = ts.date()
+            self.account["day_start_equity"] = self.equity()
+
+    def mark(self, symbol: str, candle: Candle) -> None:
+        self.marks[symbol] = (candle.ts, candle.close)
+        self.changed_marks.add(symbol)
+        self.account["peak_equity"] = max(self.account["peak_equity"], self.equity())
+
+    def save(self, conn: Connection) -> None:
+        name = self.account["account"]
+        values = {k: self.account[k] for k in ("balance", "day", "day_start_equity", "peak_equity")}
+        conn.execute(
+            paper_accounts.update()
+            .where(paper_accounts.c.account == name)
+            .values(**values, updated_at=datetime.now(UTC))
+        )
+        for symbol in sorted(self.changed_marks):
+            ts, close = self.marks[symbol]
+            key = (paper_marks.c.account == name) & (paper_marks.c.symbol == symbol)
+            done = conn.execute(paper_marks.update().where(key).values(ts=ts, close=close))
+            if done.rowcount == 0:
+                conn.execute(
+                    paper_marks.insert().values(account=name, symbol=symbol, ts=ts, close=close)
+                )
+
+    def snapshot(self) -> AccountSnapshot:
+        opened = [p for p in self.active if p["status"] == OPEN]
+        states = tuple(_position_state(p, self.price(p), self.unrealized(p)) for p in opened)
+        unrealized = sum((s.unrealized_pnl for s in states), 0.0)
+        a = self.account
+        return AccountSnapshot(
+            account=a["account"],
+            currency=a["currency"],
+            initial_balance=a["initial_balance"],
+            balance=a["balance"],
+            equity=a["balance"] + unrealized,
+            unrealized_pnl=unrealized,
+            day=a["day"],
+            day_start_equity=a["day_start_equity"],
+            peak_equity=a["peak_equity"],
+            as_of=max((ts for ts, _ in self.marks.values()), default=None),
+            positions=states,
+            pending_orders=sum(p["status"] == PENDING for p in self.active),
+        )
+
+
+def _position_state(p: dict[str, Any], price: float, unrealized: float) -> PositionSnapshot:
+    names = [f.name for f in fields(PositionSnapshot)]
+    own = {k: p[k] for k in names if k in p}
+    return PositionSnapshot(
+        **own, last_price=price, notional=p["quantity"] * price, unrealized_pnl=unrealized
+    )
+
+
+def _new_candles(
+    candles_by_symbol: Mapping[str, pl.DataFrame], marks: Mapping[str, tuple[datetime, float]]
+) -> list[tuple[str, Candle]]:
+    """Candles newer than each symbol's mark, across symbols in time order."""
+    out: list[tuple[str, Candle]] = []
+    for key, frame in candles_by_symbol.items():
+        symbol = normalize_symbol(key)
+        frame = conform(frame).drop_nulls(["ts", *PRICE_COLUMNS])
+        frame = frame.unique("ts", keep="last").sort("ts")
+        if symbol in marks:
+            frame = frame.filter(pl.col("ts") > marks[symbol][0])
+        for ts, o, h, lo, c in frame.select("ts", *PRICE_COLUMNS).iter_rows():
+            out.append((symbol, Candle(as_utc(ts), o, h, lo, c)))
+    out.sort(key=lambda item: (item[1].ts, item[0]))
+    return out
+
+
+class PaperBroker:
+    """A paper account in the live database, implementing :class:`ExecutionBroker` (the fill
+    model is in the module docstring). Run one ``update`` per account at a time: a concurrent
+    one fails on the unique constraints rather than booking anything twice."""
+
+    name = "paper"
+    dry_run = False  # paper trading books simulated fills; it never reaches a market
+
+    def __init__(self, engine: Engine | str, settings: PaperSettings | None = None) -> None:
+        self.engine = make_engine(engine) if isinstance(engine, str) else engine
+        self.settings = settings or PaperSettings()
+        self.account = self.settings.account
+        self._ready = False
+
+    @property
+    def _slippage(self) -> float:
+        return self.settings.slippage_bps / 10_000
+
+    @property
+    def _fee_rate(self) -> float:
+        return self.settings.fee_bps / 10_000
+
+    def create_all(self) -> None:
+        """Create the execution tables and this account (idempotent; every method does it on
+        first use)."""
+        self._ready = False
+        self._ensure_account()
+
+    def _ensure_account(self) -> None:
+        if self._ready:
+            return
+        EXECUTION_METADATA.create_all(self.engine)
+        s = self.settings
+        row = {"account": self.account, "currency": s.currency, "day": None}
+        row |= {k: s.initial_balance for k in ("initial_balance", "balance")}
+        row |= {k: s.initial_balance for k in ("day_start_equity", "peak_equity")}
+        try:
+            with self.engine.begin() as conn:
+                where = paper_accounts.c.account == self.account
+                if conn.execute(sa.select(paper_accounts.c.account).where(where)).first() is None:
+                    conn.execute(
+                        paper_accounts.insert().values(**row, updated_at=datetime.now(UTC))
+                    )
+        except IntegrityError:
+            pass  # created meanwhile by another process: what we wanted
+        self._ready = True
+
+    def submit(self, order: BrokerOrder) -> str:
+        """Accept ``order`` (it fills on the next processed candle after ``candle_ts``); the
+        same ``order_id`` again returns the same id without booking a second position."""
+        if order.side not in (1, -1) or not order.quantity > 0:
+            raise OrderRejectedError(
+                f"order {order.order_id}: side must be +1 or -1 and quantity > 0, "
+                f"got side={order.side}, quantity={order.quantity}"
+            )
+        self._ensure_account()
+        broker_id = f"{self.name}:{self.account}:{order.order_id}"
+        try:
+            with self.engine.begin() as conn:
+                if self._known(conn, order.order_id):
+                    logger.info(
+                        "paper: order %s already accepted; not booked twice", order.order_id
+                    )
+                    return broker_id
+                equity = _Book.load(conn, self.account).equity()
+                if equity <= 0:
+                    raise OrderRejectedError(
+                        f"paper account {self.account!r}: equity {equity:.2f} ≤ 0; order "
+                        f"{order.order_id} refused"
+                    )
+                conn.execute(positions.insert().values(**self._position_row(order)))
+        except IntegrityError:
+            with self.engine.connect() as conn:
+                if not self._known(conn, order.order_id):
+                    raise
+        return broker_id
+
+    @staticmethod
+    def _known(conn: Connection, order_id: str) -> bool:
+        where = positions.c.order_id == order_id
+        return conn.execute(sa.select(positions.c.id).where(where)).first() is not None
+
+    def _position_row(self, order: BrokerOrder) -> dict[str, Any]:
+        return asdict(order) | {
+            "account": self.account,
+            "symbol": normalize_symbol(order.symbol),
+            "status": PENDING,
+            "fees": 0.0,
+            "created_at": datetime.now(UTC),
+        }
+
+    def update(self, candles_by_symbol: Mapping[str, pl.DataFrame]) -> UpdateReport:
+        """Process the closed candles newer than those already processed (per symbol): fill
+        pending orders, close positions, mark equity. All of it commits together or not at all,
+        so running it twice on the same candles changes nothing."""
+        self._ensure_account()
+        entries = exits = 0
+        with self.engine.begin() as conn:
+            book = _Book.load(conn, self.account)
+            new = _new_candles(candles_by_symbol, book.marks)
+            for symbol, candle in new:
+                book.roll_day(candle.ts)
+                for position in self._positions_of(book, symbol):
+                    if position["status"] == PENDING and position["candle_ts"] < candle.ts:
+                        self._enter(conn, book, position, candle)
+                        entries += 1
+                    if position["status"] == OPEN and self._maybe_exit(
+                        conn, book, position, candle
+                    ):
+                        exits += 1
+                book.mark(symbol, candle)
+            book.save(conn)
+        return UpdateReport(candles=len(new), entries=entries, exits=exits)
+
+    @staticmethod
+    def _positions_of(book: _Book, symbol: str) -> Iterator[dict[str, Any]]:
+        return (p for p in book.active if p["symbol"] == symbol and p["status"] != CLOSED)
+
+    def _enter(self, conn: Connection, book: _Book, p: dict[str, Any], candle: Candle) -> None:
+        price = candle.open * (1 + p["side"] * self._slippage)
+        fee = price * p["quantity"] * self._fee_rate
+        self._fill(
+            conn, p, kind=ENTRY, ts=candle.ts, side=p["side"], price=price, fee=fee, reason=ENTRY
+        )
+        p.update(status=OPEN, entry_ts=candle.ts, entry_price=price, fees=p["fees"] + fee)
+        book.account["balance"] -= fee
+        self._save_position(conn, p, "status", "entry_ts", "entry_price", "fees")
+
+    def _maybe_exit(self, conn: Connection, book: _Book, p: dict[str, Any], candle: Candle) -> bool:
+        hit = exit_for_candle(
+            p["side"], p["stop_loss"], p["take_profit"], p["timeout_at"], candle, self._slippage
+        )
+        if hit is None:
+            return False
+        price, reason = hit
+        fee = price * p["quantity"] * self._fee_rate
+        gross = p["side"] * p["quantity"] * (price - p["entry_price"])
+        self._fill(
+            conn,
+            p,
+            kind=EXIT,
+            ts=candle.ts,
+            side=-p["side"],
+            price=price,
+            fee=fee,
+            reason=reason,
+            realized_pnl=gross,
+        )
+        fees = p["fees"] + fee
+        p.update(status=CLOSED, exit_ts=candle.ts, exit_price=price, exit_reason=reason)
+        p.update(fees=fees, realized_pnl=gross - fees)
+        book.account["balance"] += gross - fee
+        self._save_position(
+            conn, p, "status", "exit_ts", "exit_price", "exit_reason", "fees", "realized_pnl"
+        )
+        return True
+
+    def _fill(self, conn: Connection, p: dict[str, Any], **values: Any) -> None:
+        common = {k: p[k] for k in ("order_id", "symbol", "quantity")}
+        now = datetime.now(UTC)
+        conn.execute(
+            fills.insert().values(account=self.account, created_at=now, **common, **values)
+        )
+
+    @staticmethod
+    def _save_position(conn: Connection, p: dict[str, Any], *columns: str) -> None:
+        values = {c: p[c] for c in columns}
+        conn.execute(positions.update().where(positions.c.id == p["id"]).values(**values))
+
+    def state(self) -> AccountSnapshot:
+        """The account now: balance, equity marked to the last closes, open positions."""
+        self._ensure_account()
+        with self.engine.connect() as conn:
+            return _Book.load(conn, self.account).snapshot()

@@ -1,0 +1,123 @@
+"""``candleflow promote`` and ``candleflow models list|promote|rollback``: the registry from the
+command line. Manual promotion and rollback are recorded on the model versions like the gate's."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cli import output
+from cli.common import (
+    JsonOption,
+    SymbolsOption,
+    TimeframeOption,
+    config_arg,
+    report_rows,
+    run_flow,
+    settings_of,
+)
+from core.errors import CandleflowError
+
+models_app = typer.Typer(
+    help="List, promote and roll back registered models.", no_args_is_help=True
+)
+
+SymbolArg = Annotated[str, typer.Argument(help="Symbol, e.g. EURUSD")]
+TimeframeArg = Annotated[str, typer.Argument(help="Timeframe, e.g. 1h")]
+PROMOTE_COLUMNS = ("symbol", "timeframe", "version", "promoted", "kind", "reasons", "error")
+LIST_COLUMNS = (
+    "model",
+    "version",
+    "aliases",
+    "holdout_auc",
+    "holdout_sharpe",
+    "dsr",
+    "trades",
+    "trials",
+    "decision",
+    "reasons",
+)
+
+
+def promote(
+    ctx: typer.Context,
+    symbols: SymbolsOption = None,
+    timeframe: TimeframeOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Put each symbol's challenger through the promotion gate (champion only on evidence)."""
+    from cli.common import units_of
+    from flows.promote_models import promote_models
+
+    settings = settings_of(ctx)
+    units = units_of(settings, symbols, timeframe)
+    with output.stderr.status(f"Reviewing {len(units)} challenger(s)…"):
+        result = run_flow(
+            promote_models,
+            symbols=[s for s, _ in units],
+            timeframes=sorted({t for _, t in units}),
+            home=str(settings.home),
+            config=config_arg(ctx),
+        )
+    report_rows(result, json_, "Promotion decisions", PROMOTE_COLUMNS)
+
+
+def _reviewer(ctx: typer.Context):
+    from models.registry import Reviewer
+    from models.tracking import setup
+
+    settings = settings_of(ctx)
+    return Reviewer(settings, setup(settings.home, settings.mlflow.tracking_uri))
+
+
+@models_app.command("list")
+def models_list(ctx: typer.Context, json_: JsonOption = False) -> None:
+    """Every model: versions with their aliases, key holdout metrics and last decision."""
+    from models.registry import list_models
+
+    models = list_models(_reviewer(ctx).client)
+    if json_:
+        output.print_json(models)
+        return
+    rows = [
+        {"model": m["model"], **v, "aliases": ",".join(v["aliases"])}
+        for m in models
+        for v in m["versions"]
+    ]
+    output.print_table("Registered models (MLflow)", rows, LIST_COLUMNS)
+
+
+@models_app.command("promote")
+def models_promote(
+    ctx: typer.Context,
+    symbol: SymbolArg,
+    timeframe: TimeframeArg,
+    version: Annotated[str, typer.Argument(help="Version to make champion")],
+    json_: JsonOption = False,
+) -> None:
+    """Make VERSION champion without the gate (a manual override, recorded as such)."""
+    try:
+        decision = _reviewer(ctx).promote_manually(symbol, timeframe, version)
+    except CandleflowError as exc:
+        raise output.fail(str(exc)) from None
+    _print_decision(decision, json_)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    ctx: typer.Context, symbol: SymbolArg, timeframe: TimeframeArg, json_: JsonOption = False
+) -> None:
+    """Make ``previous`` champion again (the demoted champion becomes ``previous``)."""
+    try:
+        decision = _reviewer(ctx).rollback(symbol, timeframe)
+    except CandleflowError as exc:
+        raise output.fail(str(exc)) from None
+    _print_decision(decision, json_)
+
+
+def _print_decision(decision, json_: bool) -> None:
+    if json_:
+        output.print_json(decision.to_dict() | {"summary": decision.summary()})
+    else:
+        output.stderr.print(decision.summary())

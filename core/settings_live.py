@@ -1,0 +1,81 @@
+"""Settings of the live-signals stage: where its records live (``[live]``) and how the paper
+account fills orders (``[paper]``). Wired into :class:`core.config.Settings` as ``live``/``paper``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from core.symbols import normalize_symbol
+
+LIVE_DIR_NAME = "live"
+LIVE_DB_NAME = "live.db"
+
+
+class _Section(BaseModel):
+    # The same model config as ``core.config.Section``; not imported from there because
+    # ``core.config`` imports this module, and the import would be circular.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LiveSettings(_Section):
+    """The live stage's database and execution broker.
+
+    ``database_url``: any SQLAlchemy URL (``postgresql+psycopg://user@host/candleflow`` for a
+    shared deployment); empty: SQLite at ``<home>/live/live.db``. ``execution_broker``: who
+    receives orders. ``dry_run``: a real broker only logs what it would send (the paper account
+    always books its simulated fills).
+    """
+
+    database_url: str = ""
+    execution_broker: Literal["paper"] = "paper"
+    dry_run: bool = True
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            try:
+                make_url(value)
+            except ArgumentError:
+                raise ValueError(
+                    "not a SQLAlchemy database URL (e.g. sqlite:////abs/live.db or "
+                    "postgresql+psycopg://user@host/db); leave empty for SQLite in the state "
+                    "directory"
+                ) from None
+        return value
+
+    def resolved_database_url(self, home: Path) -> str:
+        """``database_url``, or SQLite at ``<home>/live/live.db`` when it is empty."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(home).expanduser().resolve() / LIVE_DIR_NAME / LIVE_DB_NAME}"
+
+
+class PaperSettings(_Section):
+    """The paper account: its name (one database can hold several), starting balance, currency
+    and costs. Market orders fill at the next candle's open moved against the order by
+    ``slippage_bps`` (stops and time-outs slip too; take-profits are limits and do not); every
+    fill pays ``fee_bps`` of its notional. The defaults (1 bp each) are a modest assumption, not a
+    venue's schedule: set them from your broker's. The balance is read from the settings only
+    when the account is first created."""
+
+    account: str = Field(default="paper", min_length=1, max_length=64)
+    initial_balance: float = Field(default=100_000.0, gt=0)
+    currency: str = "USD"
+    slippage_bps: float = Field(default=1.0, ge=0, le=1000)
+    fee_bps: float = Field(default=1.0, ge=0, le=1000)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        code = normalize_symbol(value) if value.strip() else ""
+        if not (3 <= len(code) <= 5 and code.isalpha()):
+            raise ValueError("expected a currency code such as USD, EUR or USDT")
+        return code

@@ -1,0 +1,1 @@
+"""The live decision layer: ensemble vote, signal weight and tier, risk and sizing."""

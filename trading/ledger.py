@@ -1,0 +1,449 @@
+"""The live stage's records in one database (SQLite in the state directory, or any SQLAlchemy URL):
+signals, orders (placed at most once per candle and model version) and risk events. Fills and
+positions are the execution broker's own tables (``brokers.paper``); the ledger reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from brokers.paper import (
+    CLOSED,
+    EXECUTION_METADATA,
+    OPEN,
+    BrokerOrder,
+    ExecutionBroker,
+    OrderRejectedError,
+    UTCDateTime,
+    fills,
+    make_engine,
+    positions,
+)
+from core.settings_live import LiveSettings
+from core.symbols import normalize_symbol
+from core.timeframes import as_utc, parse_timeframe
+
+logger = logging.getLogger(__name__)
+
+SIGNAL_STATUSES = ("OK", "SPEC_MISMATCH", "STALE", "NO_MODEL", "ERROR")
+# Stored order statuses (the submission); ``orders()`` reports FILLED / CLOSED from the broker.
+NEW, SUBMITTED, REJECTED = "NEW", "SUBMITTED", "REJECTED"
+FILLED = "FILLED"
+_ORDER_KEY = ("symbol", "timeframe", "ts", "model_version")
+_ORDER_TERMS = ("side", "quantity", "stop_loss", "take_profit", "timeout_at")
+
+LEDGER_METADATA = sa.MetaData()
+
+signals = sa.Table(
+    "signals",
+    LEDGER_METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("symbol", sa.String(32), nullable=False),
+    sa.Column("timeframe", sa.String(8), nullable=False),
+    sa.Column("ts", UTCDateTime, nullable=False),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(64), nullable=False),  # "" when there is no model
+    sa.Column("shadow", sa.Boolean, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("action", sa.Integer),  # -1 sell, 0 flat, +1 buy
+    sa.Column("probability", sa.Float),
+    sa.Column("weight", sa.Float),
+    sa.Column("tier", sa.String(16)),
+    sa.Column("position_multiplier", sa.Float),
+    sa.Column("components", sa.JSON),
+    sa.Column("explanation", sa.JSON),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint(
+        "symbol", "timeframe", "ts", "model_version", "shadow", name="uq_signals_key"
+    ),
+    sa.Index("ix_signals_ts", "ts"),
+)
+orders = sa.Table(
+    "orders",
+    LEDGER_METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("order_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("symbol", sa.String(32), nullable=False),
+    sa.Column("timeframe", sa.String(8), nullable=False),
+    sa.Column("ts", UTCDateTime, nullable=False),  # the signal candle's open time
+    sa.Column("model_version", sa.String(64), nullable=False),
+    sa.Column("side", sa.Integer, nullable=False),
+    sa.Column("quantity", sa.Float, nullable=False),
+    sa.Column("stop_loss", sa.Float),
+    sa.Column("take_profit", sa.Float),
+    sa.Column("timeout_at", UTCDateTime),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("broker", sa.String(64), nullable=False),
+    sa.Column("broker_order_id", sa.String(200)),
+    sa.Column("dry_run", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    # At most one order per candle and model version, enforced by the database itself.
+    sa.UniqueConstraint("symbol", "timeframe", "ts", "model_version", name="uq_orders_key"),
+)
+risk_events = sa.Table(
+    "risk_events",
+    LEDGER_METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts", UTCDateTime, nullable=False),
+    sa.Column("symbol", sa.String(32)),  # None: the whole account
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("details", sa.JSON),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_risk_events_ts", "ts"),
+)
+
+
+@dataclass(frozen=True)
+class OrderIntent:
+    """A market order for the bar that opened at ``candle_ts``, from ``model_version``. The
+    time-out is ``timeout_at`` or ``candle_ts + timeout_bars`` bars (the position closes at the
+    close of the bar opening then); give one of them or neither."""
+
+    symbol: str
+    timeframe: str
+    candle_ts: datetime
+    model_version: str
+    side: int
+    quantity: float
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    timeout_bars: int | None = None
+    timeout_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        tf = parse_timeframe(self.timeframe)
+        object.__setattr__(self, "symbol", normalize_symbol(self.symbol))
+        object.__setattr__(self, "timeframe", tf.name)
+        object.__setattr__(self, "candle_ts", as_utc(self.candle_ts))
+        object.__setattr__(self, "model_version", str(self.model_version))
+        if self.side not in (1, -1):
+            raise ValueError(f"order side must be +1 or -1, got {self.side}")
+        if not (math.isfinite(self.quantity) and self.quantity > 0):
+            raise ValueError(f"order quantity must be a finite number > 0, got {self.quantity}")
+        self._check_exits()
+        if self.timeout_bars is not None:
+            if self.timeout_at is not None or self.timeout_bars < 1:
+                raise ValueError("give timeout_bars (≥ 1) or timeout_at, not both")
+            timeout_at = self.candle_ts + self.timeout_bars * tf.duration
+            object.__setattr__(self, "timeout_at", timeout_at)
+        elif self.timeout_at is not None:
+            object.__setattr__(self, "timeout_at", as_utc(self.timeout_at))
+
+    def _check_exits(self) -> None:
+        stop, take = self.stop_loss, self.take_profit
+        for name, value in (("stop_loss", stop), ("take_profit", take)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite price > 0, got {value}")
+        if stop is not None and take is not None and self.side * (take - stop) <= 0:
+            where = "below" if self.side > 0 else "above"
+            raise ValueError(f"the stop-loss {stop} must be {where} the take-profit {take}")
+
+    @property
+    def key(self) -> tuple[str, str, datetime, str]:
+        return self.symbol, self.timeframe, self.candle_ts, self.model_version
+
+    @property
+    def order_id(self) -> str:
+        """The client order id, derived from the key: a broker that deduplicates client ids
+        cannot open twice even if the ledger were lost."""
+        text = "|".join(
+            [self.symbol, self.timeframe, self.candle_ts.isoformat(), self.model_version]
+        )
+        return "cf-" + hashlib.sha256(text.encode()).hexdigest()[:29]
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON (portable to PostgreSQL): NaN/inf → None, numpy scalars → Python
+    numbers, datetimes → ISO text, enums → their value, tuples → lists."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_safe(v) for v in value]
+    if isinstance(value, Enum):
+        return json_safe(value.value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _dtype(sa_type: Any) -> pl.DataType:
+    if isinstance(sa_type, UTCDateTime):
+        return pl.Datetime("us", "UTC")
+    for base, dtype in (
+        (sa.Boolean, pl.Boolean()),
+        (sa.Integer, pl.Int64()),
+        (sa.Float, pl.Float64()),
+        (sa.Date, pl.Date()),
+    ):
+        if isinstance(sa_type, base):
+            return dtype
+    return pl.String()  # text, and JSON as JSON text
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger:
+    """The live database. ``create_all`` makes the tables (the execution broker's too)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+
+    @classmethod
+    def from_settings(cls, live: LiveSettings, home: Path) -> Ledger:
+        return cls(live.resolved_database_url(home))
+
+    def create_all(self) -> None:
+        """Create the missing tables; existing ones and their rows are left alone."""
+        LEDGER_METADATA.create_all(self.engine)
+        EXECUTION_METADATA.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def record_signal(
+        self,
+        *,
+        symbol: str,
+        timeframe: str,
+        ts: datetime,
+        model_name: str,
+        model_version: str,
+        status: str,
+        shadow: bool = False,
+        action: int | None = None,
+        probability: float | None = None,
+        weight: float | None = None,
+        tier: str | None = None,
+        position_multiplier: float | None = None,
+        components: Mapping[str, Any] | None = None,
+        explanation: Mapping[str, Any] | None = None,
+    ) -> tuple[int, bool]:
+        """Insert the signal, or update the row with the same (symbol, timeframe, ts,
+        model_version, shadow); returns (row id, created)."""
+        if status not in SIGNAL_STATUSES:
+            raise ValueError(f"signal status {status!r}: allowed {', '.join(SIGNAL_STATUSES)}")
+        key = {
+            "symbol": normalize_symbol(symbol),
+            "timeframe": parse_timeframe(timeframe).name,
+            "ts": as_utc(ts),
+            "model_version": str(model_version),
+            "shadow": bool(shadow),
+        }
+        values = {
+            "model_name": model_name,
+            "status": status,
+            "action": None if action is None else int(action),
+            "probability": json_safe(probability),
+            "weight": json_safe(weight),
+            "tier": None if tier is None else str(json_safe(tier)),
+            "position_multiplier": json_safe(position_multiplier),
+            "components": json_safe(components),
+            "explanation": json_safe(explanation),
+            "updated_at": _now(),
+        }
+        return self._upsert_signal(key, values)
+
+    def _upsert_signal(self, key: dict[str, Any], values: dict[str, Any]) -> tuple[int, bool]:
+        try:
+            with self.engine.begin() as conn:
+                row = signals.insert().values(**key, **values, created_at=values["updated_at"])
+                return conn.execute(row).inserted_primary_key[0], True
+        except IntegrityError:
+            where = sa.and_(*(signals.c[k] == v for k, v in key.items()))
+            with self.engine.begin() as conn:
+                if conn.execute(signals.update().where(where).values(**values)).rowcount == 0:
+                    raise  # not a duplicate key: a real integrity problem
+                return conn.execute(sa.select(signals.c.id).where(where)).scalar_one(), False
+
+    def place_order_once(
+        self, intent: OrderIntent, broker: ExecutionBroker
+    ) -> tuple[dict[str, Any], bool]:
+        """The order for ``intent.key``, placed at most once; returns (order row, created).
+
+        The row is committed (status NEW) before the broker hears of it; an order still NEW
+        (an earlier run stopped in between) is submitted again under the same client order id,
+        which the broker deduplicates. A refusal is stored as REJECTED; any other failure
+        leaves the order NEW for the next run."""
+        created = self._insert_order(intent, broker)
+        row = self._order_for_key(intent)
+        if row["status"] == NEW:
+            self._submit(row, broker)
+            row = self._order_for_key(intent)
+        elif not created:
+            logger.info(
+                "order %s for %s already %s: not placed again",
+                row["order_id"],
+                intent.key,
+                row["status"],
+            )
+        if not created and (row["side"], row["quantity"]) != (intent.side, intent.quantity):
+            logger.warning(
+                "order %s exists with side %s quantity %s; the new intent (%s, %s) was ignored",
+                row["order_id"],
+                row["side"],
+                row["quantity"],
+                intent.side,
+                intent.quantity,
+            )
+        return row, created
+
+    def _insert_order(self, intent: OrderIntent, broker: ExecutionBroker) -> bool:
+        now = _now()
+        values = dict(zip(_ORDER_KEY, intent.key, strict=True))
+        values |= {k: getattr(intent, k) for k in _ORDER_TERMS} | {"order_id": intent.order_id}
+        values |= {"broker": broker.name, "dry_run": broker.dry_run, "status": NEW}
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(orders.insert().values(**values, created_at=now, updated_at=now))
+        except IntegrityError:
+            return False
+        return True
+
+    def _submit(self, row: Mapping[str, Any], broker: ExecutionBroker) -> None:
+        terms = {k: row[k] for k in ("order_id", "symbol", "timeframe", *_ORDER_TERMS)}
+        order = BrokerOrder(candle_ts=row["ts"], **terms)
+        values: dict[str, Any] = {"broker": broker.name, "dry_run": broker.dry_run}
+        try:
+            values |= {"status": SUBMITTED, "broker_order_id": broker.submit(order)}
+        except OrderRejectedError as exc:
+            logger.warning("order %s rejected by %s: %s", order.order_id, broker.name, exc)
+            values |= {"status": REJECTED, "reason": str(exc)}
+        where = (orders.c.order_id == order.order_id) & (orders.c.status == NEW)
+        with self.engine.begin() as conn:
+            conn.execute(orders.update().where(where).values(**values, updated_at=_now()))
+
+    def record_risk_event(
+        self,
+        kind: str,
+        reason: str,
+        *,
+        symbol: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        ts: datetime | None = None,
+    ) -> int:
+        """Store one halt, refusal or reduction; returns its row id."""
+        now = _now()
+        row = risk_events.insert().values(
+            ts=as_utc(ts) if ts else now,
+            symbol=normalize_symbol(symbol) if symbol else None,
+            kind=kind,
+            reason=reason,
+            details=json_safe(details),
+            created_at=now,
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(row).inserted_primary_key[0]
+
+    # Queries ------------------------------------------------------------------------------
+
+    def _orders_select(self) -> sa.Select:
+        status = sa.case(
+            (positions.c.status == OPEN, FILLED),
+            (positions.c.status == CLOSED, CLOSED),
+            else_=orders.c.status,
+        )
+        own = [c for c in orders.c if c.name != "status"]
+        extra = ["entry_ts", "entry_price", "exit_ts", "exit_price", "exit_reason", "realized_pnl"]
+        return sa.select(
+            *own,
+            status.label("status"),
+            orders.c.status.label("submission_status"),
+            *(positions.c[c] for c in extra),
+            positions.c.fees.label("fees"),
+        ).select_from(orders.outerjoin(positions, positions.c.order_id == orders.c.order_id))
+
+    def _order_for_key(self, intent: OrderIntent) -> dict[str, Any]:
+        where = sa.and_(*(orders.c[k] == v for k, v in zip(_ORDER_KEY, intent.key, strict=True)))
+        with self.engine.connect() as conn:
+            return dict(conn.execute(self._orders_select().where(where)).mappings().one())
+
+    def order(self, order_id: str) -> dict[str, Any] | None:
+        """One order with its reported status, or None."""
+        with self.engine.connect() as conn:
+            stmt = self._orders_select().where(orders.c.order_id == order_id)
+            row = conn.execute(stmt).mappings().first()
+        return None if row is None else dict(row)
+
+    def orders(
+        self, since: datetime | None = None, symbol: str | None = None, status: str | None = None
+    ) -> pl.DataFrame:
+        """Orders (candle ``ts`` ≥ ``since``), with the status reported by the broker."""
+        stmt = self._filtered(self._orders_select(), orders, since, symbol)
+        if status is not None:
+            stmt = stmt.where(stmt.selected_columns.status == status)
+        return self._frame(stmt.order_by(orders.c.ts, orders.c.id))
+
+    def signals(
+        self, since: datetime | None = None, symbol: str | None = None, shadow: bool | None = None
+    ) -> pl.DataFrame:
+        """Signals (candle ``ts`` ≥ ``since``); JSON columns as JSON text."""
+        stmt = self._filtered(sa.select(signals), signals, since, symbol)
+        if shadow is not None:
+            stmt = stmt.where(signals.c.shadow == shadow)
+        return self._frame(stmt.order_by(signals.c.ts, signals.c.id))
+
+    def fills(self, since: datetime | None = None, symbol: str | None = None) -> pl.DataFrame:
+        stmt = self._filtered(sa.select(fills), fills, since, symbol)
+        return self._frame(stmt.order_by(fills.c.ts, fills.c.id))
+
+    def positions(self, status: str | None = None, account: str | None = None) -> pl.DataFrame:
+        """The broker's positions (PENDING, OPEN, CLOSED), optionally of one status/account."""
+        stmt = sa.select(positions)
+        if status is not None:
+            stmt = stmt.where(positions.c.status == status)
+        if account is not None:
+            stmt = stmt.where(positions.c.account == account)
+        return self._frame(stmt.order_by(positions.c.id))
+
+    def open_positions(self, account: str | None = None) -> pl.DataFrame:
+        return self.positions(OPEN, account)
+
+    def risk_events(self, since: datetime | None = None, symbol: str | None = None) -> pl.DataFrame:
+        stmt = self._filtered(sa.select(risk_events), risk_events, since, symbol)
+        return self._frame(stmt.order_by(risk_events.c.ts, risk_events.c.id))
+
+    @staticmethod
+    def _filtered(
+        stmt: sa.Select, table: sa.Table, since: datetime | None, symbol: str | None
+    ) -> sa.Select:
+        if since is not None:
+            stmt = stmt.where(table.c.ts >= as_utc(since))
+        if symbol is not None:
+            stmt = stmt.where(table.c.symbol == normalize_symbol(symbol))
+        return stmt
+
+    def _frame(self, stmt: sa.Select) -> pl.DataFrame:
+        columns = list(stmt.selected_columns)
+        schema = {c.name: _dtype(c.type) for c in columns}
+        json_columns = [c.name for c in columns if isinstance(c.type, sa.JSON)]
+        with self.engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(stmt).mappings()]
+        for row in rows:
+            for name in json_columns:
+                if row[name] is not None:
+                    row[name] = json.dumps(row[name], sort_keys=True)
+        return pl.DataFrame(rows, schema=schema)
