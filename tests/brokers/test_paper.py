@@ -11,14 +11,14 @@ import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from brokers.paper import (
+from brokers.execution import (
     BrokerOrder,
     ExecutionBroker,
     OrderRejectedError,
-    PaperBroker,
     fills,
     positions,
 )
+from brokers.paper import PaperBroker
 from core.settings_live import PaperSettings
 
 T0 = datetime(2024, 1, 2, 20, tzinfo=UTC)

@@ -12,9 +12,11 @@ import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from brokers.paper import BrokerOrder, OrderRejectedError, PaperBroker, fills, positions
+from brokers.execution import BrokerOrder, OrderRejectedError, fills, positions
+from brokers.paper import PaperBroker
 from core.settings_live import LiveSettings, PaperSettings
-from trading.ledger import Ledger, OrderIntent, orders, signals
+from trading.ledger import Ledger, OrderIntent
+from trading.records import orders, signals
 
 T0 = datetime(2024, 1, 2, 20, tzinfo=UTC)
 H = timedelta(hours=1)
