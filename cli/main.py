@@ -85,13 +85,14 @@ def main_options(
     ctx.obj = {"home": home, "config": config}
 
 
-def _parse_date(value: str | None) -> datetime | None:
+def _parse_date(value: str | None, option: str = "--start") -> datetime | None:
     if value is None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise output.fail(f"--start {value!r} is not a date (use YYYY-MM-DD or ISO 8601)") from None
+        message = f"{option} {value!r} is not a date (use YYYY-MM-DD or ISO 8601)"
+        raise output.fail(message) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
@@ -113,11 +114,15 @@ def collect(
             help="Collect from this date (backfill) instead of from the newest stored candle"
         ),
     ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(help="Collect up to this date instead of now (reproducible runs)"),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
     """Collect closed candles from the configured broker into the local store."""
     settings = settings_of(ctx)
-    start_ts = _parse_date(start)
+    start_ts, end_ts = _parse_date(start), _parse_date(end, "--end")
     from brokers import create_broker
     from core.collect import collection_units
 
@@ -136,6 +141,7 @@ def collect(
             symbols=[s for s, _ in units],
             timeframes=sorted({t for _, t in units}),
             start=start_ts,
+            end=end_ts,
             home=str(settings.home),
             config=config_arg(ctx),
         )

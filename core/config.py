@@ -90,7 +90,7 @@ class SimulatedSettings(Section):
     """The embedded deterministic market. ``edge = 0`` is a driftless random walk."""
 
     seed: int = Field(default=7, ge=0)
-    edge: float = Field(default=0.12, ge=0.0, le=1.0)
+    edge: float = Field(default=0.3, ge=0.0, le=1.0)
 
 
 class FilesSettings(Section):
@@ -160,9 +160,9 @@ class TrainingSettings(Section):
         default_factory=lambda: ["logreg", "hgb", "xgboost", "lightgbm"]
     )
     holdout: float = Field(default=0.2, gt=0.0, lt=0.6)
-    folds: int = Field(default=5, ge=2, le=20)
+    folds: int = Field(default=4, ge=2, le=20)
     embargo_bars: int | None = Field(default=None, ge=0, description="None: the label horizon")
-    trials: int = Field(default=8, ge=1, le=10_000, description="Optuna trials per family")
+    trials: int = Field(default=4, ge=1, le=10_000, description="Optuna trials per family")
     timeout_seconds: float | None = Field(default=None, gt=0, description="per family")
     seed: int = Field(default=42, ge=0)
     threshold: float = Field(default=0.55, gt=0.0, lt=1.0)

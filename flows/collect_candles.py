@@ -16,6 +16,7 @@ from prefect.tasks import exponential_backoff
 from brokers import create_broker
 from core.collect import collection_units
 from core.config import Settings, load_settings
+from core.timeframes import as_utc
 from flows._reporting import finish, first_error, unit_row
 from tasks.collect import fetch_candles, plan_fetch, store_candles
 
@@ -25,16 +26,18 @@ def collect_candles(
     symbols: list[str] | None = None,
     timeframes: list[str] | None = None,
     start: datetime | None = None,
+    end: datetime | None = None,
     history_days: int | None = None,
     overlap_bars: int | None = None,
     home: str | None = None,
     config: str | None = None,
 ) -> list[dict]:
     """Collect closed candles for each symbol × timeframe. Parameters left empty take the
-    configuration's values (universe, history_days, overlap_bars)."""
+    configuration's values (universe, history_days, overlap_bars). ``end`` (default: now, never
+    later) collects as if it were that time: reproducible runs and backfills of a past range."""
     settings = load_settings(config, home)
     broker = create_broker(settings)
-    now = datetime.now(UTC)
+    now = datetime.now(UTC) if end is None else min(as_utc(end), datetime.now(UTC))
     retry = {
         "retries": settings.collect.retries,
         "retry_delay_seconds": exponential_backoff(settings.collect.retry_delay_seconds),

@@ -30,7 +30,7 @@ from models.zoo import (
     get_family,
 )
 
-# Families whose default fit draws random numbers (row/column subsampling); logreg's lbfgs does not.
+# Families whose default fit draws random numbers (row/column subsampling); logreg does not.
 SEEDED = {"hgb", "xgboost", "lightgbm"}
 
 
