@@ -1,0 +1,109 @@
+"""Full-size proof of the promotion gate (the CI tests in tests/flows/test_promotion_proof.py are
+its smaller, fixed-date version): the default universe, two years of 1 h candles, the default
+training and gate configuration, on the simulated market at ``edge = 0`` (the canary: nothing may
+be promoted) and at the default edge (recovery), for several market seeds.
+
+The library path of the pipeline (store → dataset → training → gate), two symbols at a time in
+processes; the gate's checks 1–3 (no champion exists on a first training). Prints one row per
+symbol × edge × seed and a summary per edge: promoted fraction, holdout AUC mean / sd / range.
+
+    uv run --frozen python bench/bench_promotion.py [--seeds 7,8] [--edges 0,0.3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import save
+
+END = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def one(args: tuple[str, float, int, str]) -> dict:
+    symbol, edge, seed, root = args
+    from brokers.simulated import SimulatedBroker
+    from core.config import load_settings
+    from core.store import CandleStore
+    from features.dataset import build_dataset, load_inputs
+    from models.promotion import gate
+    from models.training import TrainingConfig, train_dataset
+
+    home = Path(root) / f"{symbol}-{edge}-{seed}"
+    settings = load_settings(home=home)
+    store, start = CandleStore(home), time.perf_counter()
+    broker = SimulatedBroker(seed=seed, edge=edge)
+    days = settings.universe.history_days
+    store.upsert(symbol, "1h", broker.fetch_candles(symbol, "1h", END - timedelta(days=days), END))
+    inputs = load_inputs(store, symbol, "1h", settings.features)
+    frame, meta = build_dataset(inputs, symbol, "1h", settings.features, settings.labels)
+    cfg = dataclasses.replace(TrainingConfig.from_settings(settings, symbol, "1h"), n_threads=1)
+    m = train_dataset(frame, meta, inputs.candles, cfg, home / "optuna").metrics
+    checks = gate(m, settings.promotion)
+    return {
+        "symbol": symbol,
+        "edge": edge,
+        "seed": seed,
+        "rows": frame.height,
+        "seconds": round(time.perf_counter() - start, 1),
+        "holdout_auc": round(m["holdout_roc_auc"], 3),
+        "sharpe": round(m["holdout_sharpe_annual"], 2),
+        "bh_sharpe": round(m["holdout_bh_sharpe_annual"], 2),
+        "dsr": round(m["holdout_dsr"], 3),
+        "trades": int(m["holdout_trades"]),
+        "trials": int(m["trials"]),
+        "promoted": all(c.passed for c in checks),
+        "failed": "; ".join(c.message for c in checks if not c.passed),
+    }
+
+
+def main() -> None:
+    from core.config import load_settings
+
+    settings = load_settings()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", default="7,8")
+    parser.add_argument("--edges", default=f"0,{settings.simulated.edge}")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    edges = [float(e) for e in args.edges.split(",")]
+    root = tempfile.mkdtemp(prefix="bench-promotion-")
+    jobs = [(s, e, seed, root) for e in edges for seed in seeds for s in settings.universe.symbols]
+    start = time.perf_counter()
+    with ProcessPoolExecutor(2) as pool:
+        rows = list(pool.map(one, jobs))
+    wall = time.perf_counter() - start
+    summary = []
+    for edge in edges:
+        sel = [r for r in rows if r["edge"] == edge]
+        aucs = [r["holdout_auc"] for r in sel]
+        summary.append(
+            {
+                "edge": edge,
+                "runs": len(sel),
+                "promoted": sum(r["promoted"] for r in sel),
+                "auc_mean": round(statistics.mean(aucs), 3),
+                "auc_sd": round(statistics.stdev(aucs), 3) if len(aucs) > 1 else None,
+                "auc_min": min(aucs),
+                "auc_max": max(aucs),
+                "sharpe_of_promoted_min": min(
+                    (r["sharpe"] for r in sel if r["promoted"]), default=None
+                ),
+            }
+        )
+    save("promotion", rows)
+    save("promotion_summary", summary)
+    print(f"{len(jobs)} trainings in {wall:.0f} s on 2 processes")
+
+
+if __name__ == "__main__":
+    main()
