@@ -22,6 +22,7 @@ from cli.common import (
     split_csv,
     units_of,
 )
+from cli.live import positions, report_app, signals
 from cli.models import models_app, promote
 from core.collect import REPORT_FIELDS
 from core.errors import (
@@ -57,6 +58,9 @@ config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True
 app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.command()(promote)
+app.add_typer(report_app, name="report")
+app.command()(signals)
+app.command()(positions)
 
 # The human table leaves out what --json has for scripts (missing_candles, rows).
 COLLECT_COLUMNS = tuple(f for f in REPORT_FIELDS if f not in ("missing_candles", "rows"))

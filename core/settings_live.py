@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -30,11 +30,24 @@ class LiveSettings(_Section):
     shared deployment); empty: SQLite at ``<home>/live/live.db``. ``execution_broker``: who
     receives orders. ``dry_run``: a real broker only logs what it would send (the paper account
     always books its simulated fills).
+
+    Notifications (``trading.notify``), off while ``webhook_url`` is unset: a Slack incoming
+    webhook URL, or Telegram's ``https://api.telegram.org/bot<token>/sendMessage`` with
+    ``telegram_chat_id``. The URL holds the token, so it is a ``SecretStr`` (masked in reprs and in
+    ``config show``); set it through ``CANDLEFLOW_LIVE__WEBHOOK_URL`` rather than the TOML file.
+    ``notify_min_tier``: the weakest tier announced, by conviction STRONG_BUY > BUY > NEUTRAL >
+    AVOID, a SELL tier ranking with its BUY mirror. The URL's form and the chat id are checked when
+    sending, not here: a load-time error would echo the raw value into the error message.
     """
 
     database_url: str = ""
     execution_broker: Literal["paper"] = "paper"
     dry_run: bool = True
+    webhook_url: SecretStr | None = None
+    webhook_format: Literal["slack", "telegram"] = "slack"
+    telegram_chat_id: str = ""
+    notify_min_tier: Literal["STRONG_BUY", "BUY", "NEUTRAL", "AVOID"] = "BUY"
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
 
     @field_validator("database_url")
     @classmethod

@@ -1,0 +1,143 @@
+"""``candleflow signals``, ``candleflow positions`` and ``candleflow report shadow``: the live
+stage from the command line (signals run the flow; the others read the ledger)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+
+from cli import output
+from cli.common import (
+    JsonOption,
+    SymbolsOption,
+    config_arg,
+    report_rows,
+    run_flow,
+    settings_of,
+    units_of,
+)
+
+report_app = typer.Typer(help="Reports on live trading.", no_args_is_help=True)
+
+SIGNAL_COLUMNS = (
+    "symbol",
+    "timeframe",
+    "ts",
+    "status",
+    "action",
+    "probability",
+    "weight",
+    "tier",
+    "position_multiplier",
+    "order_id",
+    "shadow",
+)
+
+
+def signals(
+    ctx: typer.Context,
+    symbols: SymbolsOption = None,
+    timeframe: Annotated[
+        str | None, typer.Option(help="Timeframe to score (default: the first configured)")
+    ] = None,
+    json_: JsonOption = False,
+) -> None:
+    """Score the newest closed candle per symbol with its champion; orders go to the paper
+    account (once per candle and model version)."""
+    from flows.live_signals import live_signals
+
+    settings = settings_of(ctx)
+    units = units_of(settings, symbols, timeframe)
+    tf = sorted({t for _, t in units})
+    if len(tf) != 1:
+        raise output.fail(f"signals scores one timeframe per run, got {', '.join(tf)}")
+    with output.stderr.status(f"Scoring {len(units)} symbol(s)…"):
+        result = run_flow(
+            live_signals,
+            symbols=[s for s, _ in units],
+            timeframe=tf[0],
+            home=str(settings.home),
+            config=config_arg(ctx),
+        )
+    report_rows(result, json_, f"Signals ({tf[0]})", SIGNAL_COLUMNS, _reasons)
+
+
+def _reasons(rows: list[dict[str, Any]]) -> None:
+    for r in rows:
+        if r.get("reasons") and not r.get("shadow"):
+            output.stderr.print(f"{r['symbol']} {r['status']}: " + "; ".join(r["reasons"]))
+
+
+def _ledger(ctx: typer.Context):
+    from brokers.paper import PaperBroker
+    from trading.ledger import Ledger
+
+    settings = settings_of(ctx)
+    ledger = Ledger.from_settings(settings.live, settings.home)
+    ledger.create_all()
+    return settings, ledger, PaperBroker(ledger.engine, settings.paper)
+
+
+def positions(ctx: typer.Context, json_: JsonOption = False) -> None:
+    """The paper account: balance, equity, open positions."""
+    _, _, broker = _ledger(ctx)
+    state = broker.state()
+    account = {
+        "account": state.account,
+        "currency": state.currency,
+        "balance": state.balance,
+        "equity": state.equity,
+        "unrealized_pnl": state.unrealized_pnl,
+        "realized_pnl": state.realized_pnl,
+        "day_start_equity": state.day_start_equity,
+        "peak_equity": state.peak_equity,
+        "drawdown": state.drawdown,
+        "pending_orders": state.pending_orders,
+        "as_of": state.as_of,
+    }
+    rows = [
+        {
+            "symbol": p.symbol,
+            "timeframe": p.timeframe,
+            "side": p.side,
+            "quantity": p.quantity,
+            "entry_ts": p.entry_ts,
+            "entry_price": p.entry_price,
+            "last_price": p.last_price,
+            "unrealized_pnl": p.unrealized_pnl,
+            "stop_loss": p.stop_loss,
+            "take_profit": p.take_profit,
+            "timeout_at": p.timeout_at,
+        }
+        for p in state.positions
+    ]
+    if json_:
+        output.print_json(account | {"positions": rows})
+        return
+    output.print_table(f"Paper account {state.account}", [account], tuple(account))
+    output.print_table("Open positions", rows, tuple(rows[0]) if rows else ("symbol",))
+
+
+@report_app.command("shadow")
+def report_shadow(
+    ctx: typer.Context,
+    days: Annotated[int, typer.Option(min=1, help="Signals of the last N days")] = 30,
+    json_: JsonOption = False,
+) -> None:
+    """Champion vs challenger (shadow): live hit rate of BUY signals whose outcome is known."""
+    from trading.shadow import shadow_report
+
+    from core.store import CandleStore
+
+    settings, ledger, _ = _ledger(ctx)
+    frame = ledger.signals(since=datetime.now(UTC) - timedelta(days=days))
+    store = CandleStore(settings.home)
+    keys = {(r["symbol"], r["timeframe"]) for r in frame.select("symbol", "timeframe").to_dicts()}
+    report = shadow_report(frame, {k: store.read(*k) for k in keys}, settings.labels)
+    rows = report.to_dicts()
+    if json_:
+        output.print_json(rows)
+    else:
+        output.print_table("Live hit rate: champion vs shadow", rows, tuple(report.columns))

@@ -1,0 +1,67 @@
+"""Stage 6: live signals. For one timeframe: collect the newest candles (the collect flow), bring
+the paper account up to date, then per symbol (fanned out, each isolated) the champion scores the
+newest closed candle with its own feature spec, the vote, signal weight and risk layer decide,
+and an approved order goes to the paper account exactly once. Artifacts: a signals table and a
+chart per symbol."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from core.collect import collection_units
+from core.config import load_settings
+from flows._reporting import first_error, publish_table, raise_if_failed
+from flows.collect_candles import collect_candles
+from tasks.live import notify_signals, open_live_run, publish_charts, score_symbol
+from trading.live import SIGNAL_FIELDS
+
+
+@flow(name="live-signals", task_runner=ThreadPoolTaskRunner(max_workers=2))
+def live_signals(
+    symbols: list[str] | None = None,
+    timeframe: str | None = None,
+    collect: bool = True,
+    charts: bool = True,
+    now: datetime | None = None,
+    home: str | None = None,
+    config: str | None = None,
+) -> list[dict]:
+    """Score the newest closed candle of every symbol (default: the universe) for ``timeframe``
+    (default: the first configured one). ``now``: score as of this time (tests, replays)."""
+    settings = load_settings(config, home)
+    timeframe = timeframe or settings.universe.timeframes[0]
+    units = collection_units(settings, symbols, [timeframe])
+    names = [s for s, _ in units]
+    if collect:  # a failed fetch is not fatal: the symbol's last candle will be judged STALE
+        collect_candles(
+            symbols=names,
+            timeframes=[timeframe],
+            end=now,
+            home=home,
+            config=config,
+            return_state=True,
+        )
+    ctx = open_live_run(settings, names, timeframe, now)
+    futures = [(s, score_symbol.submit(ctx, s, timeframe)) for s in names]
+    rows = []
+    for symbol, future in futures:
+        error = first_error(future)
+        if error:
+            rows.append(
+                dict.fromkeys(SIGNAL_FIELDS)
+                | {"symbol": symbol, "timeframe": timeframe, "status": "ERROR", "error": error}
+            )
+        else:
+            rows.extend(r | {"error": None} for r in future.result())
+    publish_table("live-signals", rows, f"Signals for the newest {timeframe} candles")
+    if charts:
+        publish_charts(ctx, rows)
+    notify_signals(settings, rows)
+    return raise_if_failed(rows)
+
+
+if __name__ == "__main__":
+    live_signals()

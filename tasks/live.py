@@ -1,0 +1,98 @@
+"""Tasks of the live-signals stage: open the run (paper account brought up to date, account
+snapshot), score each symbol, publish charts, notify."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from brokers.paper import PaperBroker
+from core.config import Settings
+from core.store import CandleStore
+from models.tracking import setup
+from trading.ledger import Ledger
+from trading.live import LiveContext, ModelCache, run_symbol
+
+# Models stay loaded between runs of a long-lived process (`candleflow serve`): keyed by version.
+_CACHES: dict[str, ModelCache] = {}
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def open_live_run(
+    settings: Settings, symbols: list[str], timeframe: str, now: datetime | None = None
+) -> LiveContext:
+    """Bring the paper account up to the newest candles (fills, exits) and snapshot it."""
+    ledger = Ledger.from_settings(settings.live, settings.home)
+    ledger.create_all()
+    broker = PaperBroker(ledger.engine, settings.paper)
+    store = CandleStore(settings.home)
+    broker.update({s: store.read(s, timeframe) for s in symbols})
+    client = setup(settings.home, settings.mlflow.tracking_uri)
+    cache = _CACHES.setdefault(str(settings.home), ModelCache(client))
+    return LiveContext(
+        settings, store, ledger, broker, cache, broker.state(), now or datetime.now(UTC)
+    )
+
+
+@task(cache_policy=NO_CACHE, task_run_name="signal-{symbol}-{timeframe}")
+def score_symbol(ctx: LiveContext, symbol: str, timeframe: str) -> list[dict[str, Any]]:
+    """The champion's decision on the newest closed candle (and the challenger's, in shadow)."""
+    return run_symbol(ctx, symbol, timeframe)
+
+
+@task(cache_policy=NO_CACHE)
+def publish_charts(ctx: LiveContext, rows: list[dict[str, Any]], last_n: int = 120) -> list[str]:
+    """A PNG per scored symbol (last candles, the signal, SL and TP) and a markdown artifact."""
+    from trading.charts import signal_chart
+
+    paths, parts = [], ["# Live signals", ""]
+    for r in rows:
+        if r["shadow"] or r["status"] != "OK":
+            continue
+        folder = ctx.settings.home / "live" / "charts" / r["timeframe"]
+        path = folder / f"{r['symbol']}_{r['ts']:%Y%m%dT%H%M}.png"
+        signal_chart(
+            ctx.store.read(r["symbol"], r["timeframe"]).tail(last_n),
+            symbol=r["symbol"],
+            timeframe=r["timeframe"],
+            signal_ts=r["ts"],
+            action=r["action"],
+            probability=r["probability"],
+            tier=r["tier"],
+            stop_loss=r.get("stop_loss"),
+            take_profit=r.get("take_profit"),
+            path=path,
+            last_n=last_n,
+        )
+        paths.append(str(path))
+        parts += [
+            f"## {r['symbol']} {r['timeframe']} — {r['tier']}",
+            _inline(path),
+            f"`{path}`",
+            "",
+        ]
+    if paths:
+        create_markdown_artifact(
+            key="live-signal-charts", markdown="\n".join(parts), description="Signal charts"
+        )
+    return paths
+
+
+def _inline(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"![{path.stem}](data:image/png;base64,{data})"
+
+
+@task(cache_policy=NO_CACHE, retries=1, retry_delay_seconds=10)
+def notify_signals(settings: Settings, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Post the signals to the configured webhook (off unless ``live.webhook_url`` is set)."""
+    from trading.notify import notify
+
+    report = notify([r for r in rows if not r["shadow"] and r["status"] == "OK"], settings.live)
+    return {"sent": report.sent, "skipped": report.skipped, "error": report.error}

@@ -1,0 +1,366 @@
+"""Live scoring of one symbol × timeframe: the champion scores the newest closed candle with its
+*own* feature spec, the ensemble vote, signal weight and risk layer decide, an approved order goes
+to the execution broker exactly once, and everything — refusals included — is recorded in the
+ledger. Where a challenger exists it scores the same candle in shadow (recorded, never executed).
+
+Statuses: ``OK``; ``NO_MODEL`` (no champion); ``STALE`` (the last stored candle opened 2 × the
+timeframe or more ago: no order); ``SPEC_MISMATCH`` (the model's spec does not rebuild to the hash
+it was trained with, or yields other columns: refused); ``ERROR`` (features undefined, …).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from mlflow.tracking import MlflowClient
+
+from brokers.execution import AccountSnapshot, ExecutionBroker
+from core.config import Settings
+from core.errors import CandleflowError
+from core.feature_spec import FeatureSpec, LabelSpec
+from core.store import CandleStore
+from core.timeframes import as_utc, parse_timeframe
+from features.build import compute_features
+from features.dataset import load_inputs
+from features.labels import volatility
+from models.ensemble import Ensemble
+from models.registry import CHALLENGER, CHAMPION, alias_version, load_ensemble
+from models.tracking import registered_name
+from models.zoo import feature_contributions
+from trading.ledger import Ledger, OrderIntent
+from trading.risk import AccountState, Position, bars_per_year, decide, risk_state
+from trading.signal import Vote, regime_from_candles, score_signal, vote_ensemble
+
+logger = logging.getLogger(__name__)
+
+OK, NO_MODEL, STALE, SPEC_MISMATCH, ERROR = "OK", "NO_MODEL", "STALE", "SPEC_MISMATCH", "ERROR"
+SIGNAL_FIELDS = (
+    "symbol",
+    "timeframe",
+    "ts",
+    "status",
+    "action",
+    "probability",
+    "weight",
+    "tier",
+    "position_multiplier",
+    "order_id",
+    "model_version",
+    "shadow",
+    "reasons",
+)
+TOP_CONTRIBUTIONS = 5
+
+
+class LiveError(CandleflowError):
+    """A symbol cannot be scored; ``status`` says which kind of refusal it is."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class LiveModel:
+    name: str
+    version: str
+    ensemble: Ensemble
+    spec: FeatureSpec
+    labels: LabelSpec
+
+
+class ModelCache:
+    """Registered models by (name, version): one registry look-up per alias and run, a load only
+    when the alias has moved to a version not seen before (thread-safe)."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client = client
+        self._models: dict[tuple[str, str], LiveModel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str, alias: str) -> LiveModel | None:
+        mv = alias_version(self.client, name, alias)
+        if mv is None:
+            return None
+        key = (name, str(mv.version))
+        with self._lock:
+            if key not in self._models:
+                ensemble = load_ensemble(name, key[1])
+                meta = ensemble.metadata
+                self._models[key] = LiveModel(
+                    name,
+                    key[1],
+                    ensemble,
+                    FeatureSpec.model_validate(meta["feature_spec"]),
+                    LabelSpec.model_validate(meta["label_spec"]),
+                )
+            return self._models[key]
+
+
+@dataclass(frozen=True)
+class Scored:
+    ts: datetime
+    vote: Vote
+    close: float
+    sigma: float
+    explanation: dict[str, Any]
+
+
+def score_last_candle(
+    model: LiveModel, store: CandleStore, symbol: str, timeframe: str, now: datetime
+) -> tuple[Scored, pl.DataFrame]:
+    """The model's vote on the newest closed candle (and the candles it came from)."""
+    meta = model.ensemble.metadata
+    if model.spec.hash != meta["spec_hash"]:
+        raise LiveError(
+            SPEC_MISMATCH,
+            f"v{model.version}: its feature spec hashes to {model.spec.hash} under this code, "
+            f"not the {meta['spec_hash']} it was trained with",
+        )
+    tf = parse_timeframe(timeframe)
+    inputs = load_inputs(store, symbol, timeframe, model.spec)
+    candles = inputs.candles
+    last = as_utc(candles["ts"][-1])
+    if as_utc(now) - last >= 2 * tf.duration:
+        raise LiveError(STALE, f"last candle opened {last:%Y-%m-%d %H:%M} UTC, ≥ 2 × {tf.name} ago")
+    features = compute_features(
+        candles, model.spec, tf, symbol=symbol, higher=inputs.higher, correlated=inputs.correlated
+    )
+    columns = model.ensemble.feature_columns
+    if features.columns != columns:
+        missing = sorted(set(columns) - set(features.columns))[:5]
+        raise LiveError(SPEC_MISMATCH, f"v{model.version}: features differ (missing {missing})")
+    X = features.frame.tail(1).select(columns).to_numpy().astype(np.float64)
+    if not np.isfinite(X).all():
+        bad = [c for c, v in zip(columns, X[0], strict=True) if not math.isfinite(v)][:5]
+        raise LiveError(ERROR, f"features undefined at the last candle: {bad}")
+    probas = {f: float(p[0]) for f, p in model.ensemble.family_probabilities(X).items()}
+    sigma = float(volatility(candles.tail(model.labels.vol_window * 4), model.labels)[-1])
+    scored = Scored(
+        last,
+        vote_ensemble(model.ensemble, probas),
+        float(candles["close"][-1]),
+        sigma,
+        explain(model.ensemble, X),
+    )
+    return scored, candles
+
+
+def explain(ensemble: Ensemble, X: np.ndarray, top: int = TOP_CONTRIBUTIONS) -> dict[str, Any]:
+    """The largest contributions to this prediction, in log-odds: TreeSHAP for LightGBM and
+    XGBoost, coefficient × standardised value for the linear model, averaged with the ensemble's
+    weights over the families that have them (histogram GBM has none)."""
+    total, weight, used = np.zeros(len(ensemble.feature_columns)), 0.0, []
+    for name, model in ensemble.models.items():
+        try:
+            contributions = feature_contributions(model, X)[0, :-1]
+        except NotImplementedError:
+            continue
+        w = ensemble.weights.get(name, 0.0)
+        total, weight = total + w * contributions, weight + w
+        used.append(name)
+    if not used or weight <= 0:
+        return {"method": "none", "families": [], "top": []}
+    total /= weight
+    order = np.argsort(-np.abs(total))[:top]
+    return {
+        "method": "log-odds contributions (TreeSHAP / linear), ensemble-weighted",
+        "families": used,
+        "top": [
+            {
+                "feature": ensemble.feature_columns[i],
+                "value": float(X[0, i]),
+                "contribution": float(total[i]),
+            }
+            for i in order
+        ],
+    }
+
+
+@dataclass
+class LiveContext:
+    """What one live run shares across symbols (thread-safe where it must be)."""
+
+    settings: Settings
+    store: CandleStore
+    ledger: Ledger
+    broker: ExecutionBroker
+    cache: ModelCache
+    account: AccountSnapshot
+    now: datetime
+    placed: list[Position] = field(default_factory=list)  # this run's orders, not yet filled
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def kill_file(self) -> Path:
+        return self.settings.home / "KILL"
+
+    def account_state(self) -> AccountState:
+        a = self.account
+        held = tuple(Position(p.symbol, p.notional, p.side) for p in a.positions)
+        return AccountState(
+            a.equity, a.day_start_equity, a.peak_equity, held + tuple(self.placed), a.balance
+        )
+
+
+def run_symbol(ctx: LiveContext, symbol: str, timeframe: str) -> list[dict[str, Any]]:
+    """The champion's decision (and the challenger's shadow signal) for the newest candle."""
+    name = registered_name(symbol, timeframe)
+    rows = []
+    champion = ctx.cache.get(name, CHAMPION)
+    if champion is None:
+        rows.append(_record(ctx, symbol, timeframe, None, NO_MODEL, ["no champion"], name))
+    else:
+        rows.append(_decide(ctx, symbol, timeframe, champion, shadow=False))
+    challenger = ctx.cache.get(name, CHALLENGER)
+    if challenger is not None:
+        rows.append(_decide(ctx, symbol, timeframe, challenger, shadow=True))
+    return rows
+
+
+def _decide(
+    ctx: LiveContext, symbol: str, timeframe: str, model: LiveModel, shadow: bool
+) -> dict[str, Any]:
+    try:
+        scored, candles = score_last_candle(model, ctx.store, symbol, timeframe, ctx.now)
+    except LiveError as exc:
+        return _record(ctx, symbol, timeframe, None, exc.status, [str(exc)], model.name, model)
+    except CandleflowError as exc:
+        return _record(ctx, symbol, timeframe, None, ERROR, [str(exc)], model.name, model)
+    higher = None if shadow else _higher_vote(ctx, symbol, model)
+    regime = regime_from_candles(
+        candles.tail(ctx.settings.signals.regime_lookback + model.labels.vol_window * 4),
+        model.labels,
+        ctx.settings.signals,
+    )
+    with ctx.lock:  # the risk state and the orders of this run move together
+        state = risk_state(ctx.account_state(), ctx.settings.risk, ctx.kill_file)
+        signal = score_signal(
+            scored.vote, ctx.settings.signals, state, regime=regime, higher_tf=higher
+        )
+        order: dict[str, Any] = {}
+        reasons = list(signal.reasons)
+        if signal.is_order and not shadow:
+            order = _order(ctx, symbol, timeframe, model, scored, signal)
+            reasons += order.pop("reasons")
+    row = _record(ctx, symbol, timeframe, scored, OK, reasons, model.name, model, signal, shadow)
+    return row | order
+
+
+def _order(
+    ctx: LiveContext, symbol: str, timeframe: str, model: LiveModel, scored: Scored, signal: Any
+) -> dict[str, Any]:
+    """The risk layer's decision on the signal and, if approved, the order (placed once)."""
+    request = signal.order(symbol, scored.close, scored.sigma)
+    decision = decide(
+        request,
+        ctx.account_state(),
+        ctx.settings.risk,
+        model.labels,
+        periods_per_year=bars_per_year(timeframe, symbol),
+        kill_file=ctx.kill_file,
+    )
+    for event in decision.events:
+        ctx.ledger.record_risk_event(
+            event.kind, event.message, symbol=symbol, details=event.to_dict(), ts=scored.ts
+        )
+    if not decision.approved:
+        return {"reasons": list(decision.reasons)}
+    intent = OrderIntent(
+        symbol,
+        timeframe,
+        scored.ts,
+        model.version,
+        decision.side,
+        decision.quantity,
+        decision.stop_loss,
+        decision.take_profit,
+        timeout_bars=decision.timeout_bars,
+    )
+    row, created = ctx.ledger.place_order_once(intent, ctx.broker)
+    if created:
+        ctx.placed.append(Position(symbol, decision.notional, decision.side))
+    return {
+        "order_id": row["order_id"],
+        "quantity": row["quantity"],
+        "stop_loss": decision.stop_loss,
+        "take_profit": decision.take_profit,
+        "reasons": list(decision.reasons),
+    }
+
+
+def _higher_vote(ctx: LiveContext, symbol: str, model: LiveModel) -> Vote | None:
+    """The higher timeframe champion's vote on its newest closed candle, if one exists."""
+    for higher in model.spec.higher_timeframes:
+        other = ctx.cache.get(registered_name(symbol, higher), CHAMPION)
+        if other is None:
+            continue
+        try:
+            return score_last_candle(other, ctx.store, symbol, higher, ctx.now)[0].vote
+        except CandleflowError as exc:
+            logger.info("%s %s: no higher-timeframe confirmation (%s)", symbol, higher, exc)
+    return None
+
+
+def _record(
+    ctx: LiveContext,
+    symbol: str,
+    timeframe: str,
+    scored: Scored | None,
+    status: str,
+    reasons: list[str],
+    name: str,
+    model: LiveModel | None = None,
+    signal: Any = None,
+    shadow: bool = False,
+) -> dict[str, Any]:
+    ts = scored.ts if scored is not None else _last_ts(ctx.store, symbol, timeframe, ctx.now)
+    version = "" if model is None else model.version
+    data = None if signal is None else signal.to_dict()
+    ctx.ledger.record_signal(
+        symbol=symbol,
+        timeframe=timeframe,
+        ts=ts,
+        model_name=name,
+        model_version=version,
+        status=status,
+        shadow=shadow,
+        action=None if signal is None else int(signal.side),
+        probability=None if scored is None else scored.vote.probability,
+        weight=None if signal is None else signal.weight,
+        tier=None if signal is None else signal.tier.value,
+        position_multiplier=None if signal is None else signal.multiplier,
+        components=None if data is None else data | {"reasons": reasons},
+        explanation=None if scored is None else scored.explanation,
+    )
+    return {
+        "symbol": symbol,
+        "timeframe": timeframe,
+        "ts": ts,
+        "status": status,
+        "action": None if signal is None else signal.side.name,
+        "probability": None if scored is None else scored.vote.probability,
+        "weight": None if signal is None else round(signal.weight, 1),
+        "tier": None if signal is None else signal.tier.value,
+        "position_multiplier": None if signal is None else signal.multiplier,
+        "order_id": None,
+        "model_version": version or None,
+        "shadow": shadow,
+        "reasons": reasons,
+        "stop_loss": None,
+        "take_profit": None,
+    }
+
+
+def _last_ts(store: CandleStore, symbol: str, timeframe: str, now: datetime) -> datetime:
+    """The candle a refusal is about: the newest stored one, else the current bar."""
+    last = store.last_ts(symbol, timeframe)
+    return as_utc(last) if last is not None else parse_timeframe(timeframe).floor(as_utc(now))
