@@ -127,9 +127,8 @@ def report_shadow(
     json_: JsonOption = False,
 ) -> None:
     """Champion vs challenger (shadow): live hit rate of BUY signals whose outcome is known."""
-    from trading.shadow import shadow_report
-
     from core.store import CandleStore
+    from trading.shadow import shadow_report
 
     settings, ledger, _ = _ledger(ctx)
     frame = ledger.signals(since=datetime.now(UTC) - timedelta(days=days))

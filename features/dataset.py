@@ -22,8 +22,9 @@ from core.feature_spec import FeatureSpec, LabelSpec
 from core.instruments import instrument
 from core.store import CandleStore, write_parquet_atomic
 from core.symbols import normalize_symbol
-from core.timeframes import parse_timeframe
+from core.timeframes import Timeframe, parse_timeframe
 from features.build import compute_features, correlated_symbols
+from features.indicators import ZSCORE_WINDOW
 from features.labels import triple_barrier
 
 METADATA_KEY = "candleflow"
@@ -151,3 +152,37 @@ def read_dataset(path: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
     if metadata is None:
         raise DatasetError(f"{path} is not a candleflow dataset (no '{METADATA_KEY}' metadata)")
     return pl.read_parquet(path), json.loads(metadata)
+
+
+def tail_bars(spec: FeatureSpec, timeframe: Timeframe) -> int:
+    """Bars of history the last candle's features need to equal those computed on the whole
+    history, in bars of ``timeframe``: TA-Lib's recursive indicators (EMA, Wilder smoothing) forget
+    their start as ~e^(-n/period), so 25 × the longest period leaves under 1e-10; rolling windows
+    (families, z-scores of cumulative series) need their length, taken 3 × for safety; both scaled
+    by the slowest (higher) timeframe used, at least 1 000 bars.
+    tests/trading/test_live.py checks the parity on the default spec."""
+    periods = [
+        float(v) for i in spec.indicators for k, v in i.resolved_params.items() if "period" in k
+    ]
+    f = spec.families
+    windows = [*f.returns, *f.volatility, *f.zscore, f.volume_zscore or 0, ZSCORE_WINDOW]
+    slowest = max(
+        [timeframe.duration, *(parse_timeframe(t).duration for t in spec.higher_timeframes)]
+    )
+    factor = max(1, round(slowest / timeframe.duration))
+    return max(1000, int(max(25 * max(periods, default=50), 3 * max(windows)) * factor))
+
+
+def recent(inputs: Inputs, bars: int) -> Inputs:
+    """The last ``bars`` candles and the higher-timeframe / correlated candles of that span."""
+    candles = inputs.candles.tail(bars)
+    start = candles["ts"][0]
+
+    def since(frame: pl.DataFrame | None) -> pl.DataFrame | None:
+        return None if frame is None else frame.filter(pl.col("ts") >= start)
+
+    return Inputs(
+        candles,
+        {k: since(v) for k, v in inputs.higher.items()},
+        {k: since(v) for k, v in inputs.correlated.items()},
+    )

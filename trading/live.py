@@ -29,7 +29,7 @@ from core.feature_spec import FeatureSpec, LabelSpec
 from core.store import CandleStore
 from core.timeframes import as_utc, parse_timeframe
 from features.build import compute_features
-from features.dataset import load_inputs
+from features.dataset import load_inputs, recent, tail_bars
 from features.labels import volatility
 from models.ensemble import Ensemble
 from models.registry import CHALLENGER, CHAMPION, alias_version, load_ensemble
@@ -127,10 +127,11 @@ def score_last_candle(
         )
     tf = parse_timeframe(timeframe)
     inputs = load_inputs(store, symbol, timeframe, model.spec)
-    candles = inputs.candles
-    last = as_utc(candles["ts"][-1])
+    last = as_utc(inputs.candles["ts"][-1])
     if as_utc(now) - last >= 2 * tf.duration:
         raise LiveError(STALE, f"last candle opened {last:%Y-%m-%d %H:%M} UTC, ≥ 2 × {tf.name} ago")
+    inputs = recent(inputs, tail_bars(model.spec, tf))
+    candles = inputs.candles
     features = compute_features(
         candles, model.spec, tf, symbol=symbol, higher=inputs.higher, correlated=inputs.correlated
     )
@@ -248,6 +249,11 @@ def _decide(
         )
         order: dict[str, Any] = {}
         reasons = list(signal.reasons)
+        if state.halted and int(scored.vote.side) != 0 and not shadow:  # a refused trade
+            for event in state.events:
+                ctx.ledger.record_risk_event(
+                    event.kind, event.message, symbol=symbol, details=event.to_dict(), ts=scored.ts
+                )
         if signal.is_order and not shadow:
             order = _order(ctx, symbol, timeframe, model, scored, signal)
             reasons += order.pop("reasons")

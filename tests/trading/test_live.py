@@ -1,0 +1,170 @@
+"""Live scoring without Prefect or MLflow: feature parity of the bounded tail with the full
+history, the refusal statuses, the kill switch and circuit breaker blocking orders, one order per
+candle and model version."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from brokers.paper import PaperBroker
+from core.config import load_settings
+from core.feature_spec import FeatureSpec
+from core.store import CandleStore
+from core.timeframes import parse_timeframe
+from features.build import compute_features
+from features.dataset import build_dataset, load_inputs, recent, tail_bars
+from models.ensemble import Ensemble
+from models.tuning import fit
+from tests.features.test_features import market
+from trading.ledger import Ledger
+from trading.live import (
+    OK,
+    SPEC_MISMATCH,
+    STALE,
+    LiveContext,
+    LiveError,
+    LiveModel,
+    run_symbol,
+    score_last_candle,
+)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    home = tmp_path_factory.mktemp("home")
+    settings = load_settings(home=home)
+    store = CandleStore(home)
+    store.upsert("BTCUSD", "1h", market("BTCUSD", days=330))
+    inputs = load_inputs(store, "BTCUSD", "1h", settings.features)
+    frame, meta = build_dataset(inputs, "BTCUSD", "1h", settings.features, settings.labels)
+    X = frame.select(meta["feature_columns"]).to_numpy()
+    y = (frame["label"] == 1).to_numpy().astype(np.int8)
+    model = fit("logreg", {"C": 0.03}, X, y, seed=1, n_threads=1)
+    ensemble = Ensemble(
+        {"logreg": model},
+        {"logreg": 1.0},
+        meta["feature_columns"],
+        threshold=0.01,  # every bar votes BUY: orders are exercised
+        min_agree=1,
+        metadata={k: meta[k] for k in ("symbol", "timeframe", "spec_hash", "feature_spec")}
+        | {"label_spec": meta["label_spec"]},
+    )
+    spec = FeatureSpec.model_validate(meta["feature_spec"])  # the effective spec, as registered
+    live = LiveModel("candleflow.BTCUSD.1h", "1", ensemble, spec, settings.labels)
+    return settings, store, live, inputs
+
+
+class _Cache:
+    def __init__(self, model: LiveModel | None) -> None:
+        self.model = model
+
+    def get(self, name: str, alias: str) -> LiveModel | None:
+        return self.model if alias == "champion" else None
+
+
+def _context(settings, store, model, tmp_path: Path, **risk) -> LiveContext:
+    settings = settings.model_copy(
+        update={"home": tmp_path, "risk": settings.risk.model_copy(update=risk)}
+    )
+    ledger = Ledger(f"sqlite:///{tmp_path / 'live.db'}")
+    ledger.create_all()
+    broker = PaperBroker(ledger.engine, settings.paper)
+    now = store.last_ts("BTCUSD", "1h") + timedelta(hours=1, minutes=5)
+    return LiveContext(settings, store, ledger, broker, _Cache(model), broker.state(), now)
+
+
+def test_tail_features_equal_full_history_features(world: tuple) -> None:
+    settings, _, _, inputs = world
+    tf = parse_timeframe("1h")
+    full = compute_features(
+        inputs.candles,
+        settings.features,
+        tf,
+        symbol="BTCUSD",
+        higher=inputs.higher,
+        correlated=inputs.correlated,
+    )
+    short = recent(inputs, tail_bars(settings.features, tf))
+    assert short.candles.height < inputs.candles.height
+    tail = compute_features(
+        short.candles,
+        settings.features,
+        tf,
+        symbol="BTCUSD",
+        higher=short.higher,
+        correlated=short.correlated,
+    )
+    a = full.frame.tail(1).select(full.columns).to_numpy()
+    b = tail.frame.tail(1).select(tail.columns).to_numpy()
+    np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
+
+
+def test_stale_and_spec_mismatch_are_refused(world: tuple) -> None:
+    _, store, live, _ = world
+    last = store.last_ts("BTCUSD", "1h")
+    scored, _ = score_last_candle(live, store, "BTCUSD", "1h", last + timedelta(hours=1, minutes=1))
+    assert scored.ts == last and 0 <= scored.vote.probability <= 1
+    with pytest.raises(LiveError) as stale:
+        score_last_candle(live, store, "BTCUSD", "1h", last + timedelta(hours=2))
+    assert stale.value.status == STALE
+    meta = dict(live.ensemble.metadata, spec_hash="0" * 16)
+    forged = LiveModel(
+        live.name,
+        "9",
+        Ensemble(**{**live.ensemble.__dict__, "metadata": meta}),
+        live.spec,
+        live.labels,
+    )
+    with pytest.raises(LiveError) as mismatch:
+        score_last_candle(forged, store, "BTCUSD", "1h", last + timedelta(hours=1))
+    assert mismatch.value.status == SPEC_MISMATCH
+
+
+def test_one_order_per_candle_and_version(world: tuple, tmp_path: Path) -> None:
+    settings, store, live, _ = world
+    ctx = _context(settings, store, live, tmp_path)
+    (row,) = run_symbol(ctx, "BTCUSD", "1h")
+    assert row["status"] == OK and row["order_id"], row["reasons"]
+    ctx.account = ctx.broker.state()
+    (again,) = run_symbol(ctx, "BTCUSD", "1h")
+    assert again["order_id"] == row["order_id"] and ctx.ledger.orders().height == 1
+
+
+@pytest.mark.parametrize(
+    ("risk", "reason"),
+    [({"kill_switch": True}, "kill switch"), ({"max_open_positions": 1}, "open positions")],
+)
+def test_kill_switch_and_limits_block_orders(
+    world: tuple, tmp_path: Path, risk: dict, reason: str
+) -> None:
+    settings, store, live, _ = world
+    ctx = _context(settings, store, live, tmp_path, **risk)
+    if "max_open_positions" in risk:  # one position already held: the limit is reached
+        from trading.risk import Position
+
+        ctx.placed.append(Position("ETHUSD", 1000.0, 1))
+    (row,) = run_symbol(ctx, "BTCUSD", "1h")
+    assert row.get("order_id") is None and ctx.ledger.orders().height == 0
+    assert any(reason in r for r in row["reasons"]), row["reasons"]
+    assert ctx.ledger.risk_events().height >= 1
+
+
+def test_kill_file_and_daily_loss_circuit_breaker(world: tuple, tmp_path: Path) -> None:
+    settings, store, live, _ = world
+    ctx = _context(settings, store, live, tmp_path)
+    (tmp_path / "KILL").write_text("stop")
+    (row,) = run_symbol(ctx, "BTCUSD", "1h")
+    assert row.get("order_id") is None and any("kill file" in r for r in row["reasons"])
+    (tmp_path / "KILL").unlink()
+    a = ctx.account
+    ctx.account = dataclasses.replace(a, equity=a.day_start_equity * 0.95)  # −5 % today
+    (row,) = run_symbol(ctx, "BTCUSD", "1h")
+    assert row.get("order_id") is None and row["tier"] == "AVOID"
+    assert any("daily loss" in r for r in row["reasons"]), row["reasons"]
+    assert pl.DataFrame(ctx.ledger.orders()).height == 0
