@@ -1,0 +1,174 @@
+"""Live-stage figures (issue targets in brackets), on the simulated market:
+
+* per-symbol decision with a cached model — features of the last candle (the model's own spec),
+  the ensemble's 4 families, vote, weight, risk layer; no database [p99 ≤ 20 ms]; next to it, the
+  same features computed on the whole stored history (what the bounded tail saves) and the
+  ensemble's prediction alone;
+* a live run of every simulated symbol (17: the whole catalogue) through the Prefect flow —
+  incremental collect, paper account update, scoring, records, orders, charts [≤ 5 s wall for 20
+  symbols, Prefect overhead included], once with models loading and once cached.
+
+Set-up (not timed): 200 days of candles, one quick training per symbol (1 trial per family, 2
+folds) promoted by hand — the figures concern scoring, not model quality.
+
+    uv run --frozen python bench/bench_live.py
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+END = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)
+REPEATS = 300
+
+
+def _setup(home: Path, symbols: list[str]) -> None:
+    from core.config import load_settings
+    from flows.build_dataset import build_datasets
+    from flows.collect_candles import collect_candles
+    from flows.train_models import train_models
+    from models.registry import Reviewer
+    from models.tracking import setup
+
+    collect_candles(symbols=symbols, end=END - timedelta(hours=3))
+    build_datasets(symbols=symbols)
+    train_models(symbols=symbols, trials=1, promote=False)
+    settings = load_settings()
+    reviewer = Reviewer(settings, setup(settings.home))
+    for symbol in symbols:
+        reviewer.promote_manually(symbol, "1h", "1")
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ms = np.array(samples) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    }
+
+
+def _decision_latency(symbols: list[str]) -> list[dict]:
+    from core.config import load_settings
+    from features.build import compute_features
+    from features.dataset import load_inputs
+    from tasks.live import open_live_run
+    from trading.live import score_last_candle
+    from trading.risk import OrderRequest, bars_per_year, decide, risk_state
+    from trading.signal import regime_from_candles, score_signal
+
+    settings = load_settings()
+    now = END - timedelta(hours=2, minutes=25)
+    ctx = open_live_run.fn(settings, symbols, "1h", now)
+    decision, full, predict = [], [], []
+    for i in range(REPEATS):
+        symbol = symbols[i % len(symbols)]
+        model = ctx.cache.get(f"candleflow.{symbol}.1h", "champion")
+        start = time.perf_counter()
+        scored, candles = score_last_candle(model, ctx.store, symbol, "1h", now)
+        regime = regime_from_candles(candles.tail(600), model.labels, settings.signals)
+        state = risk_state(ctx.account_state(), settings.risk)
+        signal = score_signal(scored.vote, settings.signals, state, regime=regime)
+        request = OrderRequest(symbol, 1, scored.close, scored.sigma, max(signal.multiplier, 1.0))
+        decide(
+            request,
+            ctx.account_state(),
+            settings.risk,
+            model.labels,
+            periods_per_year=bars_per_year("1h", symbol),
+        )
+        decision.append(time.perf_counter() - start)
+        if i < 30:
+            inputs = load_inputs(ctx.store, symbol, "1h", model.spec)
+            start = time.perf_counter()
+            compute_features(
+                inputs.candles,
+                model.spec,
+                "1h",
+                symbol=symbol,
+                higher=inputs.higher,
+                correlated=inputs.correlated,
+            )
+            full.append(time.perf_counter() - start)
+            X = np.zeros((1, len(model.ensemble.feature_columns)))
+            start = time.perf_counter()
+            model.ensemble.family_probabilities(X)
+            predict.append(time.perf_counter() - start)
+    return [
+        {
+            "case": "decision: tail features, 4-family ensemble, vote, weight, risk (cached)",
+            "n": len(decision),
+            **_percentiles(decision),
+            "target_p99_ms": 20,
+        },
+        {
+            "case": "reference: features on the whole stored history",
+            "n": len(full),
+            **_percentiles(full),
+        },
+        {
+            "case": "reference: the ensemble's prediction alone (1 row)",
+            "n": len(predict),
+            **_percentiles(predict),
+        },
+    ]
+
+
+def _flow_runs(symbols: list[str]) -> list[dict]:
+    from flows.live_signals import live_signals
+
+    rows = []
+    for label, now in (
+        ("models loading", END - timedelta(hours=1, minutes=25)),
+        ("models cached", END),
+    ):
+        start = time.perf_counter()
+        result = live_signals(symbols=symbols, now=now)
+        seconds = time.perf_counter() - start
+        statuses = sorted({r["status"] for r in result})
+        rows.append(
+            {
+                "case": f"live flow, {len(symbols)} symbols, {label}",
+                "seconds": round(seconds, 2),
+                "statuses": ",".join(statuses),
+                "orders": sum(1 for r in result if r.get("order_id")),
+                "target_s": 5.0,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    home = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    os.environ.update(
+        {
+            "CANDLEFLOW_HOME": str(home),
+            "CANDLEFLOW_UNIVERSE__HISTORY_DAYS": "200",
+            "CANDLEFLOW_TRAINING__FOLDS": "2",
+            "CANDLEFLOW_SIGNALS__AVOID_REGIME_BELOW": "0",
+            "PREFECT_HOME": str(home / "prefect"),
+            "DO_NOT_TRACK": "true",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+    )
+    from bench._common import save
+    from core.instruments import CATALOGUE
+
+    symbols = list(CATALOGUE)
+    start = time.perf_counter()
+    _setup(home, symbols)
+    print(f"set-up {time.perf_counter() - start:.0f} s")
+    rows = _decision_latency(symbols[:6]) + _flow_runs(symbols)
+    save("live", rows)
+
+
+if __name__ == "__main__":
+    main()
