@@ -49,7 +49,7 @@ def signals(
     from flows.live_signals import live_signals
 
     settings = settings_of(ctx)
-    units = units_of(settings, symbols, timeframe)
+    units = units_of(settings, symbols, timeframe or settings.universe.timeframes[0])
     tf = sorted({t for _, t in units})
     if len(tf) != 1:
         raise output.fail(f"signals scores one timeframe per run, got {', '.join(tf)}")

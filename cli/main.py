@@ -24,6 +24,7 @@ from cli.common import (
 )
 from cli.live import positions, report_app, signals
 from cli.models import models_app, promote
+from cli.pipeline import run
 from core.collect import REPORT_FIELDS
 from core.errors import (
     BrokerError,
@@ -59,6 +60,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(models_app, name="models")
 app.command()(promote)
 app.add_typer(report_app, name="report")
+app.command()(run)
 app.command()(signals)
 app.command()(positions)
 

@@ -12,7 +12,8 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.collect import collection_units
-from core.config import load_settings
+from core.config import Settings, load_settings
+from features.build import correlated_symbols
 from flows._reporting import first_error, publish_table, raise_if_failed
 from flows.collect_candles import collect_candles
 from tasks.live import notify_signals, open_live_run, publish_charts, score_symbol
@@ -37,7 +38,7 @@ def live_signals(
     names = [s for s, _ in units]
     if collect:  # a failed fetch is not fatal: the symbol's last candle will be judged STALE
         collect_candles(
-            symbols=names,
+            symbols=names + correlated_for(settings, names),
             timeframes=[timeframe],
             end=now,
             home=home,
@@ -55,12 +56,26 @@ def live_signals(
                 | {"symbol": symbol, "timeframe": timeframe, "status": "ERROR", "error": error}
             )
         else:
-            rows.extend(r | {"error": None} for r in future.result())
+            rows.extend(r | {"error": _refused(r)} for r in future.result())
     publish_table("live-signals", rows, f"Signals for the newest {timeframe} candles")
     if charts:
         publish_charts(ctx, rows)
     notify_signals(settings, rows)
     return raise_if_failed(rows)
+
+
+def _refused(row: dict) -> str | None:
+    """ERROR and SPEC_MISMATCH fail the run (someone must look); STALE and NO_MODEL do not (a
+    closed market, a symbol not yet promoted)."""
+    if row["status"] in ("ERROR", "SPEC_MISMATCH"):
+        return f"{row['status']}: " + "; ".join(row.get("reasons") or [])
+    return None
+
+
+def correlated_for(settings: Settings, symbols: list[str]) -> list[str]:
+    """The correlated symbols the feature spec joins, not already in ``symbols``."""
+    extra = {c for s in symbols for c in correlated_symbols(s, settings.features.correlated)}
+    return sorted(extra - set(symbols))
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def train_models(
         error = first_error(data, result, recorded)
         row = dict.fromkeys(TRAIN_FIELDS) | {"symbol": symbol, "timeframe": timeframe}
         row |= {"error": error} if error else recorded.result()
-        if promote and not error:
+        if promote and not error and not row.get("reused"):  # a reused version was judged
             decision = review_challenger.submit(settings, symbol, timeframe, row["version"])
             decisions.append((row, decision))
         rows.append(row)

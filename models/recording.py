@@ -46,8 +46,18 @@ def code_version() -> str:
             cwd=Path(__file__).resolve().parent,
         )
     except (OSError, subprocess.TimeoutExpired):
+        return _package_version()
+    return out.stdout.strip() or _package_version()
+
+
+def _package_version() -> str:
+    """Outside a checkout (an installed package): the package version."""
+    from importlib import metadata
+
+    try:
+        return "candleflow-" + metadata.version("candleflow")
+    except metadata.PackageNotFoundError:
         return "unknown"
-    return out.stdout.strip() or "unknown"
 
 
 def _plots(result: TrainingResult, folder: Path) -> None:

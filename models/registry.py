@@ -34,17 +34,25 @@ class RegistryError(CandleflowError):
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version holding ``alias``; ``None`` when the model or the alias does not exist. Any
+    other registry failure is raised (never read as "no champion")."""
     try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+        model = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    version = (model.aliases or {}).get(alias)
+    return None if version is None else client.get_model_version(name, str(version))
 
 
 def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
     try:
         return client.get_model_version(name, str(version))
     except MlflowException as exc:
-        raise RegistryError(f"{name} has no version {version}") from exc
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise RegistryError(f"{name} has no version {version}") from exc
+        raise
 
 
 def load_ensemble(name: str, version: str) -> Ensemble:
@@ -60,10 +68,19 @@ def _record(client: MlflowClient, name: str, decision: Decision) -> None:
     logger.info("%s", decision.summary())
 
 
-def _crown(client: MlflowClient, name: str, version: str) -> str | None:
-    """Make ``version`` champion; the old champion becomes ``previous``. Returns the old one."""
+def _crown(
+    client: MlflowClient, name: str, version: str, expected: str | bool | None = False
+) -> str | None:
+    """Make ``version`` champion; the old champion becomes ``previous``. Returns the old one.
+    ``expected``: the champion the decision was made against (``False``: not checked); if another
+    run moved the alias meanwhile, nothing changes and the review must be made again."""
     old = alias_version(client, name, CHAMPION)
     old_version = None if old is None else str(old.version)
+    if expected is not False and old_version != expected:
+        raise RegistryError(
+            f"{name}: the champion moved to v{old_version} during the review of v{version} "
+            f"(made against v{expected}); review again"
+        )
     if old_version is not None and old_version != str(version):
         client.set_registered_model_alias(name, PREVIOUS, old_version)
     client.set_registered_model_alias(name, CHAMPION, str(version))
@@ -91,6 +108,17 @@ class Reviewer:
         champion = alias_version(self.client, name, CHAMPION)
         if champion is not None and str(champion.version) == version:
             return Decision(symbol, timeframe, version, True, kind="already_champion")
+        if mv.tags.get("decision") == "rolled back":
+            message = f"v{version} was rolled back: only a manual promotion brings it back"
+            decision = Decision(
+                symbol,
+                timeframe,
+                version,
+                False,
+                [Check("rolled_back", False, None, None, message)],
+            )
+            _record(self.client, name, decision)
+            return decision
         comparison, error = (None, None)
         if champion is not None:
             comparison, error = self._compare(symbol, timeframe, mv, str(champion.version))
@@ -104,9 +132,9 @@ class Reviewer:
             checks,
             champion_version=None if champion is None else str(champion.version),
         )
+        _record(self.client, name, decision)  # first: a crowned version always has its reasons
         if promoted:
-            _crown(self.client, name, version)
-        _record(self.client, name, decision)
+            _crown(self.client, name, version, decision.champion_version)
         return decision
 
     def _candidate(self, name: str, version: str | None) -> ModelVersion | None:
@@ -121,6 +149,12 @@ class Reviewer:
         name, tags = challenger.name, challenger.tags
         if "holdout_start" not in tags:
             return None, f"v{challenger.version} has no holdout window tags; retrain it"
+        theirs_start = get_version(self.client, name, champion).tags.get("holdout_start")
+        if theirs_start is None or theirs_start > tags["holdout_start"]:
+            return None, (
+                f"champion v{champion} was trained on data inside v{challenger.version}'s holdout "
+                "window: no out-of-sample comparison is possible"
+            )
         costs = TrainingConfig.from_settings(self.settings, symbol, timeframe).costs
         store = CandleStore(self.settings.home)
         window = (
@@ -169,6 +203,18 @@ class Reviewer:
         return decision
 
 
+def _all_models(client: MlflowClient) -> list[Any]:
+    models, token = [], None
+    while True:
+        page = client.search_registered_models(
+            f"name LIKE '{PREFIX}%'", max_results=200, page_token=token
+        )
+        models += list(page)
+        token = page.token
+        if not token:
+            return models
+
+
 # What `models list` shows per version (tag → report name).
 LIST_METRICS = {
     "holdout_roc_auc": "holdout_auc",
@@ -182,7 +228,7 @@ LIST_METRICS = {
 def list_models(client: MlflowClient) -> list[dict[str, Any]]:
     """Every candleflow model: symbol, timeframe, versions with aliases, metrics, decisions."""
     out = []
-    for model in client.search_registered_models(f"name LIKE '{PREFIX}%'"):
+    for model in _all_models(client):
         _, symbol, timeframe = model.name.split(".", 2)
         aliases: dict[str, list[str]] = {}
         for alias, version in (model.aliases or {}).items():

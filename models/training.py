@@ -83,8 +83,8 @@ class TrainingResult:
 
 
 def data_hash(frame: pl.DataFrame, metadata: dict[str, Any]) -> str:
-    """Identifies the training data: the rows, their labels and the feature spec."""
-    rows = frame.select("ts", "label", "label_t1").hash_rows(seed=0).sum()
+    """Identifies the training data: every value of every row, and the specs."""
+    rows = frame.hash_rows(seed=0).sum()  # every column: features, labels, timestamps
     text = f"{metadata['spec_hash']}|{metadata['label_spec']}|{frame.height}|{rows}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

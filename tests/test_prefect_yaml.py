@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from prefect import Flow
+from prefect.client.schemas.schedules import CronSchedule
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOYMENTS = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
@@ -25,3 +26,5 @@ def test_entrypoint_imports_and_parameters_match(deployment: dict) -> None:
         assert ("interval" in schedule) ^ ("cron" in schedule) ^ ("rrule" in schedule)
         if "interval" in schedule:
             assert schedule["interval"] > 0
+        if "cron" in schedule:  # parsed the way the Prefect server parses it
+            CronSchedule(cron=schedule["cron"], timezone=schedule.get("timezone"))

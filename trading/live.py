@@ -130,6 +130,7 @@ def score_last_candle(
     last = as_utc(inputs.candles["ts"][-1])
     if as_utc(now) - last >= 2 * tf.duration:
         raise LiveError(STALE, f"last candle opened {last:%Y-%m-%d %H:%M} UTC, ≥ 2 × {tf.name} ago")
+    _check_fresh(inputs, last, tf)
     inputs = recent(inputs, tail_bars(model.spec, tf))
     candles = inputs.candles
     features = compute_features(
@@ -153,6 +154,24 @@ def score_last_candle(
         explain(model.ensemble, X),
     )
     return scored, candles
+
+
+def _check_fresh(inputs: Any, last: datetime, tf: Any) -> None:
+    """Correlated symbols and stored higher-timeframe series must be as recent as the candle
+    scored: an as-of join would otherwise quietly use old values that training never saw."""
+    for symbol, frame in inputs.correlated.items():
+        if frame is not None and not frame.is_empty() and as_utc(frame["ts"][-1]) < last:
+            raise LiveError(
+                STALE,
+                f"correlated {symbol}: last candle {frame['ts'][-1]:%Y-%m-%d %H:%M} UTC"
+                f" is older than the scored one ({last:%Y-%m-%d %H:%M}); collect it too",
+            )
+    for name, frame in inputs.higher.items():
+        if frame is None or frame.is_empty():
+            continue  # resampled from the base candles: as fresh as they are
+        duration = parse_timeframe(name).duration
+        if as_utc(frame["ts"][-1]) + 2 * duration <= last + tf.duration:
+            raise LiveError(STALE, f"stored {name} candles end at {frame['ts'][-1]}; collect them")
 
 
 def explain(ensemble: Ensemble, X: np.ndarray, top: int = TOP_CONTRIBUTIONS) -> dict[str, Any]:
@@ -221,9 +240,15 @@ def run_symbol(ctx: LiveContext, symbol: str, timeframe: str) -> list[dict[str, 
         rows.append(_record(ctx, symbol, timeframe, None, NO_MODEL, ["no champion"], name))
     else:
         rows.append(_decide(ctx, symbol, timeframe, champion, shadow=False))
-    challenger = ctx.cache.get(name, CHALLENGER)
-    if challenger is not None:
-        rows.append(_decide(ctx, symbol, timeframe, challenger, shadow=True))
+    try:  # the shadow never costs the champion's decision (already recorded, maybe ordered)
+        challenger = ctx.cache.get(name, CHALLENGER)
+        if challenger is not None:
+            rows.append(_decide(ctx, symbol, timeframe, challenger, shadow=True))
+    except Exception as exc:
+        logger.exception("%s %s: the challenger's shadow signal failed", symbol, timeframe)
+        rows.append(
+            _record(ctx, symbol, timeframe, None, ERROR, [f"shadow: {exc}"], name, shadow=True)
+        )
     return rows
 
 
@@ -292,7 +317,7 @@ def _order(
         timeout_bars=decision.timeout_bars,
     )
     row, created = ctx.ledger.place_order_once(intent, ctx.broker)
-    if created:
+    if created and row["status"] != "REJECTED":
         ctx.placed.append(Position(symbol, decision.notional, decision.side))
     return {
         "order_id": row["order_id"],

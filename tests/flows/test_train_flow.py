@@ -4,6 +4,7 @@ scores features with its own spec, and `candleflow train --json`."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from typer.testing import CliRunner
@@ -21,7 +22,9 @@ def dataset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CANDLEFLOW_UNIVERSE__HISTORY_DAYS", "200")
     monkeypatch.setenv("CANDLEFLOW_TRAINING__FAMILIES", '["logreg", "lightgbm"]')
     monkeypatch.setenv("CANDLEFLOW_TRAINING__FOLDS", "3")
-    collect_candles(symbols=["BTCUSD"])
+    # No edge and a fixed end date: the gate's verdict (refused) does not depend on the day.
+    monkeypatch.setenv("CANDLEFLOW_SIMULATED__EDGE", "0")
+    collect_candles(symbols=["BTCUSD"], end=datetime(2026, 11, 1, tzinfo=UTC))
     build_datasets(symbols=["BTCUSD"])
 
 

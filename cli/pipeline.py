@@ -1,0 +1,79 @@
+"""``candleflow run``: the whole pipeline (collect → dataset → train → promote → live signals) as
+one parent flow, with a summary table and where to look next."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from cli import output
+from cli.common import (
+    JsonOption,
+    SymbolsOption,
+    TimeframeOption,
+    config_arg,
+    run_flow,
+    settings_of,
+    units_of,
+)
+from core.errors import CandleflowError, UnitsFailedError
+
+SUMMARY_COLUMNS = (
+    "symbol",
+    "timeframe",
+    "candles",
+    "dataset_rows",
+    "best_family",
+    "holdout_auc",
+    "net_sharpe",
+    "dsr",
+    "promoted",
+    "signal",
+    "tier",
+    "error",
+)
+
+
+def run(
+    ctx: typer.Context,
+    symbols: SymbolsOption = None,
+    timeframe: TimeframeOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Run the whole pipeline: collect, dataset, train, promote, live signals."""
+    from flows.pipeline import run_pipeline
+
+    settings = settings_of(ctx)
+    units = units_of(settings, symbols, timeframe)
+    with output.stderr.status(f"Running the pipeline for {len(units)} symbol × timeframe(s)…"):
+        result = run_flow(
+            run_pipeline,
+            symbols=sorted({s for s, _ in units}),
+            timeframes=sorted({t for _, t in units}),
+            home=str(settings.home),
+            config=config_arg(ctx),
+        )
+    failed = isinstance(result, UnitsFailedError)
+    if isinstance(result, CandleflowError) and not failed:
+        raise output.fail(str(result))
+    document: dict[str, Any] = result.rows[0] if failed else result
+    if json_:
+        output.print_json(
+            {
+                k: document[k]
+                for k in ("collect", "dataset", "train", "signals", "seconds", "errors")
+            }
+        )
+    else:
+        output.print_table("candleflow run", document["summary"], SUMMARY_COLUMNS)
+        seconds = ", ".join(f"{k} {v:.0f} s" for k, v in document["seconds"].items())
+        output.stderr.print(f"Time: {seconds}.")
+        output.stderr.print(
+            f"Prefect flow run: {document['flow_run']} (artifacts: pipeline-summary, "
+            "training-report, promotion-decisions, live-signals). MLflow experiments: "
+            + ", ".join(f"candleflow/{s}/{t}" for s, t in units)
+            + f"; registry: candleflow.<SYMBOL>.<TF> in {settings.home / 'mlflow'}."
+        )
+    if failed:
+        raise output.fail(str(result), output.EXIT_RUN_FAILED)
