@@ -66,7 +66,7 @@ def _decision_latency(symbols: list[str]) -> list[dict]:
     from trading.signal import regime_from_candles, score_signal
 
     settings = load_settings()
-    now = END - timedelta(hours=2, minutes=25)
+    now = END - timedelta(hours=2, minutes=55)  # 5 min after the set-up's last collect
     ctx = open_live_run.fn(settings, symbols, "1h", now)
     decision, full, predict = [], [], []
     for i in range(REPEATS):
