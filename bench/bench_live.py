@@ -126,12 +126,13 @@ def _flow_runs(symbols: list[str]) -> list[dict]:
     from flows.live_signals import live_signals
 
     rows = []
-    for label, now in (
-        ("models loading", END - timedelta(hours=1, minutes=25)),
-        ("models cached", END),
+    for label, now, charts in (
+        ("models loading, charts", END - timedelta(hours=1, minutes=25), True),
+        ("models cached, charts", END - timedelta(minutes=25), True),
+        ("models cached, no charts", END + timedelta(minutes=35), False),
     ):
         start = time.perf_counter()
-        result = live_signals(symbols=symbols, now=now)
+        result = live_signals(symbols=symbols, now=now, charts=charts)
         seconds = time.perf_counter() - start
         statuses = sorted({r["status"] for r in result})
         rows.append(

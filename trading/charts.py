@@ -65,7 +65,9 @@ def _draw_candles(ax: Axes, frame: pl.DataFrame) -> None:
     # A flat bar (open == close) still shows a sliver of body.
     span = np.nanmax(h) - np.nanmin(lo) if np.isfinite(h).any() else 0.0
     height = np.maximum(np.abs(c - o), span * 0.002)
-    ax.bar(x, height, bottom=np.minimum(o, c), width=0.6, color=colors, linewidth=0)
+    # Bodies as one thick line collection: 120 bar patches cost ~10× more to draw.
+    bottom = np.minimum(o, c)
+    ax.vlines(x, bottom, bottom + height, colors=colors, linewidth=3.5)
 
 
 def _draw_signal(ax: Axes, frame: pl.DataFrame, i: int, label: str, side: str) -> None:
@@ -126,7 +128,7 @@ def signal_chart(
     side = _action_name(action)
     p = _level(probability)
     label = f"{side} · {tier}\np = {'n/a' if p is None else f'{p:.3f}'}"
-    fig = Figure(figsize=(10, 5), dpi=100)
+    fig = Figure(figsize=(10, 5), dpi=80)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     _draw_candles(ax, frame)
