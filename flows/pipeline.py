@@ -147,6 +147,10 @@ def summary(document: dict[str, Any]) -> list[dict[str, Any]]:
     for r in document.get("signals", []):
         if not r.get("shadow"):
             at(r).update(signal=r.get("action") or r.get("status"), tier=r.get("tier"))
+    for row in rows.values():
+        for key in ("holdout_auc", "net_sharpe", "dsr"):
+            if isinstance(row[key], float):
+                row[key] = round(row[key], 3)
     return list(rows.values())
 
 

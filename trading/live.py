@@ -258,9 +258,15 @@ def _decide(
     try:
         scored, candles = score_last_candle(model, ctx.store, symbol, timeframe, ctx.now)
     except LiveError as exc:
-        return _record(ctx, symbol, timeframe, None, exc.status, [str(exc)], model.name, model)
+        reasons = [str(exc)]
+        return _record(
+            ctx, symbol, timeframe, None, exc.status, reasons, model.name, model, None, shadow
+        )
     except CandleflowError as exc:
-        return _record(ctx, symbol, timeframe, None, ERROR, [str(exc)], model.name, model)
+        reasons = [str(exc)]
+        return _record(
+            ctx, symbol, timeframe, None, ERROR, reasons, model.name, model, None, shadow
+        )
     higher = None if shadow else _higher_vote(ctx, symbol, model)
     regime = regime_from_candles(
         candles.tail(ctx.settings.signals.regime_lookback + model.labels.vol_window * 4),

@@ -5,6 +5,7 @@ candle and model version."""
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -110,6 +111,11 @@ def test_stale_and_spec_mismatch_are_refused(world: tuple) -> None:
     last = store.last_ts("BTCUSD", "1h")
     scored, _ = score_last_candle(live, store, "BTCUSD", "1h", last + timedelta(hours=1, minutes=1))
     assert scored.ts == last and 0 <= scored.vote.probability <= 1
+    ctx_like = _context(*world[:3], Path(tempfile.mkdtemp()))
+    ctx_like.now = last + timedelta(hours=3)
+    ctx_like.cache = type("Both", (), {"get": lambda self, name, alias: live})()
+    rows = run_symbol(ctx_like, "BTCUSD", "1h")  # champion and shadow, both refused as STALE
+    assert [(r["status"], r["shadow"]) for r in rows] == [(STALE, False), (STALE, True)]
     with pytest.raises(LiveError) as stale:
         score_last_candle(live, store, "BTCUSD", "1h", last + timedelta(hours=2))
     assert stale.value.status == STALE
