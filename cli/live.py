@@ -18,22 +18,12 @@ from cli.common import (
     settings_of,
     units_of,
 )
+from core.reports import SIGNAL_FIELDS
 
 report_app = typer.Typer(help="Reports on live trading.", no_args_is_help=True)
 
-SIGNAL_COLUMNS = (
-    "symbol",
-    "timeframe",
-    "ts",
-    "status",
-    "action",
-    "probability",
-    "weight",
-    "tier",
-    "position_multiplier",
-    "order_id",
-    "shadow",
-)
+# The table: every signal field but the long ones (the reasons print below it).
+SIGNAL_COLUMNS = tuple(f for f in SIGNAL_FIELDS if f not in ("model_version", "reasons"))
 
 
 def signals(

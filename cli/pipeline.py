@@ -18,21 +18,9 @@ from cli.common import (
     units_of,
 )
 from core.errors import CandleflowError, UnitsFailedError
+from core.reports import SUMMARY_FIELDS
 
-SUMMARY_COLUMNS = (
-    "symbol",
-    "timeframe",
-    "candles",
-    "dataset_rows",
-    "best_family",
-    "holdout_auc",
-    "net_sharpe",
-    "dsr",
-    "promoted",
-    "signal",
-    "tier",
-    "error",
-)
+SUMMARY_COLUMNS = (*SUMMARY_FIELDS, "error")
 
 
 def run(

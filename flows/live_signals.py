@@ -13,11 +13,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.collect import collection_units
 from core.config import Settings, load_settings
+from core.reports import SIGNAL_FIELDS
 from features.build import correlated_symbols
 from flows._reporting import first_error, publish_table, raise_if_failed
 from flows.collect_candles import collect_candles
 from tasks.live import notify_signals, open_live_run, publish_charts, score_symbol
-from trading.live import SIGNAL_FIELDS
 
 
 @flow(name="live-signals", task_runner=ThreadPoolTaskRunner(max_workers=2))

@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 from core.collect import collection_units
 from core.config import load_settings
 from core.errors import CandleflowError, UnitsFailedError
+from core.reports import SUMMARY_FIELDS
 from flows import build_dataset, collect_candles, train_models
 from flows.live_signals import live_signals
 
@@ -155,19 +156,7 @@ def summary(document: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _markdown(document: dict[str, Any]) -> str:
-    head = [
-        "symbol",
-        "timeframe",
-        "candles",
-        "dataset_rows",
-        "best_family",
-        "holdout_auc",
-        "net_sharpe",
-        "dsr",
-        "promoted",
-        "signal",
-        "tier",
-    ]
+    head = SUMMARY_FIELDS
     lines = ["# candleflow run", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in document["summary"]:
         cells = [f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in head]

@@ -42,21 +42,6 @@ from trading.signal import Vote, regime_from_candles, score_signal, vote_ensembl
 logger = logging.getLogger(__name__)
 
 OK, NO_MODEL, STALE, SPEC_MISMATCH, ERROR = "OK", "NO_MODEL", "STALE", "SPEC_MISMATCH", "ERROR"
-SIGNAL_FIELDS = (
-    "symbol",
-    "timeframe",
-    "ts",
-    "status",
-    "action",
-    "probability",
-    "weight",
-    "tier",
-    "position_multiplier",
-    "order_id",
-    "model_version",
-    "shadow",
-    "reasons",
-)
 TOP_CONTRIBUTIONS = 5
 
 

@@ -1,0 +1,34 @@
+"""Field names of the reports the stages print and publish, in one light module (the CLI imports
+it at start-up without Prefect or MLflow)."""
+
+# One live signal (``candleflow signals --json``, the live-signals table artifact).
+SIGNAL_FIELDS = (
+    "symbol",
+    "timeframe",
+    "ts",
+    "status",
+    "action",
+    "probability",
+    "weight",
+    "tier",
+    "position_multiplier",
+    "order_id",
+    "model_version",
+    "shadow",
+    "reasons",
+)
+
+# One line of ``candleflow run``'s summary, per symbol × timeframe.
+SUMMARY_FIELDS = (
+    "symbol",
+    "timeframe",
+    "candles",
+    "dataset_rows",
+    "best_family",
+    "holdout_auc",
+    "net_sharpe",
+    "dsr",
+    "promoted",
+    "signal",
+    "tier",
+)
