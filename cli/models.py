@@ -16,6 +16,7 @@ from cli.common import (
     report_rows,
     run_flow,
     settings_of,
+    units_of,
 )
 from core.errors import CandleflowError
 
@@ -47,7 +48,6 @@ def promote(
     json_: JsonOption = False,
 ) -> None:
     """Put each symbol's challenger through the promotion gate (champion only on evidence)."""
-    from cli.common import units_of
     from flows.promote_models import promote_models
 
     settings = settings_of(ctx)

@@ -64,16 +64,20 @@ def train_models(
             decision = review_challenger.submit(settings, symbol, timeframe, row["version"])
             decisions.append((row, decision))
         rows.append(row)
+    outcomes = []
     for row, decision in decisions:
         error = first_error(decision)
-        outcome = {"error": f"promotion: {error}"} if error else decision.result()
+        unit = {"symbol": row["symbol"], "timeframe": row["timeframe"]}
+        failed = dict.fromkeys(("promoted", "reasons", "summary")) | unit
+        outcome = failed | {"error": f"promotion: {error}"} if error else decision.result()
         row.update(
             promoted=outcome.get("promoted"),
             reasons=outcome.get("reasons"),
             error=outcome.get("error"),
         )
-    if decisions:
-        publish_decisions([_decision_row(r) for r, _ in decisions])
+        outcomes.append(outcome | {"version": row["version"], "error": row["error"]})
+    if outcomes:  # the review's own rows, with its summaries
+        publish_decisions(outcomes)
     create_markdown_artifact(
         key="training-report", markdown=_markdown(rows), description="Holdout evaluation per symbol"
     )
@@ -89,14 +93,6 @@ def train_models(
     ]
     publish_table("training-metrics", table, "Holdout metrics of the trained ensembles")
     return raise_if_failed(rows)
-
-
-def _decision_row(row: dict) -> dict:
-    summary = (
-        f"{row['symbol']} {row['timeframe']} v{row['version']} "
-        f"{'promoted' if row['promoted'] else 'not promoted'}: {'; '.join(row['reasons'] or [])}"
-    )
-    return {**row, "kind": "gate", "summary": None if row["error"] else summary}
 
 
 def _markdown(rows: list[dict]) -> str:

@@ -20,7 +20,6 @@ import mlflow
 import numpy as np
 import polars as pl
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from models.tracking import (
@@ -213,10 +212,7 @@ def training_key(result: TrainingResult, cfg: TrainingConfig, metadata: dict[str
 
 def find_version(client: MlflowClient, name: str, key: str) -> ModelVersion | None:
     """The registered version of this exact training, if one exists."""
-    try:
-        versions = client.search_model_versions(f"name='{name}'")
-    except MlflowException:
-        return None
+    versions = client.search_model_versions(f"name='{name}'")  # [] for a new model
     found = [v for v in versions if v.tags.get("training_key") == key]
     return client.get_model_version(name, found[0].version) if found else None
 

@@ -19,8 +19,10 @@ from models.tracking import setup
 from trading.ledger import Ledger
 from trading.live import LiveContext, ModelCache, run_symbol
 
-# Models stay loaded between runs of a long-lived process (`candleflow serve`): keyed by version.
+# Models stay loaded, and the database engine open, between runs of a long-lived process
+# (`candleflow serve`): models keyed by version, engines by database URL.
 _CACHES: dict[str, ModelCache] = {}
+_LEDGERS: dict[str, Ledger] = {}
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -28,13 +30,18 @@ def open_live_run(
     settings: Settings, symbols: list[str], timeframe: str, now: datetime | None = None
 ) -> LiveContext:
     """Bring the paper account up to the newest candles (fills, exits) and snapshot it."""
-    ledger = Ledger.from_settings(settings.live, settings.home)
-    ledger.create_all()
+    url = settings.live.resolved_database_url(settings.home)
+    if url not in _LEDGERS:  # one engine (connection pool) per database for the process
+        _LEDGERS[url] = Ledger(url)
+        _LEDGERS[url].create_all()
+    ledger = _LEDGERS[url]
     broker = PaperBroker(ledger.engine, settings.paper)
     store = CandleStore(settings.home)
     broker.update({s: store.read(s, timeframe) for s in symbols})
     client = setup(settings.home, settings.mlflow.tracking_uri)
-    cache = _CACHES.setdefault(str(settings.home), ModelCache(client))
+    if str(settings.home) not in _CACHES:
+        _CACHES[str(settings.home)] = ModelCache(client)
+    cache = _CACHES[str(settings.home)]
     return LiveContext(
         settings, store, ledger, broker, cache, broker.state(), now or datetime.now(UTC)
     )
