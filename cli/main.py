@@ -24,6 +24,7 @@ from cli.common import (
 )
 from cli.live import positions, report_app, signals
 from cli.models import models_app, promote
+from cli.orchestrate import down_command, retrain_check, serve, up
 from cli.pipeline import run
 from core.collect import REPORT_FIELDS
 from core.errors import (
@@ -63,6 +64,10 @@ app.add_typer(report_app, name="report")
 app.command()(run)
 app.command()(signals)
 app.command()(positions)
+app.command("retrain-check")(retrain_check)
+app.command()(serve)
+app.command()(up)
+app.command("down")(down_command)
 
 # The human table leaves out what --json has for scripts (missing_candles, rows).
 COLLECT_COLUMNS = tuple(f for f in REPORT_FIELDS if f not in ("missing_candles", "rows"))

@@ -27,6 +27,7 @@ from pydantic_settings import (
 from core.errors import ConfigError
 from core.feature_spec import FeatureSpec, LabelSpec
 from core.settings_live import LiveSettings, PaperSettings
+from core.settings_orchestration import OrchestrationSettings, RetrainSettings
 from core.settings_trading import RiskSettings, SignalSettings
 from core.symbols import normalize_symbol
 from core.timeframes import parse_timeframe
@@ -229,6 +230,8 @@ class Settings(BaseSettings):
     live: LiveSettings = Field(default_factory=LiveSettings)
     paper: PaperSettings = Field(default_factory=PaperSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     labels: LabelSpec = Field(default_factory=LabelSpec)
     features: FeatureSpec = Field(default_factory=FeatureSpec)
 

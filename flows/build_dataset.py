@@ -3,19 +3,17 @@ timeframe, fanned out per unit; one unit's failure does not stop the others."""
 
 from __future__ import annotations
 
-import os
-
 from prefect import Flow, flow
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.collect import collection_units
 from core.config import Settings, load_settings
 from features.dataset import DATASET_FIELDS
 from flows._reporting import finish, first_error
+from flows._runner import ConfiguredTaskRunner, cpu_workers, task_runner
 from tasks.dataset import build_dataset_frame, load_dataset_inputs, write_dataset_file
 
 
-@flow(name="build-dataset", task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="build-dataset", task_runner=ConfiguredTaskRunner(cpu_workers))
 def build_datasets(
     symbols: list[str] | None = None,
     timeframes: list[str] | None = None,
@@ -41,9 +39,8 @@ def build_datasets(
 
 
 def configured(settings: Settings) -> Flow:
-    """The flow with no more threads than cores (the work is CPU-bound)."""
-    workers = max(1, min(settings.collect.max_workers, os.cpu_count() or 1))
-    return build_datasets.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
+    """The flow with the configured task runner (threads: no more than cores, CPU-bound work)."""
+    return build_datasets.with_options(task_runner=task_runner(settings, cpu_workers(settings)))
 
 
 if __name__ == "__main__":

@@ -44,10 +44,12 @@ def _ok(rows: list[dict], symbols: list[str]) -> list[str]:
 def run_pipeline(
     symbols: list[str] | None = None,
     timeframes: list[str] | None = None,
+    signals: bool = True,
     home: str | None = None,
     config: str | None = None,
 ) -> dict[str, Any]:
-    """The whole pipeline on the configured universe (or ``symbols`` × ``timeframes``)."""
+    """The whole pipeline on the configured universe (or ``symbols`` × ``timeframes``);
+    ``signals=False`` stops after training and promotion (a retraining)."""
     settings = load_settings(config, home)
     units = collection_units(settings, symbols, timeframes)
     names = list(dict.fromkeys(s for s, _ in units))
@@ -73,9 +75,9 @@ def run_pipeline(
     )
     kept = _ok(stage("dataset", build_dataset.configured(settings), symbols=kept, **common), kept)
     kept = _ok(stage("train", train_models.configured(settings), symbols=kept, **common), kept)
-    signals: list[dict] = []
+    scored: list[dict] = []
     start = time.perf_counter()
-    for tf in tfs if kept else []:  # one live run per timeframe
+    for tf in tfs if kept and signals else []:  # one live run per timeframe
         rows, error = _rows(
             live_signals(
                 symbols=kept,
@@ -86,10 +88,10 @@ def run_pipeline(
                 return_state=True,
             )
         )
-        signals += rows
+        scored += rows
         if error:
             document["errors"]["signals"] = error
-    document["signals"] = signals
+    document["signals"] = scored
     document["seconds"]["signals"] = round(time.perf_counter() - start, 2)
     document["seconds"]["total"] = round(time.perf_counter() - started, 2)
     document["summary"] = summary(document)

@@ -4,15 +4,13 @@ timeframe; one unit's failure does not stop the others."""
 
 from __future__ import annotations
 
-import os
-
 from prefect import Flow, flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.collect import collection_units
 from core.config import Settings, load_settings
 from flows._reporting import first_error, publish_decisions, publish_table, raise_if_failed
+from flows._runner import ConfiguredTaskRunner, task_runner, training_workers
 from models.training import TrainingConfig
 from tasks.promote import review_challenger
 from tasks.train import read_training_data, record, train
@@ -31,7 +29,7 @@ TRAIN_FIELDS = (
 SUMMARY = ("cv_auc", "holdout_auc", "holdout_sharpe", "psr", "dsr", "trades", "bh_sharpe")
 
 
-@flow(name="train-models", task_runner=ThreadPoolTaskRunner(max_workers=2))
+@flow(name="train-models", task_runner=ConfiguredTaskRunner(training_workers))
 def train_models(
     symbols: list[str] | None = None,
     timeframes: list[str] | None = None,
@@ -114,9 +112,9 @@ def _markdown(rows: list[dict]) -> str:
 
 
 def configured(settings: Settings) -> Flow:
-    """No more parallel trainings than cores (each fit uses ``training.n_threads``)."""
-    workers = max(1, (os.cpu_count() or 1) // settings.training.n_threads)
-    return train_models.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
+    """The flow with the configured task runner (threads: no more parallel trainings than cores
+    allow, each fit using ``training.n_threads``)."""
+    return train_models.with_options(task_runner=task_runner(settings, training_workers(settings)))
 
 
 if __name__ == "__main__":
