@@ -401,6 +401,14 @@ def config_show(ctx: typer.Context) -> None:
     output.print_json(settings_of(ctx).model_dump(mode="json"))
 
 
+@config_app.command("reference")
+def config_reference() -> None:
+    """Every key with its environment variable, default, allowed values and meaning (Markdown)."""
+    from core.config_reference import reference_markdown
+
+    typer.echo(reference_markdown(), nl=False)
+
+
 def main() -> None:
     app()
 

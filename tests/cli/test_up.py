@@ -76,7 +76,8 @@ def _register_a_champion(home: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     (home / "mlflow").mkdir(parents=True)
-    client = MlflowClient(f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.create_registered_model("candleflow.BTCUSD.1h")
     client.create_model_version("candleflow.BTCUSD.1h", source=str(home))
     client.set_registered_model_alias("candleflow.BTCUSD.1h", "champion", "1")

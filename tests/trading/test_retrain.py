@@ -77,7 +77,8 @@ def test_no_champion_cannot_decay() -> None:
 
 @pytest.fixture
 def world(tmp_path: Path) -> tuple[MlflowClient, CandleStore, Ledger, pl.DataFrame]:
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # not a global set by other tests
     store = CandleStore(tmp_path / "home")
     candles = market("BTCUSD", days=60)
     store.upsert("BTCUSD", "1h", candles)

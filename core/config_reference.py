@@ -1,0 +1,379 @@
+"""The configuration reference (``docs/configuration.md``), rendered from the settings model and the
+comments of the shipped ``candleflow.toml``, so that it cannot drift from either.
+Regenerate it with ``uv run --frozen python -m core.config_reference > docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import annotated_types as at
+from pydantic import BaseModel, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_core import to_jsonable_python
+
+from core.config import ENV_PREFIX, Settings, shipped_config_file
+
+GENERATE_COMMAND = "uv run --frozen python -m core.config_reference > docs/configuration.md"
+# A default longer than this goes below the section's table, as a TOML block.
+MAX_INLINE_DEFAULT = 80
+
+_HEADER = re.compile(r"^\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_-]*)*)\s*=\s*(.*)$")
+
+
+@dataclass(frozen=True)
+class KeyComment:
+    """The comments of one key in the TOML text: on its line, and the block directly above."""
+
+    trailing: str = ""
+    above: str = ""
+
+
+@dataclass
+class TomlComments:
+    """Comments of a TOML text by dotted path: ``keys`` (commented-out keys included) and the
+    leading comment block of each table (``""``: the top of the file)."""
+
+    keys: dict[str, KeyComment] = field(default_factory=dict)
+    tables: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One key of the reference."""
+
+    key: str
+    env: str
+    type: str
+    default: Any  # JSON-able; None: unset
+    allowed: str
+    meaning: str
+
+
+def _parses(value: str) -> bool:
+    try:
+        tomllib.loads(f"x = {value}")
+    except tomllib.TOMLDecodeError:
+        return False
+    return True
+
+
+def _split_comment(text: str) -> tuple[str, str]:
+    """``value  # comment`` → (value, comment); a ``#`` inside a string is part of the value."""
+    for i, char in enumerate(text):
+        if char == "#" and _parses(text[:i]):
+            return text[:i].strip(), text[i + 1 :].strip()
+    return text.strip(), ""
+
+
+def _dotted(*parts: str) -> str:
+    return ".".join(p for p in parts if p)
+
+
+def parse_toml_comments(text: str) -> TomlComments:
+    """Attach each comment of a TOML text to its key or table (see :class:`TomlComments`)."""
+    found = TomlComments()
+    lines = text.splitlines()
+    table, block, i = "", [], 0
+    while i < len(lines):
+        line = lines[i].strip()
+        i += 1
+        header = _HEADER.match(line)
+        if header and not line.startswith("#"):
+            table, block = re.sub(r"\s*\.\s*", ".", header[1]), []
+            continue
+        commented = line.startswith("#")
+        body = line.lstrip("#").strip() if commented else line
+        key = _KEY.match(body)
+        value, trailing = _split_comment(key[2]) if key else ("", "")
+        if key and commented and not _parses(value):
+            key = None  # prose that happens to contain " = "
+        if key:
+            while not commented and not _parses(value) and i < len(lines):
+                value, i = f"{value}\n{lines[i]}", i + 1  # a multi-line array
+            if block:
+                found.tables.setdefault(table, " ".join(block))
+            path = _dotted(table, re.sub(r"\s*\.\s*", ".", key[1]))
+            found.keys[path] = KeyComment(trailing, " ".join(block))
+            block = []
+        elif commented:
+            block.append(body.removeprefix("- "))  # a bullet reads as prose once joined
+        else:  # a blank line ends a comment block
+            if block:
+                found.tables.setdefault(table, " ".join(block))
+            block = []
+    return found
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The members of a union such as ``X | None``, without ``None``."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return [a for arg in get_args(annotation) for a in _unwrap(arg) if a is not type(None)]
+    return [annotation]
+
+
+def _model_type(annotation: Any) -> type[BaseModel] | None:
+    members = _unwrap(annotation)
+    if len(members) == 1 and isinstance(members[0], type) and issubclass(members[0], BaseModel):
+        return members[0]
+    return None
+
+
+def _type_name(annotation: Any) -> str:
+    members = _unwrap(annotation)
+    names = [_one_type_name(m) for m in members]
+    optional = type(None) in get_args(annotation)
+    return " or ".join(dict.fromkeys(names)) + (" (optional)" if optional else "")
+
+
+def _one_type_name(annotation: Any) -> str:
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return _type_name(type(args[0]))
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    if origin is dict:
+        return f"table of {_type_name(args[1])}"
+    simple = {bool: "bool", int: "int", float: "float", str: "string", Path: "path"}
+    if annotation in simple:
+        return simple[annotation]
+    if annotation is SecretStr:
+        return "secret string"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "{ " + ", ".join(annotation.model_fields) + " }"
+    return "any"
+
+
+def _choices(annotation: Any) -> list[Any]:
+    """Literal choices anywhere in the annotation (``list[Literal[...]]`` included)."""
+    if get_origin(annotation) is Literal:
+        return list(get_args(annotation))
+    return [c for arg in get_args(annotation) for c in _choices(arg)]
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def allowed_values(info: FieldInfo) -> str:
+    """What the field accepts beyond its type: Literal choices, numeric bounds, length."""
+    parts = []
+    choices = _choices(info.annotation)
+    if choices:
+        each = "each of " if get_origin(_unwrap(info.annotation)[0]) is list else "one of "
+        parts.append(each + ", ".join(f"`{toml_value(c)}`" for c in choices))
+    bounds = {at.Gt: (">", "gt"), at.Ge: ("≥", "ge"), at.Lt: ("<", "lt"), at.Le: ("≤", "le")}
+    for meta in info.metadata:
+        for kind, (symbol, attribute) in bounds.items():
+            if isinstance(meta, kind):
+                parts.append(f"{symbol} {_number(getattr(meta, attribute))}")
+        if isinstance(meta, at.MinLen):
+            parts.append(f"length ≥ {meta.min_length}")
+        if isinstance(meta, at.MaxLen):
+            parts.append(f"length ≤ {meta.max_length}")
+    return ", ".join(parts)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_value(key)
+
+
+def toml_value(value: Any) -> str:
+    """A JSON-able value as it is written in TOML (inline; ``None`` entries are left out)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value if v is not None) + "]"
+    if isinstance(value, dict):
+        items = [f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items() if v is not None]
+        return "{ " + ", ".join(items) + " }" if items else "{}"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def _long_default(key: str, value: Any) -> str:
+    """A default too long for a table cell, as a TOML block that parses."""
+    table, _, name = key.rpartition(".")
+    if isinstance(value, dict):
+        body = "\n".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items())
+        return f"[{key}]\n{body}"
+    items = "".join(f"  {toml_value(v)},\n" for v in value)
+    return f"[{table}]\n{name} = [\n{items}]" if table else f"{name} = [\n{items}]"
+
+
+def _walk(
+    model: type[BaseModel], default: Any, path: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], FieldInfo, Any]]:
+    """(path, field, default) of every key, nested models flattened into dotted paths."""
+    for name, info in model.model_fields.items():
+        value = (
+            info.get_default(call_default_factory=True)
+            if default is None
+            else getattr(default, name)
+        )
+        sub = _model_type(info.annotation)
+        if sub is not None and isinstance(value, BaseModel):
+            yield from _walk(sub, value, (*path, name))
+        else:
+            yield (*path, name), info, value
+
+
+def _meaning(path: tuple[str, ...], info: FieldInfo, comments: TomlComments) -> str:
+    """The field's description, else its TOML comment (trailing, else the block above), else
+    the leading comment of its table, else the comment of the inline table holding it."""
+    if info.description:
+        return info.description
+    key = ".".join(path)
+    own = comments.keys.get(key)
+    if own and (own.trailing or own.above):
+        return own.trailing or own.above
+    if comments.tables.get(key):
+        return comments.tables[key]
+    for end in range(len(path) - 1, 0, -1):
+        parent = comments.keys.get(".".join(path[:end]))
+        if parent and (parent.trailing or parent.above):
+            return parent.trailing or parent.above
+    return ""
+
+
+def reference_rows(comments: TomlComments | None = None) -> list[Row]:
+    """Every key of :class:`Settings`, in model order."""
+    if comments is None:
+        comments = parse_toml_comments(shipped_config_file().read_text(encoding="utf-8"))
+    rows = []
+    for path, info, value in _walk(Settings, None, ()):
+        rows.append(
+            Row(
+                key=".".join(path),
+                env=ENV_PREFIX + "__".join(p.upper() for p in path),
+                type=_type_name(info.annotation),
+                default=to_jsonable_python(value),
+                allowed=allowed_values(info),
+                meaning=_meaning(path, info, comments),
+            )
+        )
+    return rows
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _markdown_text(text: str) -> str:
+    """A docstring or comment as Markdown: one line, reST ``code`` → `code`."""
+    text = re.sub(r":\w+:`([^`]+)`", r"`\1`", " ".join(text.split())).replace("``", "`")
+    # Outside code spans, ``<home>`` would be read as an HTML tag.
+    spans = text.split("`")
+    return "`".join(s if i % 2 else s.replace("<", "&lt;") for i, s in enumerate(spans))
+
+
+_INTRO = f"""# Configuration reference
+
+<!-- Generated; do not edit. Regenerate: {GENERATE_COMMAND} -->
+
+Every key of candleflow's configuration, with its default. This file is generated from the
+settings model (`core/config.py` and the section modules it imports) and the comments of the
+shipped `candleflow.toml` by `{GENERATE_COMMAND}` (`candleflow config reference` prints the
+same); a test fails when it is stale. `candleflow config show` prints the effective values.
+
+## How sources combine
+
+Strongest first:
+
+1. command-line flags (`--home`, and a command's own options such as `--symbols`);
+2. environment variables `{ENV_PREFIX}<SECTION>__<KEY>` (nested keys add `__<KEY>`, e.g.
+   `{ENV_PREFIX}SIGNALS__WEIGHTS__RISK`), and `{ENV_PREFIX}HOME`;
+3. the TOML file: `--config FILE`, else `${ENV_PREFIX}CONFIG`, else `./candleflow.toml`, else the
+   shipped `candleflow.toml`;
+4. the defaults below.
+
+A partial file or variable keeps the other keys' values: tables merge key by key. In a variable,
+lists and tables are JSON (`{ENV_PREFIX}TRAINING__FAMILIES='["hgb", "xgboost"]'`);
+`universe.symbols` and `universe.timeframes` also take a comma-separated list. *unset* marks an
+optional key without a default (leave it out; its meaning says what applies then). Unknown keys
+and sections, and values outside *Allowed*, fail at load time naming the key.
+"""
+
+_TABLE_HEAD = (
+    "| Key | Environment variable | Type | Default | Allowed | Meaning |\n|---|---|---|---|---|---|"
+)
+
+
+def _docstring(model: type[BaseModel]) -> str:
+    return _markdown_text((model.__doc__ or "").strip().split("\n\n")[0])
+
+
+def _section_text(name: str, rows: list[Row], comments: TomlComments) -> list[str]:
+    """The section's description paragraphs: the TOML table's leading comment unless it already
+    serves as a key's meaning (then the model's docstring), and its sub-tables' leading comments."""
+    used = {row.meaning for row in rows}
+    model = _model_type(Settings.model_fields[name].annotation)
+    leading = comments.tables.get(name, "")
+    paragraphs = [_markdown_text(leading) if leading and leading not in used else ""]
+    if not paragraphs[0] and model is not None:
+        paragraphs[0] = _docstring(model)
+    keys = {row.key for row in rows}
+    for table, text in comments.tables.items():
+        if table.startswith(f"{name}.") and table not in keys and text not in used:
+            paragraphs.append(f"`[{table}]`: {_markdown_text(text)}")
+    return [p for p in paragraphs if p]
+
+
+def _row_line(row: Row, long_defaults: list[str]) -> str:
+    if row.default is None:
+        default = "*unset*"
+    elif len(toml_value(row.default)) > MAX_INLINE_DEFAULT:
+        default = "see below"
+        long_defaults.append(_long_default(row.key, row.default))
+    else:
+        default = f"`{toml_value(row.default)}`"
+    cells = [f"`{row.key}`", f"`{row.env}`", row.type, default, row.allowed, row.meaning]
+    return "| " + " | ".join(_cell(_markdown_text(c)) for c in cells) + " |"
+
+
+def _section_markdown(name: str, rows: list[Row], comments: TomlComments) -> str:
+    title = f"## [{name}]" if name else "## Top level"
+    intro = _section_text(name, rows, comments) if name else ["Keys outside any `[section]`."]
+    long_defaults: list[str] = []
+    lines = [title, "", *(f"{p}\n" for p in intro), _TABLE_HEAD]
+    lines += [_row_line(row, long_defaults) for row in rows]
+    if long_defaults:
+        blocks = "\n\n".join(long_defaults)
+        lines += ["", "Defaults too long for the table:", "", f"```toml\n{blocks}\n```"]
+    return "\n".join(lines) + "\n"
+
+
+def sections(rows: list[Row]) -> dict[str, list[Row]]:
+    """Rows by top-level section (``""``: keys outside any section), in model order."""
+    grouped: dict[str, list[Row]] = {}
+    for row in rows:
+        head, dot, _ = row.key.partition(".")
+        grouped.setdefault(head if dot else "", []).append(row)
+    return grouped
+
+
+def reference_markdown() -> str:
+    """The whole Markdown reference (the content of ``docs/configuration.md``)."""
+    comments = parse_toml_comments(shipped_config_file().read_text(encoding="utf-8"))
+    grouped = sections(reference_rows(comments))
+    contents = ", ".join(
+        f"[`[{name}]`](#{name})" if name else "[top level](#top-level)" for name in grouped
+    )
+    parts = [_INTRO, f"Sections: {contents}.\n"]
+    parts += [_section_markdown(name, rows, comments) for name, rows in grouped.items()]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")
