@@ -56,16 +56,21 @@ def serve(
     settings = settings_of(ctx)
     _export(ctx, settings)
     from prefect import serve as prefect_serve
+    from prefect.settings import get_current_settings
 
     from deployments.local import runner_deployments
 
+    api = get_current_settings().api.url
+    if not api:
+        raise output.fail(
+            "serve needs a Prefect server: schedules do not run on the ephemeral one. "
+            "`candleflow up` starts a local server and serves; or set PREFECT_API_URL"
+        )
     try:
-        deployments = runner_deployments(settings)
+        deployments = runner_deployments()
     except Exception as exc:  # an entrypoint that does not import: name it, no traceback
         raise output.fail(f"cannot build the deployments: {exc}") from None
-    api = os.environ.get("PREFECT_API_URL")
-    where = api or "Prefect's local server in this process (no UI: `candleflow up` has one)"
-    output.stderr.print(f"Serving {len(deployments)} deployments against {where}.")
+    output.stderr.print(f"Serving {len(deployments)} deployments against {api}.")
     prefect_serve(
         *deployments,
         limit=limit or settings.orchestration.max_concurrent_runs,

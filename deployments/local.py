@@ -14,7 +14,6 @@ from prefect import Flow
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron, Interval, Schedule
 
-from core.config import Settings
 from core.errors import ConfigError
 
 PREFECT_YAML = "prefect.yaml"
@@ -52,18 +51,6 @@ def flow_of(entrypoint: str) -> Flow:
     return flow
 
 
-def configured_flow(entrypoint: str, settings: Settings) -> Flow:
-    """The flow with the task runner the config asks for (where the module offers one)."""
-    flow = flow_of(entrypoint)
-    module = importlib.import_module(flow.fn.__module__)
-    configured = getattr(module, "configured", None)
-    if configured is not None:
-        candidate = configured(settings)
-        if candidate.fn is flow.fn:
-            return candidate
-    return flow
-
-
 def schedules_of(definition: dict[str, Any]) -> list[Schedule]:
     out = []
     for s in definition.get("schedules") or []:
@@ -85,11 +72,13 @@ def schedules_of(definition: dict[str, Any]) -> list[Schedule]:
     return out
 
 
-def runner_deployments(settings: Settings, path: Path | None = None) -> list[RunnerDeployment]:
-    """Every deployment of prefect.yaml, ready for ``prefect.serve``."""
+def runner_deployments(path: Path | None = None) -> list[RunnerDeployment]:
+    """Every deployment of prefect.yaml, ready for ``prefect.serve``. Served runs re-import their
+    entrypoint in a subprocess, so the fan-out flows' :class:`ConfiguredTaskRunner` reads the
+    config then (``candleflow serve`` exports ``CANDLEFLOW_CONFIG`` / ``CANDLEFLOW_HOME``)."""
     out = []
     for d in definitions(path):
-        flow = configured_flow(d["entrypoint"], settings)
+        flow = flow_of(d["entrypoint"])
         out.append(
             flow.to_deployment(
                 name=d["name"],
