@@ -54,10 +54,12 @@ def test_served_deployments_are_the_yaml_ones() -> None:
 
 
 def test_serve_without_a_server_points_to_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
     from typer.testing import CliRunner
 
     from cli.main import app
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    result = CliRunner().invoke(app, ["serve"])
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # also under the test harness
+        result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 2 and "candleflow up" in result.stderr
