@@ -6,7 +6,8 @@
   ensemble's prediction alone;
 * a live run of every simulated symbol (17: the whole catalogue) through the Prefect flow —
   incremental collect, paper account update, scoring, records, orders, charts [≤ 5 s wall for 20
-  symbols, Prefect overhead included], once with models loading and once cached.
+  symbols, Prefect overhead included], once with models loading and once cached; next to it, one
+  chart alone.
 
 Set-up (not timed): 200 days of candles, one quick training per symbol (1 trial per family, 2
 folds) promoted by hand — the figures concern scoring, not model quality.
@@ -22,8 +23,12 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from trading.live import LiveContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -119,7 +124,33 @@ def _decision_latency(symbols: list[str]) -> list[dict]:
             "n": len(predict),
             **_percentiles(predict),
         },
+        _chart_cost(ctx, symbols),
     ]
+
+
+def _chart_cost(ctx: LiveContext, symbols: list[str]) -> dict:
+    """One signal chart (the live flow draws one per symbol): 120 candles, SL/TP, a PNG."""
+    from trading.charts import signal_chart
+
+    samples = []
+    for i in range(30):
+        candles = ctx.store.read(symbols[i % len(symbols)], "1h").tail(120)
+        close = float(candles["close"][-1])
+        start = time.perf_counter()
+        signal_chart(
+            candles,
+            symbol=symbols[i % len(symbols)],
+            timeframe="1h",
+            signal_ts=candles["ts"][-1],
+            action="BUY",
+            probability=0.61,
+            tier="BUY",
+            stop_loss=close * 0.99,
+            take_profit=close * 1.02,
+            path=ctx.settings.home / "bench-charts" / f"{i}.png",
+        )
+        samples.append(time.perf_counter() - start)
+    return {"case": "reference: one signal chart (PNG)", "n": len(samples), **_percentiles(samples)}
 
 
 def _flow_runs(symbols: list[str]) -> list[dict]:

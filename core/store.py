@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import uuid
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,11 +104,50 @@ def find_gaps(ts: pl.Series, timeframe: Timeframe) -> pl.DataFrame:
     )
 
 
-class CandleStore:
-    """Parquet candle store rooted at the state directory (see the module docstring)."""
+class _ReadCache:
+    """Whole-file reads kept while the file is unchanged (same inode, size and mtime: a write is
+    an atomic replace, so a new version is a new inode), least recently used first out of a byte
+    budget. For long-lived readers that read the same files many times (the live stage)."""
 
-    def __init__(self, home: Path | str) -> None:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._frames: OrderedDict[Path, tuple[tuple[int, int, int], pl.DataFrame, int]] = (
+            OrderedDict()
+        )
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def read(self, path: Path, load: Callable[[], pl.DataFrame]) -> pl.DataFrame:
+        # The signature is taken before the read: a file replaced in between is read again
+        # next time (its new signature misses), never served stale.
+        st = path.stat()
+        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            hit = self._frames.get(path)
+            if hit is not None and hit[0] == signature:
+                self._frames.move_to_end(path)
+                return hit[1]
+        frame = load()
+        size = int(frame.estimated_size())
+        with self._lock:
+            old = self._frames.pop(path, None)
+            self._bytes -= old[2] if old else 0
+            if size <= self.max_bytes:
+                self._frames[path] = (signature, frame, size)
+                self._bytes += size
+            while self._bytes > self.max_bytes:
+                self._bytes -= self._frames.popitem(last=False)[1][2]
+        return frame
+
+
+class CandleStore:
+    """Parquet candle store rooted at the state directory (see the module docstring).
+    ``cache_mb`` > 0 keeps whole-file reads in memory until the file changes (for a long-lived
+    process reading the same files many times; frames are shared: never mutate one in place)."""
+
+    def __init__(self, home: Path | str, cache_mb: float = 0) -> None:
         self.home = Path(home)
+        self._cache = _ReadCache(int(cache_mb * 2**20)) if cache_mb > 0 else None
 
     # -- paths -----------------------------------------------------------------------------
     def path(self, symbol: str, timeframe: str | Timeframe) -> Path:
@@ -143,17 +184,22 @@ class CandleStore:
         path = self.path(symbol, timeframe)
         if not path.exists():
             return empty_candles()
+        where = _between(start, end)
+        if self._cache is not None:
+            frame = _cached(self._cache, path)
+            if frame is None:
+                return empty_candles()
+            return frame if where is None else frame.filter(where)
         lazy = pl.scan_parquet(path)
-        if start is not None:
-            lazy = lazy.filter(pl.col("ts") >= as_utc(start))
-        if end is not None:
-            lazy = lazy.filter(pl.col("ts") < as_utc(end))
-        return _collect(lazy, path)
+        return _collect(lazy if where is None else lazy.filter(where), path)
 
     def last_ts(self, symbol: str, timeframe: str | Timeframe) -> datetime | None:
         path = self.path(symbol, timeframe)
         if not path.exists():
             return None
+        if self._cache is not None:
+            frame = _cached(self._cache, path)
+            return None if frame is None or frame.is_empty() else frame["ts"][-1]
         return _collect(pl.scan_parquet(path).select(pl.col("ts").max()), path).item()
 
     def read_quarantine(self, symbol: str, timeframe: str | Timeframe) -> pl.DataFrame:
@@ -249,6 +295,26 @@ class CandleStore:
                 maintain_order=True,
             )
         write_parquet_atomic(rows, path)
+
+
+def _between(start: datetime | None, end: datetime | None) -> pl.Expr | None:
+    """``start <= ts < end`` (either bound optional; None: no bound at all)."""
+    bounds = []
+    if start is not None:
+        bounds.append(pl.col("ts") >= as_utc(start))
+    if end is not None:
+        bounds.append(pl.col("ts") < as_utc(end))
+    if not bounds:
+        return None
+    return bounds[0] if len(bounds) == 1 else bounds[0] & bounds[1]
+
+
+def _cached(cache: _ReadCache, path: Path) -> pl.DataFrame | None:
+    """The whole file through ``cache``; None when it was removed since the caller looked."""
+    try:
+        return cache.read(path, lambda: _collect(pl.scan_parquet(path), path))
+    except FileNotFoundError:
+        return None
 
 
 def _collect(lazy: pl.LazyFrame, path: Path) -> pl.DataFrame:

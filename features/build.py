@@ -31,6 +31,8 @@ from features.indicators import ATR_PERIOD, Inputs, indicator_columns
 
 logger = logging.getLogger(__name__)
 
+SMALL_GATHER = 64  # rows of an as-of join gathered with numpy (a frame of the block costs more)
+
 
 class FeatureError(CandleflowError):
     """Features could not be computed (e.g. an indicator produced ±inf)."""
@@ -137,6 +139,12 @@ def _as_of(
     other_close = other_ts.dt.epoch("us").to_numpy() + other_tf.seconds * 1_000_000
     index = np.searchsorted(other_close, base_close, side="right") - 1
     unknown = int(np.searchsorted(index, 0))  # base times are sorted: a prefix knows nothing yet
+    if index.size <= SMALL_GATHER:  # a few rows (live scoring): no frame of the whole block
+        rows = np.maximum(index, 0)
+        gathered = {f"{prefix}{name}": values[rows] for name, values in columns.items()}
+        for values in gathered.values():
+            values[:unknown] = np.nan
+        return pl.DataFrame(gathered)
     block = pl.DataFrame({f"{prefix}{name}": values for name, values in columns.items()})
     known = block[pl.Series(index[unknown:])]  # polars' parallel gather: ~3× numpy's here
     head = pl.DataFrame({c: np.full(unknown, np.nan) for c in block.columns})
@@ -163,9 +171,14 @@ def _higher_sources(
     return sources, skipped
 
 
+def _tails(columns: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """The last ``rows`` values of each column (all of them when ``rows`` is their length)."""
+    return {name: values[values.size - rows :] for name, values in columns.items()}
+
+
 def _correlated(
     symbol: str,
-    candles: pl.DataFrame,
+    ts: pl.Series,
     spec: CorrelatedSpec,
     tf: Timeframe,
     others: Mapping[str, pl.DataFrame | None],
@@ -181,7 +194,7 @@ def _correlated(
         columns[f"vol_{spec.volatility}"] = talib.STDDEV(
             lagged_log_return(log_close, 1), spec.volatility, 1
         )
-        frames.append(_as_of(candles["ts"], tf, data["ts"], tf, _checked(columns), f"x{other}_"))
+        frames.append(_as_of(ts, tf, data["ts"], tf, _checked(columns), f"x{other}_"))
         used.append(other)
     return frames, used, skipped
 
@@ -203,11 +216,15 @@ def compute_features(
     symbol: str,
     higher: Mapping[str, pl.DataFrame | None] | None = None,
     correlated: Mapping[str, pl.DataFrame | None] | None = None,
+    last: int | None = None,
 ) -> Features:
     """Features for every candle of ``candles`` (sorted by ``ts``). ``higher`` maps a higher
     timeframe to its stored candles (resampled from ``candles`` when absent); ``correlated`` maps
-    a symbol to its candles of the same timeframe (skipped, and named, when absent)."""
+    a symbol to its candles of the same timeframe (skipped, and named, when absent). ``last``:
+    only the newest ``last`` rows in the frame (live scoring): every series is still computed
+    over all of ``candles``, so they equal the same rows of the whole frame."""
     tf = parse_timeframe(timeframe)
+    ts = candles["ts"] if last is None else candles["ts"].tail(last)
     try:
         # Every block's indicators and families are jobs on the pool, submitted at once so the
         # cores stay busy; a block's as-of join follows when the block is complete.
@@ -219,13 +236,13 @@ def compute_features(
         ]
         base_jobs = _block_jobs(candles, spec, with_calendar=True)
         htf_blocks = [
-            _as_of(candles["ts"], tf, source["ts"], htf, _gather(jobs), f"tf{htf.name}_")
+            _as_of(ts, tf, source["ts"], htf, _gather(jobs), f"tf{htf.name}_")
             for htf, source, jobs in htf_jobs
         ]
-        base = pl.DataFrame({"ts": candles["ts"], **_gather(base_jobs)})
+        base = pl.DataFrame({"ts": ts, **_tails(_gather(base_jobs), ts.len())})
         built = [htf.name for htf, _ in sources]
         corr_blocks, used, corr_skipped = _correlated(
-            symbol, candles, spec.correlated, tf, correlated or {}
+            symbol, ts, spec.correlated, tf, correlated or {}
         )
     except FeatureError as exc:
         raise FeatureError(f"{symbol} {tf}: {exc}") from None

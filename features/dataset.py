@@ -179,7 +179,8 @@ def recent(inputs: Inputs, bars: int) -> Inputs:
     start = candles["ts"][0]
 
     def since(frame: pl.DataFrame | None) -> pl.DataFrame | None:
-        return None if frame is None else frame.filter(pl.col("ts") >= start)
+        # Frames are sorted by ts (as stored): a slice from the first ts ≥ start, no scan.
+        return None if frame is None else frame.slice(frame["ts"].search_sorted(start, "left"))
 
     return Inputs(
         candles,

@@ -1,18 +1,19 @@
-"""Stage 6: live signals. For one timeframe: collect the newest candles (the collect flow), bring
-the paper account up to date, then per symbol (fanned out, each isolated) the champion scores the
-newest closed candle with its own feature spec, the vote, signal weight and risk layer decide,
-and an approved order goes to the paper account exactly once. Artifacts: a signals table and a
-chart per symbol."""
+"""Stage 6: live signals. For one timeframe: collect the newest candles (the collect flow's
+tasks, in this flow), bring the paper account up to date, then per symbol (fanned out, each
+isolated) the champion scores the newest closed candle with its own feature spec, the vote,
+signal weight and risk layer decide, and an approved order goes to the paper account exactly
+once. Artifacts: a signals table and a chart per symbol."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.collect import collection_units
 from core.config import Settings, load_settings
+from core.errors import UnitsFailedError
 from core.reports import SIGNAL_FIELDS
 from features.build import correlated_symbols
 from flows._reporting import first_error, publish_table, raise_if_failed
@@ -36,15 +37,8 @@ def live_signals(
     timeframe = timeframe or settings.universe.timeframes[0]
     units = collection_units(settings, symbols, [timeframe])
     names = [s for s, _ in units]
-    if collect:  # a failed fetch is not fatal: the symbol's last candle will be judged STALE
-        collect_candles(
-            symbols=names + correlated_for(settings, names),
-            timeframes=[timeframe],
-            end=now,
-            home=home,
-            config=config,
-            return_state=True,
-        )
+    if collect:
+        _collect(names + correlated_for(settings, names), timeframe, now, home, config)
     ctx = open_live_run(settings, names, timeframe, now)
     futures = [(s, score_symbol.submit(ctx, s, timeframe)) for s in names]
     rows = []
@@ -62,6 +56,20 @@ def live_signals(
         publish_charts(ctx, rows)
     notify_signals(settings, rows)
     return raise_if_failed(rows)
+
+
+def _collect(
+    symbols: list[str], timeframe: str, now: datetime | None, home: str | None, config: str | None
+) -> None:
+    """The collect flow's tasks, run in this flow (a subflow costs ~1 s of its own). A failed
+    fetch is not fatal: the symbol's last candle will be judged STALE (the failure shows in the
+    collect report and the failed task)."""
+    try:
+        collect_candles.fn(
+            symbols=symbols, timeframes=[timeframe], end=now, home=home, config=config
+        )
+    except UnitsFailedError as exc:
+        get_run_logger().warning("collect: %s", exc)
 
 
 def _refused(row: dict) -> str | None:

@@ -373,8 +373,8 @@ def feature_contributions(fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
     the intercept. hgb: not available (scikit-learn has no per-row attribution for it).
     """
     check_is_fitted(fitted)
-    if isinstance(fitted, lgb.LGBMClassifier):
-        return np.asarray(fitted.predict(X, pred_contrib=True))
+    if isinstance(fitted, lgb.LGBMClassifier):  # the booster itself: the wrapper costs ~4× more
+        return np.asarray(fitted.booster_.predict(X, pred_contrib=True, num_threads=fitted.n_jobs))
     if isinstance(fitted, xgb.XGBClassifier):
         booster = fitted.get_booster()
         matrix = xgb.DMatrix(X, feature_names=booster.feature_names, nthread=fitted.n_jobs)

@@ -1,5 +1,5 @@
 """Tasks of the live-signals stage: open the run (paper account brought up to date, account
-snapshot), score each symbol, publish charts, notify."""
+snapshot, pending orders, the registry's aliases), score each symbol, publish charts, notify."""
 
 from __future__ import annotations
 
@@ -15,14 +15,19 @@ from prefect.cache_policies import NO_CACHE
 from brokers.paper import PaperBroker
 from core.config import Settings
 from core.store import CandleStore
+from core.timeframes import parse_timeframe
 from models.tracking import setup
 from trading.ledger import Ledger
-from trading.live import LiveContext, ModelCache, run_symbol
+from trading.live import LiveContext, pending_positions, run_symbol
+from trading.live_models import ModelCache
 
-# Models stay loaded, and the database engine open, between runs of a long-lived process
-# (`candleflow serve`): models keyed by version, engines by database URL.
+# Models stay loaded, the database engine open and candle files read, between runs of a
+# long-lived process (`candleflow serve`): models keyed by version, engines by database URL,
+# candle stores (whole-file reads kept until the file changes) by state directory.
 _CACHES: dict[str, ModelCache] = {}
 _LEDGERS: dict[str, Ledger] = {}
+_STORES: dict[str, CandleStore] = {}
+STORE_CACHE_MB = 512
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
@@ -36,14 +41,25 @@ def open_live_run(
         _LEDGERS[url].create_all()
     ledger = _LEDGERS[url]
     broker = PaperBroker(ledger.engine, settings.paper)
-    store = CandleStore(settings.home)
+    home = str(settings.home)
+    if home not in _STORES:
+        _STORES[home] = CandleStore(settings.home, cache_mb=STORE_CACHE_MB)
+    store = _STORES[home]
     broker.update({s: store.read(s, timeframe) for s in symbols})
-    client = setup(settings.home, settings.mlflow.tracking_uri)
-    if str(settings.home) not in _CACHES:
-        _CACHES[str(settings.home)] = ModelCache(client)
-    cache = _CACHES[str(settings.home)]
+    client = setup(settings.home, settings.mlflow.tracking_uri)  # also MLflow's URI, for loads
+    if home not in _CACHES:
+        _CACHES[home] = ModelCache(client)
+    cache = _CACHES[home]
+    cache.refresh()  # the run's aliases, in one registry query
     return LiveContext(
-        settings, store, ledger, broker, cache, broker.state(), now or datetime.now(UTC)
+        settings,
+        store,
+        ledger,
+        broker,
+        cache,
+        broker.state(),
+        now or datetime.now(UTC),
+        pending=pending_positions(ledger, store),  # after the update: fills are positions
     )
 
 
@@ -64,8 +80,9 @@ def publish_charts(ctx: LiveContext, rows: list[dict[str, Any]], last_n: int = 1
             continue
         folder = ctx.settings.home / "live" / "charts" / r["timeframe"]
         path = folder / f"{r['symbol']}_{r['ts']:%Y%m%dT%H%M}.png"
+        end = r["ts"] + parse_timeframe(r["timeframe"]).duration  # up to the signal's candle
         signal_chart(
-            ctx.store.read(r["symbol"], r["timeframe"]).tail(last_n),
+            ctx.store.read(r["symbol"], r["timeframe"], end=end).tail(last_n),
             symbol=r["symbol"],
             timeframe=r["timeframe"],
             signal_ts=r["ts"],

@@ -1,7 +1,9 @@
 """Live scoring of one symbol × timeframe: the champion scores the newest closed candle with its
-*own* feature spec, the ensemble vote, signal weight and risk layer decide, an approved order goes
-to the execution broker exactly once, and everything — refusals included — is recorded in the
-ledger. Where a challenger exists it scores the same candle in shadow (recorded, never executed).
+*own* feature spec, the ensemble vote, signal weight and risk layer decide (counting the orders
+not filled yet as exposure), an approved order goes to the execution broker exactly once (one order
+per candle: a model version other than the one that ordered it is refused), and everything —
+refusals included — is recorded in the ledger. Where a challenger exists it scores the same
+candle in shadow (recorded, never executed).
 
 Statuses: ``OK``; ``NO_MODEL`` (no champion); ``STALE`` (the last stored candle opened 2 × the
 timeframe or more ago: no order); ``SPEC_MISMATCH`` (the model's spec does not rebuild to the hash
@@ -20,22 +22,22 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from mlflow.tracking import MlflowClient
 
 from brokers.execution import AccountSnapshot, ExecutionBroker
 from core.config import Settings
 from core.errors import CandleflowError
-from core.feature_spec import FeatureSpec, LabelSpec
 from core.store import CandleStore
 from core.timeframes import as_utc, parse_timeframe
 from features.build import compute_features
 from features.dataset import load_inputs, recent, tail_bars
 from features.labels import volatility
 from models.ensemble import Ensemble
-from models.registry import CHALLENGER, CHAMPION, alias_version, load_ensemble
+from models.registry import CHALLENGER, CHAMPION
 from models.tracking import registered_name
 from models.zoo import feature_contributions
 from trading.ledger import Ledger, OrderIntent
+from trading.live_models import LiveModel, ModelCache
+from trading.records import NEW, REJECTED, SUBMITTED
 from trading.risk import AccountState, Position, bars_per_year, decide, risk_state
 from trading.signal import Vote, regime_from_candles, score_signal, vote_ensemble
 
@@ -51,43 +53,6 @@ class LiveError(CandleflowError):
     def __init__(self, status: str, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass(frozen=True)
-class LiveModel:
-    name: str
-    version: str
-    ensemble: Ensemble
-    spec: FeatureSpec
-    labels: LabelSpec
-
-
-class ModelCache:
-    """Registered models by (name, version): one registry look-up per alias and run, a load only
-    when the alias has moved to a version not seen before (thread-safe)."""
-
-    def __init__(self, client: MlflowClient) -> None:
-        self.client = client
-        self._models: dict[tuple[str, str], LiveModel] = {}
-        self._lock = threading.Lock()
-
-    def get(self, name: str, alias: str) -> LiveModel | None:
-        mv = alias_version(self.client, name, alias)
-        if mv is None:
-            return None
-        key = (name, str(mv.version))
-        with self._lock:
-            if key not in self._models:
-                ensemble = load_ensemble(name, key[1])
-                meta = ensemble.metadata
-                self._models[key] = LiveModel(
-                    name,
-                    key[1],
-                    ensemble,
-                    FeatureSpec.model_validate(meta["feature_spec"]),
-                    LabelSpec.model_validate(meta["label_spec"]),
-                )
-            return self._models[key]
 
 
 @dataclass(frozen=True)
@@ -119,7 +84,13 @@ def score_last_candle(
     inputs = recent(inputs, tail_bars(model.spec, tf))
     candles = inputs.candles
     features = compute_features(
-        candles, model.spec, tf, symbol=symbol, higher=inputs.higher, correlated=inputs.correlated
+        candles,
+        model.spec,
+        tf,
+        symbol=symbol,
+        higher=inputs.higher,
+        correlated=inputs.correlated,
+        last=1,
     )
     columns = model.ensemble.feature_columns
     if features.columns != columns:
@@ -201,6 +172,7 @@ class LiveContext:
     cache: ModelCache
     account: AccountSnapshot
     now: datetime
+    pending: tuple[Position, ...] = ()  # earlier runs' orders, not yet filled
     placed: list[Position] = field(default_factory=list)  # this run's orders, not yet filled
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -209,11 +181,26 @@ class LiveContext:
         return self.settings.home / "KILL"
 
     def account_state(self) -> AccountState:
+        """Held positions and unfilled orders (earlier runs' and this run's): all exposure."""
         a = self.account
         held = tuple(Position(p.symbol, p.notional, p.side) for p in a.positions)
-        return AccountState(
-            a.equity, a.day_start_equity, a.peak_equity, held + tuple(self.placed), a.balance
-        )
+        exposure = held + self.pending + tuple(self.placed)
+        return AccountState(a.equity, a.day_start_equity, a.peak_equity, exposure, a.balance)
+
+
+def pending_positions(ledger: Ledger, store: CandleStore) -> tuple[Position, ...]:
+    """Orders not filled yet (NEW: the broker has not accepted them yet; SUBMITTED: accepted,
+    waiting for a candle), each at its signal candle's close: the notional it was sized at."""
+    frames = [ledger.orders(status=status) for status in (NEW, SUBMITTED)]
+    pending = []
+    for row in pl.concat(frames).iter_rows(named=True):
+        end = as_utc(row["ts"]) + parse_timeframe(row["timeframe"]).duration
+        close = store.read(row["symbol"], row["timeframe"], end=end)["close"].tail(1)
+        if close.is_empty():  # no candle to price it: it still counts as an open position
+            logger.warning("pending order %s: no candle to price it at", row["order_id"])
+        notional = row["quantity"] * (float(close[0]) if close.len() else 0.0)
+        pending.append(Position(row["symbol"], notional, row["side"]))
+    return tuple(pending)
 
 
 def run_symbol(ctx: LiveContext, symbol: str, timeframe: str) -> list[dict[str, Any]]:
@@ -281,6 +268,17 @@ def _order(
     ctx: LiveContext, symbol: str, timeframe: str, model: LiveModel, scored: Scored, signal: Any
 ) -> dict[str, Any]:
     """The risk layer's decision on the signal and, if approved, the order (placed once)."""
+    taken = _ordered_by_another_version(ctx.ledger, symbol, timeframe, scored.ts, model.version)
+    if taken is not None:
+        details = {k: taken[k] for k in ("order_id", "model_version", "status")}
+        message = (
+            f"candle already ordered by v{taken['model_version']} (order {taken['order_id']},"
+            f" {taken['status']}): one order per candle, v{model.version} places none"
+        )
+        ctx.ledger.record_risk_event(
+            "candle_ordered", message, symbol=symbol, details=details, ts=scored.ts
+        )
+        return {"reasons": [message]}
     request = signal.order(symbol, scored.close, scored.sigma)
     decision = decide(
         request,
@@ -317,6 +315,20 @@ def _order(
         "take_profit": decision.take_profit,
         "reasons": list(decision.reasons),
     }
+
+
+def _ordered_by_another_version(
+    ledger: Ledger, symbol: str, timeframe: str, ts: datetime, version: str
+) -> dict[str, Any] | None:
+    """An order (not rejected) of another model version for this candle, if one exists: a new
+    champion must not open the candle's trade a second time."""
+    orders = ledger.orders(since=ts, symbol=symbol).filter(
+        (pl.col("ts") == as_utc(ts))
+        & (pl.col("timeframe") == parse_timeframe(timeframe).name)
+        & (pl.col("model_version") != str(version))
+        & (pl.col("status") != REJECTED)
+    )
+    return None if orders.is_empty() else orders.row(0, named=True)
 
 
 def _higher_vote(ctx: LiveContext, symbol: str, model: LiveModel) -> Vote | None:

@@ -4,16 +4,17 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from core.store import CandleStore, find_gaps, write_parquet_atomic
+from core.store import CandleStore, _ReadCache, find_gaps, write_parquet_atomic
 from core.timeframes import parse_timeframe
 from tests.conftest import T0, make_candles
 
 NOW = T0 + timedelta(days=60)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> CandleStore:
-    return CandleStore(tmp_path / "store")
+@pytest.fixture(params=[0, 16], ids=["uncached", "cached"])
+def store(tmp_path: Path, request: pytest.FixtureRequest) -> CandleStore:
+    """Every store behaviour holds with the read cache (``cache_mb``) as without it."""
+    return CandleStore(tmp_path / "store", cache_mb=request.param)
 
 
 def test_first_upsert_stores_sorted_candles_readable_by_any_tool(store: CandleStore) -> None:
@@ -164,3 +165,49 @@ def test_corrupt_file_is_a_store_error(store: CandleStore) -> None:
     ):
         with pytest.raises(StoreError, match=r"cannot read .*EURUSD\.parquet"):
             call()
+
+
+def test_a_cached_reader_sees_every_write_of_another_store(tmp_path: Path) -> None:
+    reader, writer = CandleStore(tmp_path, cache_mb=16), CandleStore(tmp_path)
+    writer.upsert("EURUSD", "1h", make_candles(T0, 10), now=NOW)
+    assert reader.read("EURUSD", "1h").height == 10
+    for i in range(1, 6):  # writes in quick succession, some within one mtime tick
+        writer.upsert("EURUSD", "1h", make_candles(T0 + timedelta(hours=9 + i), 1), now=NOW)
+        assert reader.read("EURUSD", "1h").height == 10 + i
+        assert reader.last_ts("EURUSD", "1h") == T0 + timedelta(hours=9 + i)
+    corrected = make_candles(T0, 1, price=1.2)  # same rows, one value changed
+    writer.upsert("EURUSD", "1h", corrected, now=NOW)
+    assert reader.read("EURUSD", "1h")["close"][0] == corrected["close"][0]
+    window = reader.read("EURUSD", "1h", T0 + timedelta(hours=2), T0 + timedelta(hours=5))
+    assert window.equals(
+        writer.read("EURUSD", "1h", T0 + timedelta(hours=2), T0 + timedelta(hours=5))
+    )
+    writer.path("EURUSD", "1h").unlink()
+    assert reader.read("EURUSD", "1h").is_empty() and reader.last_ts("EURUSD", "1h") is None
+
+
+def test_the_read_cache_keeps_unchanged_files_within_its_budget(tmp_path: Path) -> None:
+    frames = {name: make_candles(T0, 50) for name in "abc"}
+    for name, frame in frames.items():
+        write_parquet_atomic(frame, tmp_path / name)
+    size = frames["a"].estimated_size()
+    cache, loads = _ReadCache(max_bytes=2 * size), []
+
+    def read(name: str) -> pl.DataFrame:
+        return cache.read(
+            tmp_path / name, lambda: loads.append(name) or pl.read_parquet(tmp_path / name)
+        )
+
+    for name in "abab":
+        assert read(name).equals(frames[name])
+    assert loads == ["a", "b"]  # unchanged files are read once
+    read("c")  # over the budget: the least recently used (a) goes
+    read("b")
+    read("a")
+    assert loads == ["a", "b", "c", "a"]
+    write_parquet_atomic(frames["a"].head(3), tmp_path / "a")  # a new version: read again
+    assert read("a").height == 3 and loads[-1] == "a" and len(loads) == 5
+    small, counted = _ReadCache(max_bytes=size // 2), []  # a frame over the budget: not kept
+    for _ in range(2):
+        small.read(tmp_path / "b", lambda: counted.append(1) or frames["b"])
+    assert len(counted) == 2

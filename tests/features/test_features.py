@@ -96,6 +96,31 @@ def test_no_look_ahead_features_of_a_truncated_history_equal_the_full_ones(
         )
 
 
+@pytest.mark.parametrize("last", [1, 3, 64, 65, 500])
+def test_the_last_rows_alone_equal_the_same_rows_of_the_whole_frame(last: int) -> None:
+    """``last`` (live scoring) builds only the newest rows, with numpy gathers up to 64 rows and
+    polars' beyond: the same values bit for bit, NaN where nothing was known yet (BTCUSD starts
+    40 bars before the end here: older rows have no correlated values)."""
+    candles = market("ETHUSD")
+    btc = market("BTCUSD").filter(pl.col("ts") >= candles["ts"][-40])
+    kwargs = {
+        "symbol": "ETHUSD",
+        "higher": {"4h": market("ETHUSD", "4h")},
+        "correlated": {"BTCUSD": btc},
+    }
+    full = compute_features(candles, FeatureSpec(), "1h", **kwargs)
+    tail = compute_features(candles, FeatureSpec(), "1h", last=last, **kwargs)
+    assert tail.columns == full.columns and tail.spec.hash == full.spec.hash
+    expected = full.frame.tail(last)
+    assert tail.frame.height == last and tail.frame.schema == expected.schema
+    assert tail.frame["ts"].equals(expected["ts"])
+    assert expected["xBTCUSD_vol_24"].is_nan().any() == (last > 40)  # a NaN prefix when older
+    for column in full.columns:
+        np.testing.assert_array_equal(
+            tail.frame[column].to_numpy(), expected[column].to_numpy(), err_msg=column
+        )
+
+
 def test_higher_timeframe_values_appear_only_after_their_close() -> None:
     candles = market("BTCUSD")
     spec = FeatureSpec(indicators=[IndicatorSpec(function="RSI", params={"timeperiod": 3})])

@@ -80,3 +80,18 @@ def test_refuses_a_signal_outside_the_window(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not among the 120 charted candles"):
         _chart(tmp_path / "old.png", signal_ts=T0 + timedelta(hours=10))
     assert not (tmp_path / "old.png").exists()
+
+
+def test_levels_and_candles_are_drawn_only_when_given(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from trading.charts import DOWN, SL_COLOR, TP_COLOR, UP
+
+    def colors(path: Path) -> set[tuple[int, int, int]]:
+        with Image.open(path) as image:
+            return {c for _, c in image.convert("RGB").getcolors(maxcolors=1 << 20)}
+
+    order = colors(_chart(tmp_path / "order.png"))
+    flat = colors(_chart(tmp_path / "flat.png", action=0, stop_loss=None, take_profit=math.nan))
+    assert {SL_COLOR, TP_COLOR, UP, DOWN} <= order
+    assert {UP, DOWN} <= flat and not {SL_COLOR, TP_COLOR} & flat

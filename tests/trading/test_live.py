@@ -1,6 +1,7 @@
 """Live scoring without Prefect or MLflow: feature parity of the bounded tail with the full
 history, the refusal statuses, the kill switch and circuit breaker blocking orders, one order per
-candle and model version."""
+candle and model version, orders of earlier runs counted until they fill, one order per
+candle whatever the version."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from features.dataset import build_dataset, load_inputs, recent, tail_bars
 from models.ensemble import Ensemble
 from models.tuning import fit
 from tests.features.test_features import market
-from trading.ledger import Ledger
+from trading.ledger import Ledger, OrderIntent
 from trading.live import (
     OK,
     SPEC_MISMATCH,
@@ -31,9 +32,11 @@ from trading.live import (
     LiveContext,
     LiveError,
     LiveModel,
+    pending_positions,
     run_symbol,
     score_last_candle,
 )
+from trading.risk import Position
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +155,6 @@ def test_kill_switch_and_limits_block_orders(
     settings, store, live, _ = world
     ctx = _context(settings, store, live, tmp_path, **risk)
     if "max_open_positions" in risk:  # one position already held: the limit is reached
-        from trading.risk import Position
-
         ctx.placed.append(Position("ETHUSD", 1000.0, 1))
     (row,) = run_symbol(ctx, "BTCUSD", "1h")
     assert row.get("order_id") is None and ctx.ledger.orders().height == 0
@@ -174,3 +175,46 @@ def test_kill_file_and_daily_loss_circuit_breaker(world: tuple, tmp_path: Path) 
     assert row.get("order_id") is None and row["tier"] == "AVOID"
     assert any("daily loss" in r for r in row["reasons"]), row["reasons"]
     assert pl.DataFrame(ctx.ledger.orders()).height == 0
+
+
+def test_orders_of_earlier_runs_not_yet_filled_count_as_exposure(
+    world: tuple, tmp_path: Path
+) -> None:
+    settings, store, live, _ = world
+    earlier = _context(settings, store, live, tmp_path)
+    ts = store.last_ts("BTCUSD", "1h") - timedelta(hours=5)
+    intent = OrderIntent("BTCUSD", "1h", ts, "1", 1, 0.5, timeout_bars=24)
+    order, _ = earlier.ledger.place_order_once(intent, earlier.broker)
+    assert order["status"] == "SUBMITTED"  # accepted, fills on the candle after ts
+
+    ctx = _context(settings, store, live, tmp_path, max_open_positions=1)
+    ctx.pending = pending_positions(ctx.ledger, ctx.store)
+    close = store.read("BTCUSD", "1h", start=ts, end=ts + timedelta(hours=1))["close"][0]
+    assert ctx.account.positions == () and ctx.account_state().positions == (
+        Position("BTCUSD", 0.5 * close, 1),
+    )
+    (row,) = run_symbol(ctx, "BTCUSD", "1h")  # the pending order is the one position allowed
+    assert row.get("order_id") is None and ctx.ledger.orders().height == 1
+    assert any("max open positions 1 reached (1 open)" in r for r in row["reasons"])
+
+    ctx.broker.update({"BTCUSD": store.read("BTCUSD", "1h")})  # filled: a position, not pending
+    assert pending_positions(ctx.ledger, ctx.store) == ()
+
+
+def test_a_candle_ordered_by_one_version_is_not_ordered_again_by_another(
+    world: tuple, tmp_path: Path
+) -> None:
+    settings, store, live, _ = world
+    (first,) = run_symbol(_context(settings, store, live, tmp_path), "BTCUSD", "1h")
+    assert first["order_id"] and first["model_version"] == "1"
+
+    promoted = dataclasses.replace(live, version="2")  # a new champion, same candle
+    ctx = _context(settings, store, promoted, tmp_path)
+    (row,) = run_symbol(ctx, "BTCUSD", "1h")
+    assert row["status"] == OK and row["model_version"] == "2" and row.get("order_id") is None
+    assert any("already ordered by v1" in r for r in row["reasons"]), row["reasons"]
+    assert ctx.ledger.orders().height == 1
+    events = ctx.ledger.risk_events()
+    assert events.filter(pl.col("kind") == "candle_ordered").height == 1
+    recorded = ctx.ledger.signals().filter(pl.col("model_version") == "2")
+    assert "already ordered by v1" in recorded["components"][0]  # the reason is in the ledger
