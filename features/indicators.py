@@ -13,6 +13,9 @@ ATR is TA-Lib's ``ATR(14)`` of the same candles. A zero denominator gives 0 (a f
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import numpy as np
 import talib
 from talib import abstract
@@ -80,10 +83,24 @@ def rolling_zscore(x: np.ndarray, window: int) -> np.ndarray:
     return safe_divide(deviation, std, out=deviation)
 
 
+# TA-Lib abstract functions are stateful (inputs, parameters) and cost ~25 µs to build: one per
+# thread and (function, parameters), built once — a live decision calls ~30 of them.
+_FUNCTIONS = threading.local()
+
+
+def _function(name: str, params: dict[str, Any]) -> abstract.Function:
+    cache: dict[tuple, abstract.Function] = _FUNCTIONS.__dict__.setdefault("cache", {})
+    key = (name, tuple(sorted(params.items())))
+    if key not in cache:
+        cache[key] = abstract.Function(name, **params)
+    return cache[key]
+
+
 def call(spec: IndicatorSpec, inputs: Inputs) -> dict[str, np.ndarray]:
     """Raw TA-Lib outputs of one spec entry: ``{column: values}``."""
-    function = abstract.Function(spec.function)
-    result = function(inputs, **spec.resolved_params)
+    params = spec.resolved_params
+    function = _function(spec.function, params)
+    result = function(inputs, **params)
     names = function.info["output_names"]
     if len(names) == 1:
         return {spec.key: np.asarray(result, dtype=np.float64)}
