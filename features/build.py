@@ -75,15 +75,29 @@ def _pool() -> ThreadPoolExecutor:
 _POOL: ThreadPoolExecutor | None = None
 
 
+class _Inline:
+    """Runs a job at once in the calling thread (a finished future): for small builds — the
+    newest rows of live scoring — the pool's hand-offs cost more than the jobs."""
+
+    @staticmethod
+    def submit(fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # re-raised by result(), as from the pool
+            future.set_exception(exc)
+        return future
+
+
 def _block_jobs(
-    candles: pl.DataFrame, spec: FeatureSpec, with_calendar: bool
+    candles: pl.DataFrame, spec: FeatureSpec, with_calendar: bool, inline: bool = False
 ) -> list[Future[dict[str, np.ndarray]]]:
     """Indicators and families of one candle series, as jobs on the pool (columns come in job
     order: the indicators as listed, then the families)."""
     inputs = candle_inputs(candles)
     atr = talib.ATR(inputs["high"], inputs["low"], inputs["close"], timeperiod=ATR_PERIOD)
     seconds = candles["ts"].dt.epoch("s").to_numpy() if with_calendar else None
-    pool = _pool()
+    pool = _Inline if inline else _pool()
     jobs = [
         pool.submit(_checked_call, indicator_columns, [item], inputs, atr)
         for item in spec.indicators
@@ -231,10 +245,12 @@ def compute_features(
         # Higher timeframes first: their smaller blocks finish early, and their as-of joins here
         # overlap with this timeframe's jobs still running.
         sources, skipped = _higher_sources(candles, spec, tf, higher or {})
+        inline = last is not None
         htf_jobs = [
-            (htf, source, _block_jobs(source, spec, with_calendar=False)) for htf, source in sources
+            (htf, source, _block_jobs(source, spec, with_calendar=False, inline=inline))
+            for htf, source in sources
         ]
-        base_jobs = _block_jobs(candles, spec, with_calendar=True)
+        base_jobs = _block_jobs(candles, spec, with_calendar=True, inline=inline)
         htf_blocks = [
             _as_of(ts, tf, source["ts"], htf, _gather(jobs), f"tf{htf.name}_")
             for htf, source, jobs in htf_jobs
