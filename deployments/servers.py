@@ -16,7 +16,6 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from subprocess import Popen
@@ -155,7 +154,7 @@ class Supervisor:
         self.children: list[tuple[Spec, Popen]] = []
         self._files: list[IO] = []
 
-    def start(self, spec: Spec, on_progress: Callable[[str], None] = lambda _: None) -> Child:
+    def start(self, spec: Spec) -> Child:
         out: IO | None = None
         if spec.log is not None:
             spec.log.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +171,6 @@ class Supervisor:
         self.children.append((spec, process))
         self._write_state()
         if spec.health:
-            on_progress(f"waiting for {spec.name} ({spec.health})")
             self._wait_healthy(spec, process)
         return self._child(spec, process)
 

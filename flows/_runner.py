@@ -55,10 +55,6 @@ def training_workers(settings: Settings) -> int:
     return max(1, (os.cpu_count() or 1) // settings.training.n_threads)
 
 
-def collect_workers(settings: Settings) -> int:
-    return settings.collect.max_workers
-
-
 class ConfiguredTaskRunner(TaskRunner[PrefectFuture[Any]]):
     """Resolves the configured runner when the flow run enters it and delegates to it."""
 

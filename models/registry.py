@@ -203,7 +203,8 @@ class Reviewer:
         return decision
 
 
-def _all_models(client: MlflowClient) -> list[Any]:
+def all_models(client: MlflowClient) -> list[Any]:
+    """Every registered candleflow model (all pages)."""
     models, token = [], None
     while True:
         page = client.search_registered_models(
@@ -228,7 +229,7 @@ LIST_METRICS = {
 def list_models(client: MlflowClient) -> list[dict[str, Any]]:
     """Every candleflow model: symbol, timeframe, versions with aliases, metrics, decisions."""
     out = []
-    for model in _all_models(client):
+    for model in all_models(client):
         _, symbol, timeframe = model.name.split(".", 2)
         aliases: dict[str, list[str]] = {}
         for alias, version in (model.aliases or {}).items():

@@ -10,10 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from core.feature_spec import FeatureSpec, LabelSpec
 from models.ensemble import Ensemble
-from models.registry import alias_version, load_ensemble
-
-PREFIX = "candleflow."  # of every registered name (models.tracking.registered_name)
-PAGE = 1000  # registered models per registry query
+from models.registry import alias_version, all_models, load_ensemble
 
 
 @dataclass(frozen=True)
@@ -38,17 +35,10 @@ class ModelCache:
 
     def refresh(self) -> None:
         """Take the aliases of every candleflow model from the registry, for the runs ahead."""
-        aliases: dict[str, dict[str, str]] = {}
-        token = None
-        while True:
-            page = self.client.search_registered_models(
-                filter_string=f"name LIKE '{PREFIX}%'", max_results=PAGE, page_token=token
-            )
-            aliases |= {m.name: {a: str(v) for a, v in (m.aliases or {}).items()} for m in page}
-            token = page.token
-            if not token:
-                break
-        self._aliases = aliases
+        self._aliases = {
+            m.name: {a: str(v) for a, v in (m.aliases or {}).items()}
+            for m in all_models(self.client)
+        }
 
     def version(self, name: str, alias: str) -> str | None:
         """The version holding ``alias`` (None: no such model or alias)."""

@@ -5,7 +5,6 @@ the registry (versions and their data-end tags), the candle store and the live l
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -186,7 +185,7 @@ def report_row(evidence: RetrainEvidence, decision: RetrainDecision) -> dict[str
         "trained_hours_ago": None
         if evidence.trained_hours_ago is None
         else round(evidence.trained_hours_ago, 1),
-        "live_hit_rate": None if rate is None or math.isnan(rate) else round(rate, 4),
+        "live_hit_rate": None if rate is None else round(rate, 4),
         "retrain": decision.retrain,
         "trigger": decision.trigger,
         "reasons": decision.reasons,
