@@ -68,7 +68,7 @@ def _decision_latency(symbols: list[str]) -> list[dict]:
     from tasks.live import open_live_run
     from trading.live import score_last_candle
     from trading.risk import OrderRequest, bars_per_year, decide, risk_state
-    from trading.signal import regime_from_candles, score_signal
+    from trading.signal import score_signal
 
     settings = load_settings()
     now = END - timedelta(hours=2, minutes=55)  # 5 min after the set-up's last collect
@@ -78,10 +78,9 @@ def _decision_latency(symbols: list[str]) -> list[dict]:
         symbol = symbols[i % len(symbols)]
         model = ctx.cache.get(f"candleflow.{symbol}.1h", "champion")
         start = time.perf_counter()
-        scored, candles = score_last_candle(model, ctx.store, symbol, "1h", now)
-        regime = regime_from_candles(candles.tail(600), model.labels, settings.signals)
+        scored, _ = score_last_candle(model, ctx.store, symbol, "1h", now, settings.signals)
         state = risk_state(ctx.account_state(), settings.risk)
-        signal = score_signal(scored.vote, settings.signals, state, regime=regime)
+        signal = score_signal(scored.vote, settings.signals, state, regime=scored.regime)
         request = OrderRequest(symbol, 1, scored.close, scored.sigma, max(signal.multiplier, 1.0))
         decide(
             request,

@@ -13,12 +13,10 @@ ATR is TA-Lib's ``ATR(14)`` of the same candles. A zero denominator gives 0 (a f
 
 from __future__ import annotations
 
-import threading
-from typing import Any
+from functools import cache
 
 import numpy as np
 import talib
-from talib import abstract
 
 from core.feature_spec import IndicatorSpec, talib_functions
 
@@ -83,25 +81,21 @@ def rolling_zscore(x: np.ndarray, window: int) -> np.ndarray:
     return safe_divide(deviation, std, out=deviation)
 
 
-# TA-Lib abstract functions are stateful (inputs, parameters) and cost ~25 µs to build: one per
-# thread and (function, parameters), built once — a live decision calls ~30 of them.
-_FUNCTIONS = threading.local()
-
-
-def _function(name: str, params: dict[str, Any]) -> abstract.Function:
-    cache: dict[tuple, abstract.Function] = _FUNCTIONS.__dict__.setdefault("cache", {})
-    key = (name, tuple(sorted(params.items())))
-    if key not in cache:
-        cache[key] = abstract.Function(name, **params)
-    return cache[key]
+@cache
+def _series(function: str) -> tuple[str, ...]:
+    """The candle columns a TA-Lib function takes, in its argument order."""
+    inputs = talib_functions()[function]["input_names"].values()
+    return tuple(n for names in inputs for n in ([names] if isinstance(names, str) else names))
 
 
 def call(spec: IndicatorSpec, inputs: Inputs) -> dict[str, np.ndarray]:
-    """Raw TA-Lib outputs of one spec entry: ``{column: values}``."""
-    params = spec.resolved_params
-    function = _function(spec.function, params)
-    result = function(inputs, **params)
-    names = function.info["output_names"]
+    """Raw TA-Lib outputs of one spec entry: ``{column: values}``. TA-Lib's function is called
+    directly with the columns its abstract interface names (the same C call, without that
+    interface's per-call input handling: a live decision makes ~30 of these calls)."""
+    info = talib_functions()[spec.function]
+    function = getattr(talib, spec.function)
+    result = function(*(inputs[n] for n in _series(spec.function)), **spec.resolved_params)
+    names = info["output_names"]
     if len(names) == 1:
         return {spec.key: np.asarray(result, dtype=np.float64)}
     return {

@@ -16,6 +16,8 @@ import numpy as np
 from scipy.optimize import minimize
 from sklearn.metrics import log_loss
 
+from models.zoo import positive_probability
+
 Method = Literal["weighted", "majority"]
 
 
@@ -50,7 +52,7 @@ class Ensemble:
     metadata: dict[str, Any] = field(default_factory=dict)  # spec, labels, data range, …
 
     def family_probabilities(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        return {name: model.predict_proba(X)[:, 1] for name, model in self.models.items()}
+        return {name: positive_probability(model, X) for name, model in self.models.items()}
 
     def combine(self, probas: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(probability, long signal) from the families' probabilities."""

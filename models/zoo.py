@@ -365,6 +365,21 @@ def get_family(name: str) -> ModelFamily:
         ) from None
 
 
+def positive_probability(fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
+    """P(y = 1) per row: ``predict_proba(X)[:, 1]``, the same numbers. A binary LightGBM model
+    predicts through its booster (what its wrapper calls after per-call checks that cost ~10× the
+    trees of a one-row live prediction: 0.05 ms against 0.6 ms measured)."""
+    if (
+        isinstance(fitted, lgb.LGBMClassifier)
+        and getattr(fitted, "n_classes_", 0) == 2
+        and not callable(fitted.objective)
+        and isinstance(fitted.n_jobs, int)
+        and fitted.n_jobs > 0
+    ):
+        return np.asarray(fitted.booster_.predict(X, num_threads=fitted.n_jobs))
+    return fitted.predict_proba(X)[:, 1]
+
+
 def feature_contributions(fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
     """Per-row additive contributions to the raw margin (log-odds of class 1): n × (features + 1),
     the last column being the bias, so each row sums to the model's margin for that row.

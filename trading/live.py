@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import sklearn
 
 from brokers.execution import AccountSnapshot, ExecutionBroker
 from core.config import Settings
 from core.errors import CandleflowError
+from core.settings_trading import SignalSettings
 from core.store import CandleStore
 from core.timeframes import as_utc, parse_timeframe
 from features.build import compute_features
@@ -39,7 +41,13 @@ from trading.ledger import Ledger, OrderIntent
 from trading.live_models import LiveModel, ModelCache
 from trading.records import NEW, REJECTED, SUBMITTED
 from trading.risk import AccountState, Position, bars_per_year, decide, risk_state
-from trading.signal import Vote, regime_from_candles, score_signal, vote_ensemble
+from trading.signal import (
+    RegimeReading,
+    Vote,
+    regime_from_sigma,
+    score_signal,
+    vote_ensemble,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +70,19 @@ class Scored:
     close: float
     sigma: float
     explanation: dict[str, Any]
+    regime: RegimeReading | None = None
 
 
 def score_last_candle(
-    model: LiveModel, store: CandleStore, symbol: str, timeframe: str, now: datetime
+    model: LiveModel,
+    store: CandleStore,
+    symbol: str,
+    timeframe: str,
+    now: datetime,
+    signals: SignalSettings | None = None,
 ) -> tuple[Scored, pl.DataFrame]:
-    """The model's vote on the newest closed candle (and the candles it came from)."""
+    """The model's vote on the newest closed candle (and the candles it came from), with the
+    volatility regime of that candle when ``signals`` says how to read it."""
     meta = model.ensemble.metadata
     if model.spec.hash != meta["spec_hash"]:
         raise LiveError(
@@ -100,14 +115,20 @@ def score_last_candle(
     if not np.isfinite(X).all():
         bad = [c for c, v in zip(columns, X[0], strict=True) if not math.isfinite(v)][:5]
         raise LiveError(ERROR, f"features undefined at the last candle: {bad}")
-    probas = {f: float(p[0]) for f, p in model.ensemble.family_probabilities(X).items()}
-    sigma = float(volatility(candles.tail(model.labels.vol_window * 4), model.labels)[-1])
+    with sklearn.config_context(assume_finite=True):  # checked above, not again per family
+        probas = {f: float(p[0]) for f, p in model.ensemble.family_probabilities(X).items()}
+        explanation = explain(model.ensemble, X)
+    # σ of the labels (the barriers' unit) over the regime's window too: computed once. Its
+    # recursive estimate starts 4 × its window back at least, where the start is forgotten.
+    lookback = 0 if signals is None else signals.regime_lookback
+    sigmas = volatility(candles.tail(lookback + model.labels.vol_window * 4), model.labels)
     scored = Scored(
         last,
         vote_ensemble(model.ensemble, probas),
         float(candles["close"][-1]),
-        sigma,
-        explain(model.ensemble, X),
+        float(sigmas[-1]),
+        explanation,
+        None if signals is None else regime_from_sigma(sigmas, signals),
     )
     return scored, candles
 
@@ -228,7 +249,9 @@ def _decide(
     ctx: LiveContext, symbol: str, timeframe: str, model: LiveModel, shadow: bool
 ) -> dict[str, Any]:
     try:
-        scored, candles = score_last_candle(model, ctx.store, symbol, timeframe, ctx.now)
+        scored, _ = score_last_candle(
+            model, ctx.store, symbol, timeframe, ctx.now, ctx.settings.signals
+        )
     except LiveError as exc:
         reasons = [str(exc)]
         return _record(
@@ -240,15 +263,10 @@ def _decide(
             ctx, symbol, timeframe, None, ERROR, reasons, model.name, model, None, shadow
         )
     higher = None if shadow else _higher_vote(ctx, symbol, model)
-    regime = regime_from_candles(
-        candles.tail(ctx.settings.signals.regime_lookback + model.labels.vol_window * 4),
-        model.labels,
-        ctx.settings.signals,
-    )
     with ctx.lock:  # the risk state and the orders of this run move together
         state = risk_state(ctx.account_state(), ctx.settings.risk, ctx.kill_file)
         signal = score_signal(
-            scored.vote, ctx.settings.signals, state, regime=regime, higher_tf=higher
+            scored.vote, ctx.settings.signals, state, regime=scored.regime, higher_tf=higher
         )
         order: dict[str, Any] = {}
         reasons = list(signal.reasons)

@@ -192,11 +192,15 @@ def regime_from_candles(
 ) -> RegimeReading | None:
     """:func:`volatility_regime` of the labels' σ over ``frame`` (candles up to the signal bar;
     give it ``regime_lookback`` + ``labels.vol_window`` bars for a full window)."""
+    return regime_from_sigma(volatility(frame, labels), settings)
+
+
+def regime_from_sigma(
+    sigma: Sequence[float] | np.ndarray, settings: SignalSettings
+) -> RegimeReading | None:
+    """:func:`volatility_regime` of ``sigma`` with the configured lookback and percentiles."""
     return volatility_regime(
-        volatility(frame, labels),
-        settings.regime_lookback,
-        settings.regime_low_pct,
-        settings.regime_high_pct,
+        sigma, settings.regime_lookback, settings.regime_low_pct, settings.regime_high_pct
     )
 
 

@@ -184,3 +184,5 @@ def test_infinite_values_are_an_error() -> None:
     )
     with pytest.raises(FeatureError, match=r"EURUSD 1h: feature column\(s\) \['mult'\]"):
         compute_features(candles, spec, "1h", symbol="EURUSD")
+    with pytest.raises(FeatureError, match=r"EURUSD 1h: feature column\(s\) \['mult'\]"):
+        compute_features(candles, spec, "1h", symbol="EURUSD", last=1)  # the row live scores

@@ -27,6 +27,7 @@ from models.zoo import (
     UnknownModelFamilyError,
     balanced_sample_weight,
     feature_contributions,
+    positive_probability,
     get_family,
 )
 
@@ -308,6 +309,18 @@ def test_feature_contributions_sum_to_the_log_odds(family: ModelFamily, planted)
     np.testing.assert_allclose(contributions.sum(axis=1), margin, atol=1e-3, rtol=1e-4)
     importance = np.abs(contributions[:, :-1]).mean(axis=0)
     assert importance.argmax() == 0  # the planted feature explains the most
+
+
+def test_positive_probability_is_predict_proba_exactly(family: ModelFamily, planted) -> None:
+    """The live path's shortcut (LightGBM's booster itself) gives the same numbers, bit for bit,
+    for a batch and for the single row live scoring predicts."""
+    X, y, X_test, _ = planted
+    model = _fit(family, X, y)
+    np.testing.assert_array_equal(
+        positive_probability(model, X_test), model.predict_proba(X_test)[:, 1]
+    )
+    row = X_test[-1:]
+    np.testing.assert_array_equal(positive_probability(model, row), model.predict_proba(row)[:, 1])
 
 
 def test_feature_contributions_need_a_fitted_model(family: ModelFamily) -> None:

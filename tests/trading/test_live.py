@@ -21,6 +21,7 @@ from core.store import CandleStore
 from core.timeframes import parse_timeframe
 from features.build import compute_features
 from features.dataset import build_dataset, load_inputs, recent, tail_bars
+from features.labels import volatility
 from models.ensemble import Ensemble
 from models.tuning import fit
 from tests.features.test_features import market
@@ -37,6 +38,7 @@ from trading.live import (
     score_last_candle,
 )
 from trading.risk import Position
+from trading.signal import regime_from_candles
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +109,21 @@ def test_tail_features_equal_full_history_features(world: tuple) -> None:
     a = full.frame.tail(1).select(full.columns).to_numpy()
     b = tail.frame.tail(1).select(tail.columns).to_numpy()
     np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-12)
+
+
+def test_sigma_and_regime_of_the_scored_candle(world: tuple) -> None:
+    """One σ series serves the barriers (its last value) and the regime (its window): the same
+    numbers as the labels' volatility over those candles, and no regime unless asked for."""
+    settings, store, live, _ = world
+    now = store.last_ts("BTCUSD", "1h") + timedelta(hours=1, minutes=1)
+    plain, _ = score_last_candle(live, store, "BTCUSD", "1h", now)
+    scored, candles = score_last_candle(live, store, "BTCUSD", "1h", now, settings.signals)
+    assert plain.regime is None and scored.regime is not None
+    window = candles.tail(settings.signals.regime_lookback + live.labels.vol_window * 4)
+    assert scored.sigma == volatility(window, live.labels)[-1]
+    assert scored.regime == regime_from_candles(window, live.labels, settings.signals)
+    assert scored.regime.bars == settings.signals.regime_lookback
+    assert scored.vote == plain.vote
 
 
 def test_stale_and_spec_mismatch_are_refused(world: tuple) -> None:
