@@ -66,9 +66,8 @@ def _decision_latency(symbols: list[str]) -> list[dict]:
     from features.build import compute_features
     from features.dataset import load_inputs
     from tasks.live import open_live_run
-    from trading.live import score_last_candle
+    from trading.live import score_last_candle, signal_of
     from trading.risk import OrderRequest, bars_per_year, decide, risk_state
-    from trading.signal import score_signal
 
     settings = load_settings()
     now = END - timedelta(hours=2, minutes=55)  # 5 min after the set-up's last collect
@@ -80,7 +79,7 @@ def _decision_latency(symbols: list[str]) -> list[dict]:
         start = time.perf_counter()
         scored, _ = score_last_candle(model, ctx.store, symbol, "1h", now, settings.signals)
         state = risk_state(ctx.account_state(), settings.risk)
-        signal = score_signal(scored.vote, settings.signals, state, regime=scored.regime)
+        signal = signal_of(scored, settings.signals, state)
         request = OrderRequest(symbol, 1, scored.close, scored.sigma, max(signal.multiplier, 1.0))
         decide(
             request,

@@ -52,8 +52,10 @@ def live_signals(
         else:
             rows.extend(r | {"error": _refused(r)} for r in future.result())
     publish_table("live-signals", rows, f"Signals for the newest {timeframe} candles")
-    if charts:
-        publish_charts(ctx, rows)
+    if charts:  # a failed chart shows as a failed task; it never holds back the notification
+        drawn = publish_charts(ctx, rows, return_state=True)
+        if drawn.is_failed():
+            get_run_logger().warning("charts: %s", drawn.message)
     notify_signals(settings, rows)
     return raise_if_failed(rows)
 

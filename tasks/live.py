@@ -4,6 +4,7 @@ snapshot, pending orders, the registry's aliases), score each symbol, publish ch
 from __future__ import annotations
 
 import base64
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from brokers.paper import PaperBroker
 from core.config import Settings
+from core.errors import CandleflowError
 from core.store import CandleStore
 from core.timeframes import parse_timeframe
 from models.tracking import setup
@@ -24,6 +26,8 @@ from trading.live_models import ModelCache
 # Models stay loaded, the database engine open and candle files read, between runs of a
 # long-lived process (`candleflow serve`): models keyed by version, engines by database URL,
 # candle stores (whole-file reads kept until the file changes) by state directory.
+logger = logging.getLogger(__name__)
+
 _CACHES: dict[str, ModelCache] = {}
 _LEDGERS: dict[str, Ledger] = {}
 _STORES: dict[str, CandleStore] = {}
@@ -71,29 +75,35 @@ def score_symbol(ctx: LiveContext, symbol: str, timeframe: str) -> list[dict[str
 
 @task(cache_policy=NO_CACHE)
 def publish_charts(ctx: LiveContext, rows: list[dict[str, Any]], last_n: int = 120) -> list[str]:
-    """A PNG per scored symbol (last candles, the signal, SL and TP) and a markdown artifact."""
+    """A PNG per scored symbol (last candles, the signal, SL and TP) and a markdown artifact.
+    One symbol's chart failing does not cost the others: the task fails at the end, naming it."""
     from trading.charts import signal_chart
 
-    paths, parts = [], ["# Live signals", ""]
+    paths, parts, failed = [], ["# Live signals", ""], []
     for r in rows:
         if r["shadow"] or r["status"] != "OK":
             continue
         folder = ctx.settings.home / "live" / "charts" / r["timeframe"]
         path = folder / f"{r['symbol']}_{r['ts']:%Y%m%dT%H%M}.png"
         end = r["ts"] + parse_timeframe(r["timeframe"]).duration  # up to the signal's candle
-        signal_chart(
-            ctx.store.read(r["symbol"], r["timeframe"], end=end).tail(last_n),
-            symbol=r["symbol"],
-            timeframe=r["timeframe"],
-            signal_ts=r["ts"],
-            action=r["action"],
-            probability=r["probability"],
-            tier=r["tier"],
-            stop_loss=r.get("stop_loss"),
-            take_profit=r.get("take_profit"),
-            path=path,
-            last_n=last_n,
-        )
+        try:
+            signal_chart(
+                ctx.store.read(r["symbol"], r["timeframe"], end=end).tail(last_n),
+                symbol=r["symbol"],
+                timeframe=r["timeframe"],
+                signal_ts=r["ts"],
+                action=r["action"],
+                probability=r["probability"],
+                tier=r["tier"],
+                stop_loss=r.get("stop_loss"),
+                take_profit=r.get("take_profit"),
+                path=path,
+                last_n=last_n,
+            )
+        except Exception as exc:
+            logger.exception("chart of %s %s failed", r["symbol"], r["timeframe"])
+            failed.append(f"{r['symbol']} {r['timeframe']}: {type(exc).__name__}: {exc}")
+            continue
         paths.append(str(path))
         parts += [
             f"## {r['symbol']} {r['timeframe']} — {r['tier']}",
@@ -105,7 +115,13 @@ def publish_charts(ctx: LiveContext, rows: list[dict[str, Any]], last_n: int = 1
         create_markdown_artifact(
             key="live-signal-charts", markdown="\n".join(parts), description="Signal charts"
         )
+    if failed:
+        raise ChartError(f"{len(failed)} chart(s) failed: " + "; ".join(failed))
     return paths
+
+
+class ChartError(CandleflowError):
+    """Signal charts could not be drawn (the signals and orders are not affected)."""
 
 
 def _inline(path: Path) -> str:

@@ -27,12 +27,13 @@ import sklearn
 from brokers.execution import AccountSnapshot, ExecutionBroker
 from core.config import Settings
 from core.errors import CandleflowError
+from core.feature_spec import LabelSpec
 from core.settings_trading import SignalSettings
 from core.store import CandleStore
 from core.timeframes import as_utc, parse_timeframe
 from features.build import compute_features
 from features.dataset import load_inputs, recent, tail_bars
-from features.labels import volatility
+from features.labels import cusum_events, volatility
 from models.ensemble import Ensemble
 from models.registry import CHALLENGER, CHAMPION
 from models.tracking import registered_name
@@ -40,9 +41,10 @@ from models.zoo import feature_contributions
 from trading.ledger import Ledger, OrderIntent
 from trading.live_models import LiveModel, ModelCache
 from trading.records import NEW, REJECTED, SUBMITTED
-from trading.risk import AccountState, Position, bars_per_year, decide, risk_state
+from trading.risk import AccountState, Position, RiskState, bars_per_year, decide, risk_state
 from trading.signal import (
     RegimeReading,
+    Signal,
     Vote,
     regime_from_sigma,
     score_signal,
@@ -71,6 +73,7 @@ class Scored:
     sigma: float
     explanation: dict[str, Any]
     regime: RegimeReading | None = None
+    event: bool = True  # a bar of the kind the model was trained on (CUSUM filter, if any)
 
 
 def score_last_candle(
@@ -121,7 +124,8 @@ def score_last_candle(
     # σ of the labels (the barriers' unit) over the regime's window too: computed once. Its
     # recursive estimate starts 4 × its window back at least, where the start is forgotten.
     lookback = 0 if signals is None else signals.regime_lookback
-    sigmas = volatility(candles.tail(lookback + model.labels.vol_window * 4), model.labels)
+    window = candles.tail(lookback + model.labels.vol_window * 4)
+    sigmas = volatility(window, model.labels)
     scored = Scored(
         last,
         vote_ensemble(model.ensemble, probas),
@@ -129,8 +133,32 @@ def score_last_candle(
         float(sigmas[-1]),
         explanation,
         None if signals is None else regime_from_sigma(sigmas, signals),
+        _is_event(window, sigmas, model.labels),
     )
     return scored, candles
+
+
+def _is_event(window: pl.DataFrame, sigmas: np.ndarray, labels: LabelSpec) -> bool:
+    """Whether the last bar passes the labels' CUSUM filter (always, without one): a model
+    trained on event bars only says nothing about the others. The filter runs over the window
+    from its start; its sums reset at each event, so after the first few events it agrees with
+    the filter run over the whole history (tests/trading/test_live.py checks)."""
+    if labels.cusum is None:
+        return True
+    close = window["close"].to_numpy().astype(np.float64)
+    return bool(cusum_events(close, sigmas, labels.cusum)[-1])
+
+
+def signal_of(
+    scored: Scored, settings: SignalSettings, state: RiskState, higher: Vote | None = None
+) -> Signal:
+    """The signal on a scored candle: weight, tier, multiplier (NEUTRAL off the model's events)."""
+    off_event = None
+    if not scored.event:
+        off_event = "not a CUSUM event: the model was trained on event bars only"
+    return score_signal(
+        scored.vote, settings, state, regime=scored.regime, higher_tf=higher, off_event=off_event
+    )
 
 
 def _check_fresh(inputs: Any, last: datetime, tf: Any) -> None:
@@ -265,9 +293,7 @@ def _decide(
     higher = None if shadow else _higher_vote(ctx, symbol, model)
     with ctx.lock:  # the risk state and the orders of this run move together
         state = risk_state(ctx.account_state(), ctx.settings.risk, ctx.kill_file)
-        signal = score_signal(
-            scored.vote, ctx.settings.signals, state, regime=scored.regime, higher_tf=higher
-        )
+        signal = signal_of(scored, ctx.settings.signals, state, higher)
         order: dict[str, Any] = {}
         reasons = list(signal.reasons)
         if state.halted and int(scored.vote.side) != 0 and not shadow:  # a refused trade

@@ -13,8 +13,9 @@ components, a recommendation tier and a position multiplier. Pure functions of p
   higher timeframe) is marked ``missing``; by default its weight is spread over the others
   (``renormalise``: no absent input pulls every signal towards the middle), or it scores 0.5.
 * **Tier**: AVOID when trading is halted, or the risk or regime score is below its ``avoid_*``
-  floor; else a flat vote is NEUTRAL; else BUY from ``buy_weight``, STRONG_BUY from
-  ``strong_weight`` (SELL tiers alike), and NEUTRAL below ``buy_weight``.
+  floor; else a flat vote, or a bar off the model's events (CUSUM filter), is NEUTRAL; else BUY
+  from ``buy_weight``, STRONG_BUY from ``strong_weight`` (SELL tiers alike), and NEUTRAL below
+  ``buy_weight``.
 * **Multiplier** rises linearly from ``min_multiplier`` at ``buy_weight`` to ``max_multiplier`` at
   100; it is 0 on a signal that is not an order (NEUTRAL, AVOID).
 """
@@ -376,14 +377,19 @@ def score_signal(
     *,
     regime: RegimeReading | None = None,
     higher_tf: Vote | None = None,
+    off_event: str | None = None,
 ) -> Signal:
     """Weight, tier and multiplier of a vote (module docstring). ``higher_tf``: the vote of the
-    higher timeframe's model on its latest closed bar, if there is one."""
+    higher timeframe's model on its latest closed bar, if there is one. ``off_event``: why the
+    bar is not one the model was trained to score (a CUSUM filter's non-event): NEUTRAL."""
     components = _components(vote_, settings, risk, regime, higher_tf)
     weight = min(max(sum(c.points for c in components), 0.0), 100.0)
     avoid = avoid_reasons(risk, regime, settings)
     tier = recommend(vote_.side, weight, bool(avoid), settings)
     reasons = list(avoid)
+    if off_event and not avoid:
+        tier = Tier.NEUTRAL
+        reasons.append(off_event)
     neutral = _neutral_reason(vote_, weight, settings)
     if neutral and not avoid:
         reasons.append(neutral)

@@ -81,6 +81,29 @@ def test_live_signals_order_once_shadow_and_refusals(champion: None) -> None:
     assert {r["status"] for r in stale} == {"STALE"}
 
 
+def test_a_failed_chart_holds_back_neither_the_run_nor_the_notification(
+    champion: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from trading.notify import NotifyReport
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    sent: list[list[dict]] = []
+
+    def notify(signals, settings, client=None):
+        sent.append(signals)
+        return NotifyReport(sent=len(signals), skipped=0)
+
+    monkeypatch.setattr("trading.charts.signal_chart", broken)
+    monkeypatch.setattr("trading.notify.notify", notify)
+    rows = _run(END, ["BTCUSD"])
+    main = next(r for r in rows if not r["shadow"])
+    assert main["status"] == "OK" and main["order_id"]
+    assert [r["symbol"] for r in sent[0]] == ["BTCUSD"]
+    assert "1 chart(s) failed: BTCUSD 1h: OSError: disk full" in caplog.text
+
+
 def test_cli_signals_json(champion: None) -> None:
     result = CliRunner().invoke(app, ["signals", "--symbols", "BTCUSD", "--json"])
     assert result.exit_code == 0, result.stderr

@@ -21,7 +21,7 @@ from core.store import CandleStore
 from core.timeframes import parse_timeframe
 from features.build import compute_features
 from features.dataset import build_dataset, load_inputs, recent, tail_bars
-from features.labels import volatility
+from features.labels import cusum_events, volatility
 from models.ensemble import Ensemble
 from models.tuning import fit
 from tests.features.test_features import market
@@ -33,11 +33,13 @@ from trading.live import (
     LiveContext,
     LiveError,
     LiveModel,
+    _is_event,
     pending_positions,
     run_symbol,
     score_last_candle,
+    signal_of,
 )
-from trading.risk import Position
+from trading.risk import Position, RiskState
 from trading.signal import regime_from_candles
 
 
@@ -124,6 +126,41 @@ def test_sigma_and_regime_of_the_scored_candle(world: tuple) -> None:
     assert scored.regime == regime_from_candles(window, live.labels, settings.signals)
     assert scored.regime.bars == settings.signals.regime_lookback
     assert scored.vote == plain.vote
+
+
+def test_cusum_event_of_the_window_is_the_one_of_the_whole_history(world: tuple) -> None:
+    """A model trained on CUSUM event bars scores live only on event bars: the filter run over
+    the live window agrees with the filter run over the whole history, bar after bar."""
+    settings, store, live, _ = world
+    labels = live.labels.model_copy(update={"cusum": 1.5})
+    candles = store.read("BTCUSD", "1h")
+    sigma = volatility(candles, labels)
+    full = cusum_events(candles["close"].to_numpy(), sigma, labels.cusum)
+    bars = settings.signals.regime_lookback + labels.vol_window * 4
+    cusum = dataclasses.replace(live, labels=labels)
+    seen = set()
+    for end in range(candles.height - 60, candles.height):
+        window = candles.slice(end - bars + 1, bars)
+        assert _is_event(window, volatility(window, labels), labels) == full[end], end
+        seen.add(bool(full[end]))
+    assert seen == {True, False}
+    # A non-event bar: the vote is recorded, the signal is NEUTRAL and says why.
+    end = int(np.flatnonzero(~full[: candles.height])[-1])
+    store_until = CandleStore(Path(tempfile.mkdtemp()))
+    store_until.upsert("BTCUSD", "1h", candles.head(end + 1))
+    now = candles["ts"][end] + timedelta(hours=1, minutes=1)
+    scored, _ = score_last_candle(cusum, store_until, "BTCUSD", "1h", now, settings.signals)
+    assert not scored.event and scored.vote.side == 1
+    signal = signal_of(scored, settings.signals, risk_state_calm())
+    assert signal.tier.value == "NEUTRAL" and "not a CUSUM event" in signal.reasons[0]
+    event_end = int(np.flatnonzero(full)[-1])
+    store_until.upsert("BTCUSD", "1h", candles.head(event_end + 1))
+    now = candles["ts"][event_end] + timedelta(hours=1, minutes=1)
+    assert score_last_candle(cusum, store_until, "BTCUSD", "1h", now, settings.signals)[0].event
+
+
+def risk_state_calm() -> RiskState:
+    return RiskState(daily_loss_pct=0.0, drawdown_pct=0.0, usage=0.0)
 
 
 def test_stale_and_spec_mismatch_are_refused(world: tuple) -> None:

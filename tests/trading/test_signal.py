@@ -230,6 +230,17 @@ def test_weak_buy_stays_neutral_with_a_reason() -> None:
     assert "needed to trade" in signal.reasons[0]
 
 
+def test_a_bar_off_the_models_events_is_neutral_with_its_reason() -> None:
+    main, _ = _strong_vote()
+    assert score_signal(main, DEFAULTS, CALM, regime=MID_REGIME).is_order
+    off = score_signal(main, DEFAULTS, CALM, regime=MID_REGIME, off_event="not a CUSUM event")
+    assert off.tier is Tier.NEUTRAL and off.multiplier == 0.0 and not off.is_order
+    assert off.reasons == ("not a CUSUM event",) and off.side is Side.BUY  # the vote is kept
+    halted = RiskState(0.0, 0.0, 1.0, halts=("kill switch",))
+    avoid = score_signal(main, DEFAULTS, halted, regime=MID_REGIME, off_event="not a CUSUM event")
+    assert avoid.tier is Tier.AVOID and avoid.reasons == ("kill switch",)
+
+
 def test_risk_state_and_regime_can_forbid_trading() -> None:
     main, _ = _strong_vote()
     stretched = RiskState(2.7, 0.0, 0.9)  # risk score 0.1 < 0.2
