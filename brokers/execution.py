@@ -148,7 +148,8 @@ class PositionSnapshot:
 class AccountSnapshot:
     """A snapshot of the account for the risk layer. ``balance``: initial balance plus realised
     PnL net of fees; ``equity``: balance plus unrealised PnL; ``day``: the UTC day of the last
-    processed candle, ``day_start_equity`` the equity when it began."""
+    processed candle, ``day_start_equity`` the equity when it began; ``as_of``: the close time of
+    the newest candle processed."""
 
     account: str
     currency: str

@@ -11,6 +11,13 @@ then closes on the first candle (the entry candle included) that
 - opens at or after the position's ``timeout_at``: at that candle's close, with slippage.
 The balance holds realised PnL net of fees (a margin account: notional is not debited); equity
 adds the open positions marked to their symbol's last processed close.
+
+Timeframes: one account may be fed candles of several timeframes (live runs of 1h and 4h). A
+symbol's mark holds the *close time* of the last candle processed, and only candles opening at or
+after it are processed next, so no stretch of time is processed twice (a coarse candle that
+overlaps one already processed is skipped: the finer candles cover it). An order fills on the
+first processed candle opening at or after its signal candle's close, whatever the timeframe of
+the candles that come.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from core.candles import PRICE_COLUMNS, conform
 from core.db import make_engine
 from core.settings_live import PaperSettings
 from core.symbols import normalize_symbol
-from core.timeframes import as_utc
+from core.timeframes import as_utc, parse_timeframe
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +147,9 @@ class _Book:
             self.account["day"] = ts.date()
             self.account["day_start_equity"] = self.equity()
 
-    def mark(self, symbol: str, candle: Candle) -> None:
-        self.marks[symbol] = (candle.ts, candle.close)
+    def mark(self, symbol: str, candle: Candle, until: datetime) -> None:
+        """The symbol's price is ``candle``'s close, known at ``until`` (its close time)."""
+        self.marks[symbol] = (until, candle.close)
         self.changed_marks.add(symbol)
         self.account["peak_equity"] = max(self.account["peak_equity"], self.equity())
 
@@ -194,18 +202,24 @@ def _position_state(p: dict[str, Any], price: float, unrealized: float) -> Posit
 def _new_candles(
     candles_by_symbol: Mapping[str, pl.DataFrame], marks: Mapping[str, tuple[datetime, float]]
 ) -> list[tuple[str, Candle]]:
-    """Candles newer than each symbol's mark, across symbols in time order."""
+    """Candles opening at or after each symbol's mark (the close of the last one processed),
+    across symbols in time order."""
     out: list[tuple[str, Candle]] = []
     for key, frame in candles_by_symbol.items():
         symbol = normalize_symbol(key)
         frame = conform(frame).drop_nulls(["ts", *PRICE_COLUMNS])
         frame = frame.unique("ts", keep="last").sort("ts")
         if symbol in marks:
-            frame = frame.filter(pl.col("ts") > marks[symbol][0])
+            frame = frame.filter(pl.col("ts") >= marks[symbol][0])
         for ts, o, h, lo, c in frame.select("ts", *PRICE_COLUMNS).iter_rows():
             out.append((symbol, Candle(as_utc(ts), o, h, lo, c)))
     out.sort(key=lambda item: (item[1].ts, item[0]))
     return out
+
+
+def _signal_close(position: Mapping[str, Any]) -> datetime:
+    """When the order's signal candle closed: the earliest a fill may open."""
+    return position["candle_ts"] + parse_timeframe(position["timeframe"]).duration
 
 
 class PaperBroker:
@@ -299,10 +313,12 @@ class PaperBroker:
             "created_at": datetime.now(UTC),
         }
 
-    def update(self, candles_by_symbol: Mapping[str, pl.DataFrame]) -> UpdateReport:
-        """Process the closed candles newer than those already processed (per symbol): fill
-        pending orders, close positions, mark equity. All of it commits together or not at all,
-        so running it twice on the same candles changes nothing."""
+    def update(self, candles_by_symbol: Mapping[str, pl.DataFrame], timeframe: str) -> UpdateReport:
+        """Process the closed ``timeframe`` candles not processed yet (per symbol: from the close
+        of the last one processed, module docstring): fill pending orders, close positions, mark
+        equity. All of it commits together or not at all, so running it twice on the same
+        candles changes nothing."""
+        duration = parse_timeframe(timeframe).duration
         self._ensure_account()
         entries = exits = 0
         with self.engine.begin() as conn:
@@ -311,14 +327,14 @@ class PaperBroker:
             for symbol, candle in new:
                 book.roll_day(candle.ts)
                 for position in self._positions_of(book, symbol):
-                    if position["status"] == PENDING and position["candle_ts"] < candle.ts:
+                    if position["status"] == PENDING and candle.ts >= _signal_close(position):
                         self._enter(conn, book, position, candle)
                         entries += 1
                     if position["status"] == OPEN and self._maybe_exit(
                         conn, book, position, candle
                     ):
                         exits += 1
-                book.mark(symbol, candle)
+                book.mark(symbol, candle, candle.ts + duration)
             book.save(conn)
         return UpdateReport(candles=len(new), entries=entries, exits=exits)
 

@@ -49,7 +49,7 @@ def open_live_run(
     if home not in _STORES:
         _STORES[home] = CandleStore(settings.home, cache_mb=STORE_CACHE_MB)
     store = _STORES[home]
-    broker.update({s: store.read(s, timeframe) for s in symbols})
+    broker.update({s: store.read(s, timeframe) for s in symbols}, timeframe)
     client = setup(settings.home, settings.mlflow.tracking_uri)  # also MLflow's URI, for loads
     if home not in _CACHES:
         _CACHES[home] = ModelCache(client)

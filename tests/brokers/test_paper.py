@@ -84,10 +84,10 @@ def test_paper_implements_the_execution_protocol(paper: PaperBroker) -> None:
 
 def test_market_order_fills_at_next_open_with_slippage_and_fee(paper: PaperBroker) -> None:
     paper.submit(order())
-    report = paper.update({"EURUSD": candles(SIGNAL)})
+    report = paper.update({"EURUSD": candles(SIGNAL)}, "1h")
     assert (report.candles, report.entries) == (1, 0)  # its own candle does not fill it
     assert paper.state().pending_orders == 1
-    report = paper.update({"eur/usd": candles(SIGNAL, ENTRY)})
+    report = paper.update({"eur/usd": candles(SIGNAL, ENTRY)}, "1h")
     assert (report.candles, report.entries, report.exits) == (1, 1, 0)
     with paper.engine.connect() as conn:
         (fill,) = conn.execute(sa.select(fills)).mappings().all()
@@ -107,7 +107,7 @@ def test_market_order_fills_at_next_open_with_slippage_and_fee(paper: PaperBroke
 
 def test_short_fills_lower(paper: PaperBroker) -> None:
     paper.submit(order(side=-1))
-    paper.update({"EURUSD": candles(SIGNAL, ENTRY)})
+    paper.update({"EURUSD": candles(SIGNAL, ENTRY)}, "1h")
     (pos,) = paper.state().positions
     assert pos.entry_price == pytest.approx(99.9)
     assert pos.unrealized_pnl == pytest.approx(-6.0)  # −10 × (100.5 − 99.9)
@@ -134,7 +134,7 @@ def test_barrier_exits(
 ) -> None:
     stop, take = (99.0, 102.0) if side == 1 else (101.0, 98.0)
     paper.submit(order(side=side, stop_loss=stop, take_profit=take))
-    report = paper.update({"EURUSD": candles(SIGNAL, ENTRY, bar)})
+    report = paper.update({"EURUSD": candles(SIGNAL, ENTRY, bar)}, "1h")
     assert (report.entries, report.exits) == (1, 1)
     fill = exit_fill(paper)
     entry = LONG_ENTRY if side == 1 else SHORT_ENTRY
@@ -155,7 +155,7 @@ def test_barrier_exits(
 
 def test_stop_hit_on_the_entry_candle(paper: PaperBroker) -> None:
     paper.submit(order(stop_loss=99.6))
-    paper.update({"EURUSD": candles(SIGNAL, ENTRY)})  # ENTRY's low 99.5 ≤ 99.6
+    paper.update({"EURUSD": candles(SIGNAL, ENTRY)}, "1h")  # ENTRY's low 99.5 ≤ 99.6
     fill = exit_fill(paper)
     assert fill["ts"] == T0 + H and fill["price"] == pytest.approx(99.6 * (1 - SLIP))
 
@@ -163,9 +163,9 @@ def test_stop_hit_on_the_entry_candle(paper: PaperBroker) -> None:
 def test_timeout_closes_at_the_timeout_candle_close(paper: PaperBroker) -> None:
     paper.submit(order(stop_loss=90.0, take_profit=110.0, timeout_at=T0 + 3 * H))
     bars = [SIGNAL, ENTRY, (100.5, 101.0, 100.0, 100.8), (100.8, 101.2, 100.4, 100.7)]
-    report = paper.update({"EURUSD": candles(*bars[:3])})
+    report = paper.update({"EURUSD": candles(*bars[:3])}, "1h")
     assert report.exits == 0 and len(paper.state().positions) == 1
-    report = paper.update({"EURUSD": candles(*bars)})
+    report = paper.update({"EURUSD": candles(*bars)}, "1h")
     assert (report.candles, report.exits) == (1, 1)
     fill = exit_fill(paper)
     assert (fill["reason"], fill["ts"]) == ("TIMEOUT", T0 + 3 * H)
@@ -175,10 +175,10 @@ def test_timeout_closes_at_the_timeout_candle_close(paper: PaperBroker) -> None:
 def test_update_is_idempotent_and_incremental_equals_batch(paper: PaperBroker, url: str) -> None:
     bars = candles(SIGNAL, ENTRY, (100.5, 101.0, 100.0, 100.8), (100.8, 102.5, 100.4, 102.3))
     paper.submit(order(stop_loss=99.0, take_profit=102.0))
-    paper.update({"EURUSD": bars.head(2)})
-    paper.update({"EURUSD": bars})
+    paper.update({"EURUSD": bars.head(2)}, "1h")
+    paper.update({"EURUSD": bars}, "1h")
     first = paper.state()
-    again = paper.update({"EURUSD": bars})
+    again = paper.update({"EURUSD": bars}, "1h")
     assert (again.candles, again.entries, again.exits) == (0, 0, 0)
     assert paper.state() == first
     with paper.engine.connect() as conn:
@@ -187,7 +187,7 @@ def test_update_is_idempotent_and_incremental_equals_batch(paper: PaperBroker, u
     other = PaperBroker(f"{url}.batch", paper.settings)
     other.create_all()
     other.submit(order(stop_loss=99.0, take_profit=102.0))
-    other.update({"EURUSD": bars})
+    other.update({"EURUSD": bars}, "1h")
     assert other.state().balance == pytest.approx(first.balance)
     assert first.balance == pytest.approx(10_000 + 10 * (102 - 100.1) - 0.5005 - 102 * 10 * FEE)
 
@@ -195,7 +195,7 @@ def test_update_is_idempotent_and_incremental_equals_batch(paper: PaperBroker, u
 def test_submit_is_idempotent(paper: PaperBroker) -> None:
     first = paper.submit(order())
     assert paper.submit(order()) == first
-    paper.update({"EURUSD": candles(SIGNAL, ENTRY)})
+    paper.update({"EURUSD": candles(SIGNAL, ENTRY)}, "1h")
     assert paper.submit(order()) == first  # even once filled
     with paper.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(positions)).scalar_one() == 1
@@ -204,7 +204,7 @@ def test_submit_is_idempotent(paper: PaperBroker) -> None:
 
 def test_double_fill_is_refused_by_the_database(paper: PaperBroker) -> None:
     paper.submit(order())
-    paper.update({"EURUSD": candles(SIGNAL, ENTRY)})
+    paper.update({"EURUSD": candles(SIGNAL, ENTRY)}, "1h")
     row = {"account": "paper", "order_id": "o1", "kind": "ENTRY", "symbol": "EURUSD", "ts": T0}
     row |= {"side": 1, "quantity": 1.0, "price": 1.0, "fee": 0.0, "reason": "ENTRY"}
     with pytest.raises(sa.exc.IntegrityError), paper.engine.begin() as conn:
@@ -216,15 +216,15 @@ def test_day_start_and_peak_equity(paper: PaperBroker) -> None:
     paper.submit(order())
     day1 = [SIGNAL, ENTRY, (100.5, 101.6, 100.4, 101.5), (101.5, 101.6, 100.9, 101.0)]
     day2 = [(101.0, 101.1, 99.8, 100.0), (100.0, 100.9, 99.9, 100.6)]
-    paper.update({"EURUSD": candles(*day1)})
+    paper.update({"EURUSD": candles(*day1)}, "1h")
     state = paper.state()
     assert state.day == date(2024, 1, 2) and state.day_start_equity == 10_000
     balance = 10_000 - 0.5005
     assert state.peak_equity == pytest.approx(balance + 10 * (101.5 - 100.1))  # the 22:00 close
     assert state.equity == pytest.approx(balance + 10 * (101.0 - 100.1))
-    paper.update({"EURUSD": candles(*day1, *day2)})
+    paper.update({"EURUSD": candles(*day1, *day2)}, "1h")
     state = paper.state()
-    assert state.day == date(2024, 1, 3) and state.as_of == T0 + 5 * H
+    assert state.day == date(2024, 1, 3) and state.as_of == T0 + 6 * H  # 01:00 candle closed
     assert state.day_start_equity == pytest.approx(balance + 10 * (101.0 - 100.1))
     assert state.peak_equity == pytest.approx(balance + 10 * (101.5 - 100.1))
     assert state.equity == pytest.approx(balance + 10 * (100.6 - 100.1))
@@ -234,10 +234,10 @@ def test_day_start_and_peak_equity(paper: PaperBroker) -> None:
 
 def test_state_survives_a_new_broker_on_the_same_database(paper: PaperBroker, url: str) -> None:
     paper.submit(order())
-    paper.update({"EURUSD": candles(SIGNAL, ENTRY)})
+    paper.update({"EURUSD": candles(SIGNAL, ENTRY)}, "1h")
     again = PaperBroker(url, PaperSettings(initial_balance=5))  # balance: set at creation only
     assert again.state() == paper.state()
-    assert again.update({"EURUSD": candles(SIGNAL, ENTRY)}).candles == 0
+    assert again.update({"EURUSD": candles(SIGNAL, ENTRY)}, "1h").candles == 0
 
 
 def test_rejections(url: str) -> None:
@@ -246,7 +246,7 @@ def test_rejections(url: str) -> None:
     with pytest.raises(OrderRejectedError, match="quantity"):
         broker.submit(order(quantity=0.0))
     broker.submit(BrokerOrder("big", "EURUSD", "1h", T0, 1, 100.0))
-    broker.update({"EURUSD": candles(SIGNAL, (100.0, 100.0, 80.0, 80.0))})
+    broker.update({"EURUSD": candles(SIGNAL, (100.0, 100.0, 80.0, 80.0))}, "1h")
     assert broker.state().equity == pytest.approx(1_000 - 2_000)
     with pytest.raises(OrderRejectedError, match="equity"):
         broker.submit(order(order_id="next"))
@@ -266,6 +266,31 @@ def test_paper_settings() -> None:
 def test_in_memory_database_without_explicit_create_all() -> None:
     broker = PaperBroker("sqlite://", PaperSettings(slippage_bps=0, fee_bps=0))
     broker.submit(order(take_profit=100.6))
-    report = broker.update({"EURUSD": candles(SIGNAL, ENTRY, (100.5, 100.7, 100.4, 100.6))})
+    report = broker.update({"EURUSD": candles(SIGNAL, ENTRY, (100.5, 100.7, 100.4, 100.6))}, "1h")
     assert (report.entries, report.exits) == (1, 1)
     assert broker.state().balance == pytest.approx(100_000 + 10 * 0.6)
+
+
+def test_an_order_fills_after_its_signal_candle_closes_whatever_candles_come(
+    paper: PaperBroker,
+) -> None:
+    """A 4h signal at T0 closes at T0 + 4h: hourly candles inside it must not fill it."""
+    paper.submit(order(timeframe="4h"))
+    hours = [SIGNAL, SIGNAL, SIGNAL, SIGNAL, ENTRY, ENTRY]
+    report = paper.update({"EURUSD": candles(*hours)}, "1h")
+    assert report.entries == 1
+    with paper.engine.connect() as conn:
+        entry_ts = conn.execute(sa.select(positions.c.entry_ts)).scalar_one()
+    assert entry_ts == T0 + 4 * H
+
+
+def test_timeframes_sharing_an_account_never_process_a_stretch_twice(paper: PaperBroker) -> None:
+    four_hours = candles(SIGNAL, start=T0)  # T0 … T0 + 4h
+    assert paper.update({"EURUSD": four_hours}, "4h").candles == 1
+    hourly = candles(*[ENTRY] * 6, start=T0)  # T0 … T0 + 6h: the first four are inside it
+    assert paper.update({"EURUSD": hourly}, "1h").candles == 2
+    assert paper.state().as_of == T0 + 6 * H
+    # The other way round: hours processed up to T0 + 6h, a 4h candle from T0 + 4h overlaps.
+    assert paper.update({"EURUSD": candles(ENTRY, start=T0 + 4 * H)}, "4h").candles == 0
+    assert paper.update({"EURUSD": candles(ENTRY, start=T0 + 8 * H)}, "4h").candles == 1
+    assert paper.state().as_of == T0 + 12 * H

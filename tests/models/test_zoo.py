@@ -27,8 +27,8 @@ from models.zoo import (
     UnknownModelFamilyError,
     balanced_sample_weight,
     feature_contributions,
-    positive_probability,
     get_family,
+    positive_probability,
 )
 
 # Families whose default fit draws random numbers (row/column subsampling); logreg does not.

@@ -165,10 +165,10 @@ def test_crash_between_insert_and_submission(ledger: Ledger, paper: PaperBroker,
     row, created = ledger.place_order_once(intent(stop_loss=99.0, take_profit=102.0), paper)
     assert not created and row["status"] == "SUBMITTED"
     assert row["broker_order_id"] == f"paper:paper:{row['order_id']}"
-    paper.update({"EURUSD": BARS.head(2)})
+    paper.update({"EURUSD": BARS.head(2)}, "1h")
     assert ledger.order(row["order_id"])["status"] == "FILLED"
-    paper.update({"EURUSD": BARS})
-    paper.update({"EURUSD": BARS})
+    paper.update({"EURUSD": BARS}, "1h")
+    paper.update({"EURUSD": BARS}, "1h")
     ledger.place_order_once(intent(stop_loss=99.0, take_profit=102.0), paper)
     (final,) = ledger.orders().to_dicts()
     assert final["status"] == "CLOSED" and final["exit_reason"] == "TAKE_PROFIT"
@@ -198,7 +198,7 @@ def test_queries_return_typed_frames(ledger: Ledger, paper: PaperBroker) -> None
     assert ledger.orders().schema["ts"] == pl.Datetime("us", "UTC")
     assert ledger.open_positions().is_empty()
     ledger.place_order_once(intent(), paper)
-    paper.update({"EURUSD": BARS.head(2)})
+    paper.update({"EURUSD": BARS.head(2)}, "1h")
     open_ = ledger.open_positions()
     assert open_.select("symbol", "side", "quantity", "entry_price").row(0) == (
         "EURUSD",

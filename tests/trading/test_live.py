@@ -251,7 +251,7 @@ def test_orders_of_earlier_runs_not_yet_filled_count_as_exposure(
     assert row.get("order_id") is None and ctx.ledger.orders().height == 1
     assert any("max open positions 1 reached (1 open)" in r for r in row["reasons"])
 
-    ctx.broker.update({"BTCUSD": store.read("BTCUSD", "1h")})  # filled: a position, not pending
+    ctx.broker.update({"BTCUSD": store.read("BTCUSD", "1h")}, "1h")  # filled: not pending now
     assert pending_positions(ctx.ledger, ctx.store) == ()
 
 
