@@ -7,8 +7,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
+import joblib
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -55,10 +58,51 @@ def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
         raise
 
 
-def load_ensemble(name: str, version: str) -> Ensemble:
-    """The fitted ensemble inside a registered version (through the pyfunc, as served)."""
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
-    return model.unwrap_python_model().ensemble
+ENSEMBLE_ARTIFACT = "artifacts/ensemble.joblib"  # in a version logged by tracking.log_ensemble
+_CHECKED_REQUIREMENTS: dict[str, list[str]] = {}  # a model's requirements → unmet ones
+
+
+def load_ensemble(name: str, version: str, client: MlflowClient | None = None) -> Ensemble:
+    """The fitted ensemble inside a registered version: its artifact, read as the pyfunc's own
+    ``load_context`` reads it, after the model's pinned requirements are compared with this
+    environment (a mismatch is logged, once per set of requirements). Loading the whole pyfunc
+    costs ~4× more (its MLmodel parsed three times, each requirement resolved anew: 20 models in
+    2.1 s against 0.5 s measured), the largest cost of a live run in a fresh process. A version of
+    another layout loads through the pyfunc."""
+    uri = (client or MlflowClient()).get_model_version_download_uri(name, str(version))
+    try:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/{ENSEMBLE_ARTIFACT}")
+        requirements = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/requirements.txt")
+    except MlflowException:
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        return model.unwrap_python_model().ensemble
+    text = Path(requirements).read_text()
+    if text not in _CHECKED_REQUIREMENTS:
+        unmet = _CHECKED_REQUIREMENTS[text] = unmet_requirements(text)
+        if unmet:
+            logger.warning(
+                "%s v%s was logged with %s; this environment differs, its predictions may too",
+                name,
+                version,
+                ", ".join(unmet),
+            )
+    return joblib.load(path)
+
+
+def unmet_requirements(requirements: str) -> list[str]:
+    """The pinned requirements (``name==version`` lines) this environment does not meet."""
+    unmet = []
+    for line in requirements.splitlines():
+        package, pinned, wanted = line.split("#")[0].strip().partition("==")
+        if not pinned:
+            continue
+        try:
+            installed = metadata.version(package.strip())
+        except metadata.PackageNotFoundError:
+            installed = "not installed"
+        if installed != wanted.strip():
+            unmet.append(f"{package.strip()}=={wanted.strip()} (here: {installed})")
+    return unmet
 
 
 def _record(client: MlflowClient, name: str, decision: Decision) -> None:

@@ -54,7 +54,7 @@ class ModelCache:
         key = (name, version)
         with self._lock:
             if key not in self._models:
-                ensemble = load_ensemble(name, version)
+                ensemble = load_ensemble(name, version, self.client)
                 meta = ensemble.metadata
                 self._models[key] = LiveModel(
                     name,

@@ -7,6 +7,7 @@ import dataclasses
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.config import load_settings
@@ -22,6 +23,7 @@ from models.registry import (
     alias_version,
     list_models,
     load_ensemble,
+    unmet_requirements,
 )
 from models.replay import replay
 from models.tracking import setup
@@ -127,3 +129,34 @@ def test_a_version_with_the_evidence_is_crowned(trained: tuple, tmp_path: Path) 
     assert _aliases(client) == {CHAMPION: "1", CHALLENGER: None, PREVIOUS: None}
     again = Reviewer(settings, client).review("BTCUSD", "1h", "1")  # a retried review
     assert again.kind == "already_champion" and _aliases(client)[CHAMPION] == "1"
+
+
+def test_unmet_requirements_name_what_differs() -> None:
+    from importlib import metadata
+
+    here = metadata.version("numpy")
+    text = f"# pins\nnumpy=={here}\nscikit-learn==0.0.1\nno-such-package-x==1.0\n\n"
+    assert unmet_requirements(text) == [
+        f"scikit-learn==0.0.1 (here: {metadata.version('scikit-learn')})",
+        "no-such-package-x==1.0 (here: not installed)",
+    ]
+
+
+def test_the_ensemble_read_directly_is_the_pyfunc_s(
+    trained: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    import models.registry as registry
+
+    settings, result, cfg, meta = trained
+    record_training(result, cfg, meta, settings.home)  # v1 (reused if already recorded)
+    setup(settings.home)
+    direct = load_ensemble(NAME, "1")
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}/1").unwrap_python_model().ensemble
+    X = np.random.default_rng(0).normal(size=(5, len(direct.feature_columns)))
+    assert direct.feature_columns == served.feature_columns
+    for name, p in direct.family_probabilities(X).items():
+        np.testing.assert_array_equal(p, served.family_probabilities(X)[name])
+    monkeypatch.setattr(registry, "ENSEMBLE_ARTIFACT", "artifacts/elsewhere.joblib")
+    assert load_ensemble(NAME, "1").feature_columns == direct.feature_columns  # via the pyfunc
