@@ -78,15 +78,28 @@ class IndicatorSpec(_Spec):
     @property
     def resolved_params(self) -> dict[str, float]:
         """Every parameter, defaults filled in (what the hash and the column names use)."""
-        defaults = dict(talib_functions()[self.function]["parameters"])
-        # TA-Lib checks types: a parameter whose default is an int takes an int.
-        return {k: type(default)(self.params.get(k, default)) for k, default in defaults.items()}
+        return dict(_resolved(self.function, tuple(sorted(self.params.items()))))
 
     @property
     def key(self) -> str:
         """Column prefix: ``rsi_14``, ``bbands_20_2_2_0``."""
-        values = "_".join(f"{v:g}".replace(".", "p") for v in self.resolved_params.values())
-        return f"{self.function.lower()}_{values}" if values else self.function.lower()
+        return _key(self.function, tuple(sorted(self.params.items())))
+
+
+# Both are read for every indicator of every feature build (a live decision reads ~100): worked
+# out once per function and parameters.
+@cache
+def _resolved(function: str, params: tuple[tuple[str, float], ...]) -> tuple[tuple[str, Any], ...]:
+    given = dict(params)
+    defaults = dict(talib_functions()[function]["parameters"])
+    # TA-Lib checks types: a parameter whose default is an int takes an int.
+    return tuple((k, type(default)(given.get(k, default))) for k, default in defaults.items())
+
+
+@cache
+def _key(function: str, params: tuple[tuple[str, float], ...]) -> str:
+    values = "_".join(f"{v:g}".replace(".", "p") for _, v in _resolved(function, params))
+    return f"{function.lower()}_{values}" if values else function.lower()
 
 
 def _ind(function: str, **params: float) -> IndicatorSpec:

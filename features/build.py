@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import talib
 
 from core.errors import CandleflowError
 from core.feature_spec import CorrelatedSpec, FeatureSpec
@@ -27,7 +26,7 @@ from core.instruments import instrument
 from core.symbols import normalize_symbol
 from core.timeframes import Timeframe, parse_timeframe
 from features.families import family_columns, lagged_log_return
-from features.indicators import ATR_PERIOD, Inputs, indicator_columns
+from features.indicators import ATR_PERIOD, Inputs, indicator_columns, raw_function
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ def _block_jobs(
     """Indicators and families of one candle series, as jobs on the pool (columns come in job
     order: the indicators as listed, then the families)."""
     inputs = candle_inputs(candles)
-    atr = talib.ATR(inputs["high"], inputs["low"], inputs["close"], timeperiod=ATR_PERIOD)
+    atr = raw_function("ATR")(inputs["high"], inputs["low"], inputs["close"], timeperiod=ATR_PERIOD)
     seconds = epoch_us(candles["ts"]) // 1_000_000 if with_calendar else None
     # Inline (live) builds check the rows they return instead of whole series: see the caller.
     pool, check = (_Inline, _call) if inline else (_pool(), _checked_call)
@@ -250,7 +249,7 @@ def _correlated(
             continue
         log_close = np.log(data["close"].to_numpy().astype(np.float64))
         columns = {f"ret_{lag}": lagged_log_return(log_close, lag) for lag in spec.returns}
-        columns[f"vol_{spec.volatility}"] = talib.STDDEV(
+        columns[f"vol_{spec.volatility}"] = raw_function("STDDEV")(
             lagged_log_return(log_close, 1), spec.volatility, 1
         )
         frames.append(_as_of(ts, tf, data["ts"], tf, _checked(columns), f"x{other}_"))
@@ -307,13 +306,16 @@ def compute_features(
         )
     except FeatureError as exc:
         raise FeatureError(f"{symbol} {tf}: {exc}") from None
-    frame = _frame([base, *htf_blocks, *corr_blocks])
+    blocks = [base, *htf_blocks, *corr_blocks]
     if inline:  # the rows returned are checked (the series behind them were not)
-        rows = frame.drop("ts").to_numpy().T
         try:
-            _checked(dict(zip(frame.columns[1:], rows, strict=True)))
+            for block in blocks:
+                if isinstance(block, pl.DataFrame):  # beyond SMALL_GATHER rows
+                    block = {c: block[c].to_numpy() for c in block.columns}
+                _checked({n: v for n, v in block.items() if n != "ts"})
         except FeatureError as exc:
             raise FeatureError(f"{symbol} {tf}: {exc}") from None
+    frame = _frame(blocks)
     effective = spec.model_copy(
         update={
             "higher_timeframes": built,

@@ -6,10 +6,9 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-import talib
 
 from core.feature_spec import FamiliesSpec
-from features.indicators import Inputs, rolling_zscore, safe_divide
+from features.indicators import Inputs, raw_function, rolling_zscore, safe_divide
 
 REGIME_ADX_TREND = 25.0  # ADX above: trending
 REGIME_VOL_RATIO = 1.5  # short / long volatility above: volatile (wins over trend)
@@ -64,7 +63,7 @@ def _stddev(
     """Rolling std of 1-bar log returns, reusing a ``vol_<window>`` column already computed."""
     if known is not None and f"vol_{window}" in known:
         return known[f"vol_{window}"]
-    return talib.STDDEV(values, timeperiod=window, nbdev=1)
+    return raw_function("STDDEV")(values, timeperiod=window, nbdev=1)
 
 
 def regime(
@@ -76,7 +75,7 @@ def regime(
     """One-hot trend / range / volatile: volatile when 12-bar volatility exceeds 1.5 × the 48-bar
     one, else trend when ADX(14) > 25, else range. ``known`` columns and ``adx`` are reused."""
     if adx is None:
-        adx = talib.ADX(inputs["high"], inputs["low"], inputs["close"], timeperiod=14)
+        adx = raw_function("ADX")(inputs["high"], inputs["low"], inputs["close"], timeperiod=14)
     ratio = safe_divide(_stddev(returns_1, 12, known), _stddev(returns_1, 48, known))
     volatile = ratio > REGIME_VOL_RATIO
     trend = ~volatile & (adx > REGIME_ADX_TREND)

@@ -380,6 +380,35 @@ def positive_probability(fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
     return fitted.predict_proba(X)[:, 1]
 
 
+def probability_and_contributions(
+    fitted: BaseEstimator, X: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`positive_probability` and :func:`feature_contributions` together (None where the
+    family has none), the same numbers: what live scoring wants of each family for one row. The
+    logistic pipeline standardises ``X`` once for both, step by step as the pipeline itself does
+    (its own per-call machinery costs more than the arithmetic of one row)."""
+    inner = fitted.estimator_ if isinstance(fitted, ThreadCapped) else fitted
+    if isinstance(inner, Pipeline) and isinstance(inner[-1], LogisticRegression):
+        check_is_fitted(fitted)
+        scaled = X
+        for _, step in inner.steps[:-1]:
+            if step is not None and step != "passthrough":
+                scaled = step.transform(scaled)
+        model: LogisticRegression = inner[-1]
+        return model.predict_proba(scaled)[:, 1], _linear_contributions(model, scaled)
+    try:
+        contributions = feature_contributions(fitted, X)
+    except NotImplementedError:
+        contributions = None
+    return positive_probability(fitted, X), contributions
+
+
+def _linear_contributions(model: LogisticRegression, scaled: Any) -> np.ndarray:
+    scaled = np.asarray(scaled, dtype=np.float64)
+    bias = np.full((scaled.shape[0], 1), model.intercept_[0])
+    return np.hstack([scaled * model.coef_[0], bias])
+
+
 def feature_contributions(fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
     """Per-row additive contributions to the raw margin (log-odds of class 1): n × (features + 1),
     the last column being the bias, so each row sums to the model's margin for that row.
@@ -396,10 +425,7 @@ def feature_contributions(fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
         return booster.predict(matrix, pred_contribs=True)
     inner = fitted.estimator_ if isinstance(fitted, ThreadCapped) else fitted
     if isinstance(inner, Pipeline) and isinstance(inner[-1], LogisticRegression):
-        model: LogisticRegression = inner[-1]
-        scaled = np.asarray(inner[:-1].transform(X), dtype=np.float64)
-        bias = np.full((scaled.shape[0], 1), model.intercept_[0])
-        return np.hstack([scaled * model.coef_[0], bias])
+        return _linear_contributions(inner[-1], inner[:-1].transform(X))
     raise NotImplementedError(
         f"no per-row feature contributions for {type(inner).__name__}: scikit-learn's "
         "HistGradientBoosting has no TreeSHAP. Use the lightgbm or xgboost family to explain "

@@ -37,7 +37,7 @@ from features.labels import cusum_events, volatility
 from models.ensemble import Ensemble
 from models.registry import CHALLENGER, CHAMPION
 from models.tracking import registered_name
-from models.zoo import feature_contributions
+from models.zoo import probability_and_contributions
 from trading.ledger import Ledger, OrderIntent
 from trading.live_models import LiveModel, ModelCache
 from trading.records import NEW, REJECTED, SUBMITTED
@@ -87,10 +87,10 @@ def score_last_candle(
     """The model's vote on the newest closed candle (and the candles it came from), with the
     volatility regime of that candle when ``signals`` says how to read it."""
     meta = model.ensemble.metadata
-    if model.spec.hash != meta["spec_hash"]:
+    if model.spec_hash != meta["spec_hash"]:
         raise LiveError(
             SPEC_MISMATCH,
-            f"v{model.version}: its feature spec hashes to {model.spec.hash} under this code, "
+            f"v{model.version}: its feature spec hashes to {model.spec_hash} under this code, "
             f"not the {meta['spec_hash']} it was trained with",
         )
     tf = parse_timeframe(timeframe)
@@ -114,13 +114,16 @@ def score_last_candle(
     if features.columns != columns:
         missing = sorted(set(columns) - set(features.columns))[:5]
         raise LiveError(SPEC_MISMATCH, f"v{model.version}: features differ (missing {missing})")
-    X = features.frame.tail(1).select(columns).to_numpy().astype(np.float64)
+    X = np.array([features.frame.row(-1)[1:]], dtype=np.float64)  # ts, then the columns
     if not np.isfinite(X).all():
         bad = [c for c, v in zip(columns, X[0], strict=True) if not math.isfinite(v)][:5]
         raise LiveError(ERROR, f"features undefined at the last candle: {bad}")
     with sklearn.config_context(assume_finite=True):  # checked above, not again per family
-        probas = {f: float(p[0]) for f, p in model.ensemble.family_probabilities(X).items()}
-        explanation = explain(model.ensemble, X)
+        scores = {f: probability_and_contributions(m, X) for f, m in model.ensemble.models.items()}
+    probas = {f: float(p[0]) for f, (p, _) in scores.items()}
+    explanation = explain(
+        model.ensemble, X, {f: c[0, :-1] for f, (_, c) in scores.items() if c is not None}
+    )
     # σ of the labels (the barriers' unit) over the regime's window too: computed once. Its
     # recursive estimate starts 4 × its window back at least, where the start is forgotten.
     lookback = 0 if signals is None else signals.regime_lookback
@@ -179,16 +182,21 @@ def _check_fresh(inputs: Any, last: datetime, tf: Any) -> None:
             raise LiveError(STALE, f"stored {name} candles end at {frame['ts'][-1]}; collect them")
 
 
-def explain(ensemble: Ensemble, X: np.ndarray, top: int = TOP_CONTRIBUTIONS) -> dict[str, Any]:
-    """The largest contributions to this prediction, in log-odds: TreeSHAP for LightGBM and
-    XGBoost, coefficient × standardised value for the linear model, averaged with the ensemble's
-    weights over the families that have them (histogram GBM has none)."""
+def explain(
+    ensemble: Ensemble,
+    X: np.ndarray,
+    contributions_by_family: dict[str, np.ndarray],
+    top: int = TOP_CONTRIBUTIONS,
+) -> dict[str, Any]:
+    """The largest contributions to this prediction (one row ``X``), in log-odds: TreeSHAP for
+    LightGBM and XGBoost, coefficient × standardised value for the linear model
+    (``models.zoo.feature_contributions``, bias left out, by family), averaged with the
+    ensemble's weights over the families that have them (histogram GBM has none)."""
     total, weight, used = np.zeros(len(ensemble.feature_columns)), 0.0, []
-    for name, model in ensemble.models.items():
-        try:
-            contributions = feature_contributions(model, X)[0, :-1]
-        except NotImplementedError:
+    for name in ensemble.models:
+        if name not in contributions_by_family:
             continue
+        contributions = contributions_by_family[name]
         w = ensemble.weights.get(name, 0.0)
         total, weight = total + w * contributions, weight + w
         used.append(name)

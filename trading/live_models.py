@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 
 from mlflow.tracking import MlflowClient
 
@@ -20,6 +21,11 @@ class LiveModel:
     ensemble: Ensemble
     spec: FeatureSpec
     labels: LabelSpec
+
+    @cached_property
+    def spec_hash(self) -> str:
+        """The spec's hash under this code (checked at every decision: worked out once)."""
+        return self.spec.hash
 
 
 class ModelCache:

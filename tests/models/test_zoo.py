@@ -29,6 +29,7 @@ from models.zoo import (
     feature_contributions,
     get_family,
     positive_probability,
+    probability_and_contributions,
 )
 
 # Families whose default fit draws random numbers (row/column subsampling); logreg does not.
@@ -321,6 +322,20 @@ def test_positive_probability_is_predict_proba_exactly(family: ModelFamily, plan
     )
     row = X_test[-1:]
     np.testing.assert_array_equal(positive_probability(model, row), model.predict_proba(row)[:, 1])
+
+
+def test_probability_and_contributions_are_the_two_functions_at_once(
+    family: ModelFamily, planted
+) -> None:
+    X, y, X_test, _ = planted
+    model = _fit(family, X, y)
+    for rows in (X_test, X_test[-1:]):
+        proba, contributions = probability_and_contributions(model, rows)
+        np.testing.assert_array_equal(proba, positive_probability(model, rows))
+        if family.name == "hgb":
+            assert contributions is None
+        else:
+            np.testing.assert_array_equal(contributions, feature_contributions(model, rows))
 
 
 def test_feature_contributions_need_a_fitted_model(family: ModelFamily) -> None:
