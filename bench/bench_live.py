@@ -2,8 +2,8 @@
 
 * per-symbol decision with a cached model — features of the last candle (the model's own spec),
   the ensemble's 4 families, vote, weight, risk layer; no database [p99 ≤ 20 ms]; next to it, the
-  same features computed on the whole stored history (what the bounded tail saves) and the
-  ensemble's prediction alone;
+  same features computed on the whole stored history (what the bounded tail saves) and the 4
+  families' probabilities and contributions alone;
 * a live run of 20 symbols through the Prefect flow — incremental collect, paper account update,
   scoring, records, orders, charts [≤ 5 s wall for 20 symbols, Prefect overhead included], once
   with models loading (as every run served by ``candleflow serve``: a fresh process) and twice
@@ -81,9 +81,12 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 
 
 def _decision_latency(symbols: list[str]) -> list[dict]:
+    import sklearn
+
     from core.config import load_settings
     from features.build import compute_features
     from features.dataset import load_inputs
+    from models.zoo import probability_and_contributions
     from tasks.live import open_live_run
     from trading.live import score_last_candle, signal_of
     from trading.risk import OrderRequest, bars_per_year, decide, risk_state
@@ -122,7 +125,9 @@ def _decision_latency(symbols: list[str]) -> list[dict]:
             full.append(time.perf_counter() - start)
             X = np.zeros((1, len(model.ensemble.feature_columns)))
             start = time.perf_counter()
-            model.ensemble.family_probabilities(X)
+            with sklearn.config_context(assume_finite=True):  # as score_last_candle
+                for family in model.ensemble.models.values():
+                    probability_and_contributions(family, X)
             predict.append(time.perf_counter() - start)
     return [
         {
@@ -137,7 +142,7 @@ def _decision_latency(symbols: list[str]) -> list[dict]:
             **_percentiles(full),
         },
         {
-            "case": "reference: the ensemble's prediction alone (1 row)",
+            "case": "reference: the 4 families' probabilities and contributions alone (1 row)",
             "n": len(predict),
             **_percentiles(predict),
         },
