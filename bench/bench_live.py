@@ -69,7 +69,7 @@ def _setup(home: Path, symbols: list[str]) -> None:
     settings = load_settings()
     reviewer = Reviewer(settings, setup(settings.home))
     for symbol in symbols:
-        reviewer.promote_manually(symbol, "1h", "1")
+        reviewer.promote_manually(symbol, "1h", "1", "bench: every symbol needs a champion")
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:

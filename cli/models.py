@@ -94,11 +94,21 @@ def models_promote(
     symbol: SymbolArg,
     timeframe: TimeframeArg,
     version: Annotated[str, typer.Argument(help="Version to make champion")],
+    reason: Annotated[
+        str | None,
+        typer.Option(help="Why the gate is overridden (required; recorded with the decision)"),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
-    """Make VERSION champion without the gate (a manual override, recorded as such)."""
+    """Make VERSION champion without the gate (a manual override, recorded with its reason;
+    every live signal of this champion says ``champion_kind: manual``)."""
+    if not (reason or "").strip():
+        raise output.fail(
+            "models promote needs --reason TEXT: why the gate is overridden (it is recorded "
+            "with the decision and every signal of the champion says it was manual)"
+        )
     try:
-        decision = _reviewer(ctx).promote_manually(symbol, timeframe, version)
+        decision = _reviewer(ctx).promote_manually(symbol, timeframe, version, reason or "")
     except CandleflowError as exc:
         raise output.fail(str(exc)) from None
     _print_decision(decision, json_)

@@ -119,7 +119,10 @@ def _at_least(name: str, label: str, value: float, threshold: float, fmt: str = 
         return Check(name, False, None, threshold, f"{label} undefined (no trades?)")
     passed = value >= threshold
     op = "≥" if passed else "<"
-    return Check(name, passed, value, threshold, f"{label} {value:{fmt}} {op} {threshold:{fmt}}")
+    shown, limit = f"{value:{fmt}}", f"{threshold:{fmt}}"
+    if shown == limit and value != threshold:  # e.g. 0.9499996 < 0.95 must not read 0.950 < 0.950
+        shown, limit = repr(value), repr(threshold)
+    return Check(name, passed, value, threshold, f"{label} {shown} {op} {limit}")
 
 
 def gate(
@@ -235,7 +238,9 @@ def _row_sharpe(x: np.ndarray) -> np.ndarray:
 
 
 def metrics_from_tags(tags: Mapping[str, str]) -> dict[str, float | None]:
-    """The evaluation numbers a registered version carries (``nan`` → None)."""
+    """The evaluation numbers a registered version carries as tags (``nan`` → None), rounded to
+    6 digits and editable: for display (``models list``) only. The gate reads the training run's
+    hashed evaluation (``models.evidence.evidence``)."""
     out: dict[str, float | None] = {}
     for key, text in tags.items():
         if key.startswith(("holdout_", "cv_")) or key == "trials":

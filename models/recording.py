@@ -22,6 +22,14 @@ import polars as pl
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
+from models.evidence import (
+    EVALUATION_DIGEST,
+    VERSION_METRICS,
+    evaluation_bytes,
+    sha256,
+    tag_text,
+)
+from models.fingerprint import take
 from models.tracking import (
     ensure_experiment,
     experiment_name,
@@ -105,8 +113,11 @@ def record_training(
     metadata: dict[str, Any],
     home: Path,
     tracking_uri: str = "",
+    *,
+    dataset: pl.DataFrame,
 ) -> dict[str, Any]:
-    """Log the training and register the ensemble; returns model name, version and run id."""
+    """Log the training and register the ensemble; returns model name, version and run id.
+    ``dataset``: the frame trained on, whose last rows become the model's code fingerprint."""
     symbol, timeframe = metadata["symbol"], metadata["timeframe"]
     client = setup(home, tracking_uri)
     experiment_id = ensure_experiment(client, experiment_name(symbol, timeframe), home)
@@ -152,10 +163,12 @@ def record_training(
             ):
                 mlflow.log_params(tuned.params)
                 mlflow.log_metrics(_metrics(result.family_metrics[family]))
-        _log_artifacts(result, metadata)
-        info = log_ensemble(result.ensemble, _input_example(result))
+        digest = _log_artifacts(result, metadata)
+        mlflow.log_param(EVALUATION_DIGEST, digest)  # a param cannot change once logged
+        fingerprint = take(result.ensemble, dataset).to_json()
+        info = log_ensemble(result.ensemble, _input_example(result), fingerprint)
         # The version and its tags in one call: a retry never meets a version without its key.
-        version_tags = _version_tags(result, metadata, key)
+        version_tags = _version_tags(result, metadata, key) | {EVALUATION_DIGEST: digest}
         info = mlflow.register_model(info.model_uri, name, tags=version_tags)
     version = str(info.version)
     client.set_registered_model_alias(name, CHALLENGER, version)
@@ -168,23 +181,10 @@ def record_training(
     }
 
 
-# Evaluation summary on every version, for the registry view and the promotion gate.
-VERSION_METRICS = (
-    "holdout_roc_auc",
-    "holdout_sharpe_annual",
-    "holdout_bh_sharpe_annual",
-    "holdout_psr",
-    "holdout_dsr",
-    "holdout_trades",
-    "holdout_exposure",
-    "cv_roc_auc",
-    "trials",
-)
-
-
 def _version_tags(result: TrainingResult, metadata: dict[str, Any], key: str) -> dict[str, str]:
     holdout = result.predictions.filter(pl.col("set") == "holdout")["ts"]
-    tags = {k: _fmt(result.metrics.get(k)) for k in VERSION_METRICS}
+    # Display copies of the evaluation (the gate reads the run's evaluation.json, models.evidence).
+    tags = {k: tag_text(result.metrics.get(k)) for k in VERSION_METRICS}
     return tags | {
         "spec_hash": metadata["spec_hash"],
         "data_hash": result.data_hash,
@@ -193,10 +193,6 @@ def _version_tags(result: TrainingResult, metadata: dict[str, Any], key: str) ->
         "holdout_end": holdout.max().isoformat(),
         "data_last": metadata["candle_last"],
     }
-
-
-def _fmt(value: float | None) -> str:
-    return "nan" if value is None or not math.isfinite(value) else f"{value:.6g}"
 
 
 def training_key(result: TrainingResult, cfg: TrainingConfig, metadata: dict[str, Any]) -> str:
@@ -224,7 +220,8 @@ def _input_example(result: TrainingResult) -> Any:
     return pd.DataFrame(np.zeros((2, len(columns))), columns=columns)
 
 
-def _log_artifacts(result: TrainingResult, metadata: dict[str, Any]) -> None:
+def _log_artifacts(result: TrainingResult, metadata: dict[str, Any]) -> str:
+    """The evidence as artifacts under ``evaluation/``; returns the sha256 of evaluation.json."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "feature_spec.json").write_text(
@@ -239,8 +236,10 @@ def _log_artifacts(result: TrainingResult, metadata: dict[str, Any]) -> None:
             "families": result.family_metrics,
             "weights": result.ensemble.weights,
         }
-        (folder / "evaluation.json").write_text(json.dumps(evaluation, indent=2, default=str))
+        data = evaluation_bytes(evaluation)
+        (folder / "evaluation.json").write_bytes(data)
         result.predictions.write_parquet(folder / "predictions.parquet")
         result.holdout_backtest.trades.write_parquet(folder / "holdout_trades.parquet")
         _plots(result, folder)
         mlflow.log_artifacts(str(folder), artifact_path="evaluation")
+    return sha256(data)

@@ -5,6 +5,7 @@ rollback, each decision recorded as model-version tags (and the latest one on th
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
@@ -21,6 +22,7 @@ from core.config import Settings
 from core.errors import CandleflowError
 from core.store import CandleStore
 from models.ensemble import Ensemble
+from models.evidence import EVALUATION_DIGEST, EvidenceError, evidence, tag_disagreements
 from models.promotion import Check, Comparison, Decision, compare, gate, metrics_from_tags
 from models.replay import replay
 from models.tracking import registered_name
@@ -142,7 +144,9 @@ class Reviewer:
     client: MlflowClient
 
     def review(self, symbol: str, timeframe: str, version: str | None = None) -> Decision:
-        """Run the gate on ``version`` (default: the ``challenger``) and act on the result."""
+        """Run the gate on ``version`` (default: the ``challenger``) and act on the result. The
+        gate reads the training run's hashed evaluation (``models.evidence``), never the
+        version's tags: tags that disagree with the run refuse the version."""
         name = registered_name(symbol, timeframe)
         mv = self._candidate(name, version)
         if mv is None:
@@ -150,35 +154,56 @@ class Reviewer:
             return Decision(symbol, timeframe, "", False, [check], kind="no_challenger")
         version = str(mv.version)
         champion = alias_version(self.client, name, CHAMPION)
-        if champion is not None and str(champion.version) == version:
+        champion_version = None if champion is None else str(champion.version)
+        if champion_version == version:
             return Decision(symbol, timeframe, version, True, kind="already_champion")
         if mv.tags.get("decision") == "rolled back":
             message = f"v{version} was rolled back: only a manual promotion brings it back"
-            decision = Decision(
-                symbol,
-                timeframe,
-                version,
-                False,
-                [Check("rolled_back", False, None, None, message)],
+            return self._refuse(
+                symbol, timeframe, mv, [Check("rolled_back", False, None, None, message)]
             )
-            _record(self.client, name, decision)
-            return decision
+        metrics, refused = self._evidence(mv)
+        if refused:
+            return self._refuse(symbol, timeframe, mv, refused)
         comparison, error = (None, None)
-        if champion is not None:
-            comparison, error = self._compare(symbol, timeframe, mv, str(champion.version))
-        checks = gate(metrics_from_tags(mv.tags), self.settings.promotion, comparison, error)
+        if champion_version is not None:
+            comparison, error = self._compare(symbol, timeframe, mv, champion_version)
+        checks = [_evidence_check(mv), *gate(metrics, self.settings.promotion, comparison, error)]
         promoted = all(c.passed for c in checks)
         decision = Decision(
-            symbol,
-            timeframe,
-            version,
-            promoted,
-            checks,
-            champion_version=None if champion is None else str(champion.version),
+            symbol, timeframe, version, promoted, checks, champion_version=champion_version
         )
         _record(self.client, name, decision)  # first: a crowned version always has its reasons
         if promoted:
             _crown(self.client, name, version, decision.champion_version)
+        return decision
+
+    def _evidence(self, mv: ModelVersion) -> tuple[dict[str, float | None], list[Check]]:
+        """The training run's evaluation metrics, and the checks refusing ``mv`` when they
+        cannot be trusted (none: trusted). Edited tags refuse the version; its real numbers
+        are still judged, for the record (no replay: it is refused anyway)."""
+        try:
+            metrics = evidence(self.client, mv)
+        except EvidenceError as exc:
+            return {}, [Check("evidence", False, None, None, str(exc))]
+        edited = tag_disagreements(mv.tags, metrics)
+        if not edited:
+            return metrics, []
+        message = (
+            f"version tags disagree with the training run's evidence ({'; '.join(edited)}):"
+            " tags were edited; the gate reads the run"
+        )
+        return metrics, [
+            Check("evidence", False, None, None, message),
+            *gate(metrics, self.settings.promotion),
+        ]
+
+    def _refuse(
+        self, symbol: str, timeframe: str, mv: ModelVersion, checks: list[Check]
+    ) -> Decision:
+        """A refusal decided before the gate's comparison, recorded on the version."""
+        decision = Decision(symbol, timeframe, str(mv.version), False, checks)
+        _record(self.client, mv.name, decision)
         return decision
 
     def _candidate(self, name: str, version: str | None) -> ModelVersion | None:
@@ -214,13 +239,25 @@ class Reviewer:
             return None, f"champion v{champion} could not be compared: {exc}"
         return compare(ours.result, theirs.result, champion, self.settings.promotion), None
 
-    def promote_manually(self, symbol: str, timeframe: str, version: str) -> Decision:
-        """Make ``version`` champion without the gate; recorded as a manual override."""
+    def promote_manually(self, symbol: str, timeframe: str, version: str, reason: str) -> Decision:
+        """Make ``version`` champion without the gate; recorded as a manual override with its
+        ``reason`` (required) and the gate's own verdict on it, which stays on the version
+        (``gate_decision*`` tags). Live marks every signal of this champion as ``manual``."""
+        reason = " ".join(reason.split())
+        if not reason:
+            raise RegistryError(
+                "a manual promotion needs a reason (--reason TEXT): it is recorded with the "
+                "decision, and every signal of the champion says it was overridden"
+            )
         name = registered_name(symbol, timeframe)
-        get_version(self.client, name, version)
+        mv = get_version(self.client, name, version)
+        gate_record = _gate_record(self.client, mv)
         old = _crown(self.client, name, str(version))
-        check = Check("manual", True, None, None, "manual override (gate not applied)")
-        decision = Decision(symbol, timeframe, str(version), True, [check], old, kind="manual")
+        override = Check(
+            "manual", True, None, None, f"manual override (gate not applied): {reason}"
+        )
+        checks = [override, gate_record]
+        decision = Decision(symbol, timeframe, str(version), True, checks, old, kind="manual")
         _record(self.client, name, decision)
         return decision
 
@@ -245,6 +282,34 @@ class Reviewer:
         if old is not None:
             self.client.set_model_version_tag(name, old, "decision", "rolled back")
         return decision
+
+
+def _evidence_check(mv: ModelVersion) -> Check:
+    digest = mv.tags.get(EVALUATION_DIGEST) or ""
+    message = f"evidence: run {mv.run_id}'s evaluation.json (sha256 {digest[:12]}…), tags agree"
+    return Check("evidence", True, None, None, message)
+
+
+def _gate_record(client: MlflowClient, mv: ModelVersion) -> Check:
+    """The gate's last verdict on ``mv`` (it is "manual"'s context), first copied to
+    ``gate_decision*`` tags when the ``decision*`` tags about to be overwritten hold it."""
+    tags = dict(mv.tags)
+    if tags.get("decision_kind") == "gate" and tags.get("decision") in ("promoted", "rejected"):
+        for key in ("decision", "decision_at", "decision_reasons"):
+            tags[f"gate_{key}"] = tags.get(key, "")
+            client.set_model_version_tag(mv.name, str(mv.version), f"gate_{key}", tags[key])
+    verdict = tags.get("gate_decision")
+    if verdict is None:
+        return Check("gate", False, None, None, "the gate has not reviewed this version")
+    message = f"the gate's verdict: {verdict} ({tags.get('gate_decision_reasons', '')})"
+    return Check("gate", verdict == "promoted", None, None, message)
+
+
+def champion_kind(tags: Mapping[str, str]) -> str:
+    """How a champion was crowned, from its decision tags: ``manual``, ``rollback`` or
+    ``gate`` (also for versions crowned before decisions were tagged)."""
+    kind = tags.get("decision_kind")
+    return kind if kind in ("manual", "rollback") else "gate"
 
 
 def all_models(client: MlflowClient) -> list[Any]:

@@ -99,15 +99,22 @@ class CandleflowModel(mlflow.pyfunc.PythonModel):
         return out
 
 
-def log_ensemble(ensemble: Ensemble, input_example: pd.DataFrame) -> Any:
-    """Log the ensemble as a pyfunc in the active run (registration is the caller's)."""
+def log_ensemble(
+    ensemble: Ensemble, input_example: pd.DataFrame, fingerprint: str | None = None
+) -> Any:
+    """Log the ensemble as a pyfunc in the active run (registration is the caller's), with its
+    code fingerprint (``models.fingerprint``, JSON) beside it: it travels with the model."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ensemble.joblib"
         joblib.dump(ensemble, path)
+        artifacts = {"ensemble": str(path)}
+        if fingerprint is not None:
+            (Path(tmp) / "fingerprint.json").write_text(fingerprint)
+            artifacts["fingerprint"] = str(Path(tmp) / "fingerprint.json")
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=CandleflowModel(),
-            artifacts={"ensemble": str(path)},
+            artifacts=artifacts,
             pip_requirements=PIP_REQUIREMENTS,
             input_example=input_example,
         )

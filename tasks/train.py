@@ -53,7 +53,7 @@ def record(
     timeframe: str,
 ) -> dict[str, Any]:
     """Log runs and artifacts, register the ensemble as ``challenger`` (registry I/O: retried)."""
-    registered = record_training(result, cfg, data[1], home, tracking_uri)
+    registered = record_training(result, cfg, data[1], home, tracking_uri, dataset=data[0])
     return {
         "symbol": symbol,
         "timeframe": timeframe,

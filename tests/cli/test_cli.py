@@ -34,6 +34,17 @@ def test_unknown_symbol_fails_fast(tmp_path: Path) -> None:
     assert not (tmp_path / "home" / "candles").exists()  # nothing started
 
 
+@pytest.mark.parametrize("reason", [None, "", "   "])
+def test_manual_promotion_without_a_reason_is_refused(tmp_path: Path, reason: str | None) -> None:
+    args = ["models", "promote", "BTCUSD", "1h", "1"] + (
+        [] if reason is None else ["--reason", reason]
+    )
+    result = _invoke(*args)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1 and "--reason TEXT" in result.stderr
+    assert not (tmp_path / "home" / "mlflow").exists()  # refused before the registry is opened
+
+
 def test_bad_start_date() -> None:
     result = _invoke("collect", "--start", "yesterday")
     assert result.exit_code == 2 and "--start" in result.stderr

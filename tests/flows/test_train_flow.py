@@ -88,8 +88,12 @@ def test_cli_models_list_promote_and_rollback(dataset: None) -> None:
 
     rollback = runner.invoke(app, ["models", "rollback", "BTCUSD", "1h"])
     assert rollback.exit_code == 2 and "no 'previous' version" in rollback.stderr
-    manual = runner.invoke(app, ["models", "promote", "BTCUSD", "1h", "1", "--json"])
-    assert manual.exit_code == 0 and json.loads(manual.stdout)["kind"] == "manual"
+    reason = ["--reason", "reviewed by hand"]
+    manual = runner.invoke(app, ["models", "promote", "BTCUSD", "1h", "1", *reason, "--json"])
+    assert manual.exit_code == 0, manual.stderr
+    promoted = json.loads(manual.stdout)
+    assert promoted["kind"] == "manual"
+    assert promoted["reasons"][0] == "manual override (gate not applied): reviewed by hand"
     listed = json.loads(runner.invoke(app, ["models", "list", "--json"]).stdout)
     version = listed[0]["versions"][0]
     assert version["aliases"] == ["champion"] and version["decision"] == "promoted"

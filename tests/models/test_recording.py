@@ -12,8 +12,8 @@ from models.training import train_dataset
 def test_a_retried_record_returns_the_version_it_registered(small: tuple, tmp_path: Path) -> None:
     frame, meta, candles, cfg = small
     result = train_dataset(frame, meta, candles, cfg, tmp_path / "journal")
-    first = record_training(result, cfg, meta, tmp_path)
-    again = record_training(result, cfg, meta, tmp_path)
+    first = record_training(result, cfg, meta, tmp_path, dataset=frame)
+    again = record_training(result, cfg, meta, tmp_path, dataset=frame)
     assert (first["reused"], again["reused"]) == (False, True)
     assert again["version"] == first["version"] == "1"
     client = setup(tmp_path)
@@ -30,7 +30,7 @@ def test_a_different_training_registers_a_new_version(small: tuple, tmp_path: Pa
 
     frame, meta, candles, cfg = small
     result = train_dataset(frame, meta, candles, cfg, tmp_path / "journal")
-    record_training(result, cfg, meta, tmp_path)
+    record_training(result, cfg, meta, tmp_path, dataset=frame)
     other = dataclasses.replace(cfg, threshold=0.6)
-    second = record_training(result, other, meta, tmp_path)
+    second = record_training(result, other, meta, tmp_path, dataset=frame)
     assert second["version"] == "2" and not second["reused"]

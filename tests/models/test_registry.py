@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core.config import load_settings
 from core.store import CandleStore
-from features.dataset import build_dataset, load_inputs
 from models.recording import record_training
 from models.registry import (
     CHALLENGER,
@@ -27,27 +24,8 @@ from models.registry import (
 )
 from models.replay import replay
 from models.tracking import setup
-from models.training import TrainingConfig, train_dataset
-from tests.features.test_features import market
 
 NAME = "candleflow.BTCUSD.1h"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple:
-    home = tmp_path_factory.mktemp("home")
-    settings = load_settings(home=home)
-    CandleStore(home).upsert("BTCUSD", "1h", market("BTCUSD", days=150))
-    inputs = load_inputs(CandleStore(home), "BTCUSD", "1h", settings.features)
-    frame, meta = build_dataset(inputs, "BTCUSD", "1h", settings.features, settings.labels)
-    cfg = dataclasses.replace(
-        TrainingConfig.from_settings(settings, "BTCUSD", "1h"),
-        families=("logreg", "lightgbm"),
-        folds=3,
-        trials=2,
-    )
-    result = train_dataset(frame, meta, inputs.candles, cfg, home / "optuna")
-    return settings, result, cfg, meta
 
 
 def _aliases(client) -> dict[str, str | None]:
@@ -58,8 +36,8 @@ def _aliases(client) -> dict[str, str | None]:
 
 
 def test_replay_reproduces_the_training_holdout(trained: tuple) -> None:
-    settings, result, cfg, meta = trained
-    record_training(result, cfg, meta, settings.home)
+    settings, result, cfg, meta, frame = trained
+    record_training(result, cfg, meta, settings.home, dataset=frame)
     client = setup(settings.home)
     tags = client.get_model_version(NAME, "1").tags
     window = [datetime.fromisoformat(tags[k]) for k in ("holdout_start", "holdout_end")]
@@ -71,10 +49,10 @@ def test_replay_reproduces_the_training_holdout(trained: tuple) -> None:
 
 
 def test_gate_manual_promotion_comparison_and_rollback(trained: tuple) -> None:
-    settings, result, cfg, meta = trained
+    settings, result, cfg, meta, frame = trained
     client = setup(settings.home)
     reviewer = Reviewer(settings, client)
-    record_training(result, cfg, meta, settings.home)  # v1 (reused if the replay test made it)
+    record_training(result, cfg, meta, settings.home, dataset=frame)  # v1 (reused if replayed)
     assert alias_version(client, NAME, CHALLENGER) is not None
 
     # v1 on a tiny sample cannot show a DSR of 0.95: refused, recorded, still the challenger.
@@ -84,19 +62,31 @@ def test_gate_manual_promotion_comparison_and_rollback(trained: tuple) -> None:
     assert tags["decision"] == "rejected" and tags["decision_reasons"].startswith("DSR")
     assert _aliases(client) == {CHAMPION: None, CHALLENGER: "1", PREVIOUS: None}
 
-    manual = reviewer.promote_manually("BTCUSD", "1h", "1")
+    with pytest.raises(RegistryError, match="needs a reason"):
+        reviewer.promote_manually("BTCUSD", "1h", "1", " \n ")
+    assert _aliases(client)[CHAMPION] is None  # refused before anything moved
+    manual = reviewer.promote_manually("BTCUSD", "1h", "1", "regime shift the holdout missed")
     assert manual.kind == "manual"
+    tags = client.get_model_version(NAME, "1").tags
+    assert tags["decision_kind"] == "manual" and tags["decision"] == "promoted"
+    assert tags["decision_reasons"].startswith(
+        "manual override (gate not applied): regime shift the holdout missed; "
+        "the gate's verdict: rejected (DSR"
+    )
+    # The gate's own record stays on the version beside the override.
+    assert tags["gate_decision"] == "rejected" and tags["gate_decision_reasons"].startswith("DSR")
     assert _aliases(client) == {CHAMPION: "1", CHALLENGER: None, PREVIOUS: None}
     assert reviewer.review("BTCUSD", "1h").kind == "no_challenger"
 
-    record_training(result, dataclasses.replace(cfg, threshold=0.6), meta, settings.home)  # v2
+    other = dataclasses.replace(cfg, threshold=0.6)
+    record_training(result, other, meta, settings.home, dataset=frame)  # v2
     compared = reviewer.review("BTCUSD", "1h")
     assert compared.version == "2" and compared.champion_version == "1"
     champion_check = next(c for c in compared.checks if c.name == "champion")
     assert "vs champion v1 on the same" in champion_check.message
     assert not compared.promoted
 
-    reviewer.promote_manually("BTCUSD", "1h", "2")
+    reviewer.promote_manually("BTCUSD", "1h", "2", "test")
     assert _aliases(client) == {CHAMPION: "2", CHALLENGER: None, PREVIOUS: "1"}
     rolled = reviewer.rollback("BTCUSD", "1h")
     assert rolled.kind == "rollback" and rolled.champion_version == "2"
@@ -107,28 +97,7 @@ def test_gate_manual_promotion_comparison_and_rollback(trained: tuple) -> None:
     assert listed["symbol"] == "BTCUSD" and listed["last_decision"].startswith("BTCUSD 1h v1")
     assert [v["aliases"] for v in listed["versions"]] == [[CHAMPION], [PREVIOUS]]
     with pytest.raises(RegistryError, match="no version 9"):
-        reviewer.promote_manually("BTCUSD", "1h", "9")
-
-
-def test_a_version_with_the_evidence_is_crowned(trained: tuple, tmp_path: Path) -> None:
-    settings, result, cfg, meta = trained
-    settings = settings.model_copy(update={"home": tmp_path})
-    record_training(result, cfg, meta, tmp_path)
-    client = setup(tmp_path)
-    good = {
-        "holdout_dsr": "0.99",
-        "holdout_roc_auc": "0.6",
-        "holdout_trades": "100",
-        "holdout_sharpe_annual": "3",
-        "holdout_bh_sharpe_annual": "0.1",
-    }
-    for key, value in good.items():  # as if the training had shown this evidence
-        client.set_model_version_tag(NAME, "1", key, value)
-    decision = Reviewer(settings, client).review("BTCUSD", "1h")
-    assert decision.promoted and decision.kind == "gate"
-    assert _aliases(client) == {CHAMPION: "1", CHALLENGER: None, PREVIOUS: None}
-    again = Reviewer(settings, client).review("BTCUSD", "1h", "1")  # a retried review
-    assert again.kind == "already_champion" and _aliases(client)[CHAMPION] == "1"
+        reviewer.promote_manually("BTCUSD", "1h", "9", "test")
 
 
 def test_unmet_requirements_name_what_differs() -> None:
@@ -149,8 +118,8 @@ def test_the_ensemble_read_directly_is_the_pyfunc_s(
 
     import models.registry as registry
 
-    settings, result, cfg, meta = trained
-    record_training(result, cfg, meta, settings.home)  # v1 (reused if already recorded)
+    settings, result, cfg, meta, frame = trained
+    record_training(result, cfg, meta, settings.home, dataset=frame)  # v1 (reused if recorded)
     setup(settings.home)
     direct = load_ensemble(NAME, "1")
     served = mlflow.pyfunc.load_model(f"models:/{NAME}/1").unwrap_python_model().ensemble
