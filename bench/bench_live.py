@@ -2,8 +2,9 @@
 
 * per-symbol decision with a cached model — features of the last candle (the model's own spec),
   the ensemble's 4 families, vote, weight, risk layer; no database [p99 ≤ 20 ms]; next to it, the
-  same features computed on the whole stored history (what the bounded tail saves) and the 4
-  families' probabilities and contributions alone;
+  same features computed on the whole stored history (what the bounded tail saves), the 4
+  families' probabilities and contributions alone, and the code fingerprint check each model
+  makes once when it loads (``models.fingerprint``; made before the decisions are timed);
 * a live run of 20 symbols through the Prefect flow — incremental collect, paper account update,
   scoring, records, orders, charts [≤ 5 s wall for 20 symbols, Prefect overhead included], once
   with models loading (as every run served by ``candleflow serve``: a fresh process) and twice
@@ -94,6 +95,12 @@ def _decision_latency(symbols: list[str]) -> list[dict]:
     settings = load_settings()
     now = END - timedelta(hours=2, minutes=55)  # 5 min after the set-up's last collect
     ctx = open_live_run.fn(settings, symbols, "1h", now)
+    fingerprint = []  # once per model load; made here so that decisions are timed without it
+    for symbol in symbols:
+        model = ctx.cache.get(f"candleflow.{symbol}.1h", "champion")
+        start = time.perf_counter()
+        model.code_mismatch(ctx.store, symbol, "1h")
+        fingerprint.append(time.perf_counter() - start)
     decision, full, predict = [], [], []
     for i in range(REPEATS):
         symbol = symbols[i % len(symbols)]
@@ -135,6 +142,11 @@ def _decision_latency(symbols: list[str]) -> list[dict]:
             "n": len(decision),
             **_percentiles(decision),
             "target_p99_ms": 20,
+        },
+        {
+            "case": "per model load: code fingerprint check (3 reference rows rebuilt, scored)",
+            "n": len(fingerprint),
+            **_percentiles(fingerprint),
         },
         {
             "case": "reference: features on the whole stored history",

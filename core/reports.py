@@ -14,6 +14,7 @@ SIGNAL_FIELDS = (
     "position_multiplier",
     "order_id",
     "model_version",
+    "champion_kind",  # how the champion was crowned: gate | manual | rollback (None: shadow)
     "shadow",
     "reasons",
 )

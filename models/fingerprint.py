@@ -19,7 +19,6 @@ import mlflow
 import numpy as np
 import polars as pl
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from core.errors import CandleflowError
 from core.feature_spec import FeatureSpec
@@ -103,10 +102,9 @@ def take(ensemble: Ensemble, dataset: pl.DataFrame, rows: int = REFERENCE_ROWS) 
     )
 
 
-def load_fingerprint(client: MlflowClient, name: str, version: str) -> Fingerprint | None:
-    """The fingerprint stored with a registered version; None for a version registered before
-    fingerprints were recorded."""
-    uri = client.get_model_version_download_uri(name, str(version))
+def load_fingerprint(uri: str) -> Fingerprint | None:
+    """The fingerprint stored with a registered version (``uri``: its download URI); None for a
+    version registered before fingerprints were recorded."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = mlflow.artifacts.download_artifacts(
@@ -171,7 +169,7 @@ def verify(
     problem = _first_feature_difference(fp, here) or _first_probability_difference(fp, ensemble)
     if problem is None:
         return None
-    return problem + _library_changes(fp.libraries)
+    return f"code fingerprint differs: {problem}{_library_changes(fp.libraries)}"
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -187,7 +185,8 @@ def _first_feature_difference(fp: Fingerprint, here: np.ndarray) -> str | None:
     row = int(np.flatnonzero(bad[:, column])[0])
     return (
         f"feature {fp.columns[column]} at {fp.ts[row]:%Y-%m-%d %H:%M} UTC is "
-        f"{here[row, column]!r} under this code, {stored[row, column]!r} at training"
+        f"{here[row, column]!r} here, {stored[row, column]!r} at training (the feature code, a "
+        "library or the stored candles changed since)"
     )
 
 
@@ -204,7 +203,7 @@ def _first_probability_difference(fp: Fingerprint, ensemble: Ensemble) -> str | 
             i = int(bad[0])
             return (
                 f"family {family}: probability at {fp.ts[i]:%Y-%m-%d %H:%M} UTC is "
-                f"{here[i]!r} under this code, {stored[i]!r} at training"
+                f"{here[i]!r} here, {stored[i]!r} at training (on the same feature row)"
             )
     return None
 

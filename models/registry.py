@@ -64,14 +64,16 @@ ENSEMBLE_ARTIFACT = "artifacts/ensemble.joblib"  # in a version logged by tracki
 _CHECKED_REQUIREMENTS: dict[str, list[str]] = {}  # a model's requirements → unmet ones
 
 
-def load_ensemble(name: str, version: str, client: MlflowClient | None = None) -> Ensemble:
+def load_ensemble(
+    name: str, version: str, client: MlflowClient | None = None, uri: str | None = None
+) -> Ensemble:
     """The fitted ensemble inside a registered version: its artifact, read as the pyfunc's own
     ``load_context`` reads it, after the model's pinned requirements are compared with this
     environment (a mismatch is logged, once per set of requirements). Loading the whole pyfunc
     costs ~4× more (its MLmodel parsed three times, each requirement resolved anew: 20 models in
     2.1 s against 0.5 s measured), the largest cost of a live run in a fresh process. A version of
-    another layout loads through the pyfunc."""
-    uri = (client or MlflowClient()).get_model_version_download_uri(name, str(version))
+    another layout loads through the pyfunc. ``uri``: the version's download URI, if known."""
+    uri = uri or (client or MlflowClient()).get_model_version_download_uri(name, str(version))
     try:
         path = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/{ENSEMBLE_ARTIFACT}")
         requirements = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/requirements.txt")

@@ -7,7 +7,10 @@ candle in shadow (recorded, never executed).
 
 Statuses: ``OK``; ``NO_MODEL`` (no champion); ``STALE`` (the last stored candle opened 2 × the
 timeframe or more ago: no order); ``SPEC_MISMATCH`` (the model's spec does not rebuild to the hash
-it was trained with, or yields other columns: refused); ``ERROR`` (features undefined, …).
+it was trained with, or yields other columns, or this code does not reproduce the model's code
+fingerprint — features and probabilities of reference rows: refused); ``ERROR`` (features
+undefined, …). A champion's records say how it was crowned (``champion_kind``: gate, manual,
+rollback).
 """
 
 from __future__ import annotations
@@ -93,6 +96,9 @@ def score_last_candle(
             f"v{model.version}: its feature spec hashes to {model.spec_hash} under this code, "
             f"not the {meta['spec_hash']} it was trained with",
         )
+    mismatch = model.code_mismatch(store, symbol, timeframe)  # worked out once per model
+    if mismatch is not None:
+        raise LiveError(SPEC_MISMATCH, mismatch)
     tf = parse_timeframe(timeframe)
     inputs = load_inputs(store, symbol, timeframe, model.spec)
     last = as_utc(inputs.candles["ts"][-1])
@@ -410,7 +416,12 @@ def _record(
 ) -> dict[str, Any]:
     ts = scored.ts if scored is not None else _last_ts(ctx.store, symbol, timeframe, ctx.now)
     version = "" if model is None else model.version
-    data = None if signal is None else signal.to_dict()
+    kind = None if model is None or shadow else model.champion_kind
+    reasons = reasons if model is None else reasons + model.notes
+    components = None
+    if signal is not None or model is not None:  # a refusal's reasons are stored too
+        components = (signal.to_dict() if signal is not None else {}) | {"reasons": reasons}
+        components |= {} if kind is None else {"champion_kind": kind}
     ctx.ledger.record_signal(
         symbol=symbol,
         timeframe=timeframe,
@@ -424,7 +435,7 @@ def _record(
         weight=None if signal is None else signal.weight,
         tier=None if signal is None else signal.tier.value,
         position_multiplier=None if signal is None else signal.multiplier,
-        components=None if data is None else data | {"reasons": reasons},
+        components=components,
         explanation=None if scored is None else scored.explanation,
     )
     return {
@@ -439,6 +450,7 @@ def _record(
         "position_multiplier": None if signal is None else signal.multiplier,
         "order_id": None,
         "model_version": version or None,
+        "champion_kind": kind,
         "shadow": shadow,
         "reasons": reasons,
         "stop_loss": None,

@@ -38,7 +38,8 @@ def champion(monkeypatch: pytest.MonkeyPatch) -> None:
         )
         assert result.exit_code == 0, result.stderr
         if trials == "2":
-            assert runner.invoke(app, ["models", "promote", "BTCUSD", "1h", "1"]).exit_code == 0
+            manual = ["models", "promote", "BTCUSD", "1h", "1", "--reason", "test"]
+            assert runner.invoke(app, manual).exit_code == 0
 
 
 def _run(now: datetime, symbols: list[str], collect: bool = True) -> list[dict]:
@@ -55,6 +56,8 @@ def test_live_signals_order_once_shadow_and_refusals(champion: None) -> None:
     by = {(r["symbol"], r["shadow"]): r for r in rows}
     main, shadow = by[("BTCUSD", False)], by[("BTCUSD", True)]
     assert main["status"] == "OK" and main["model_version"] == "1"
+    assert (main["champion_kind"], shadow["champion_kind"]) == ("manual", None)  # overridden
+    assert not any("code fingerprint" in r for r in main["reasons"])  # it has one, reproduced
     assert main["action"] == "BUY" and main["tier"] in ("BUY", "STRONG_BUY"), main["reasons"]
     assert main["order_id"] and main["stop_loss"] < main["take_profit"]
     assert shadow["status"] == "OK" and shadow["model_version"] == "2"
@@ -69,6 +72,7 @@ def test_live_signals_order_once_shadow_and_refusals(champion: None) -> None:
     signals = ledger.signals()
     assert signals.filter(signals["symbol"] == "BTCUSD").height == 2  # champion + shadow, upserted
     main_row = signals.filter(~signals["shadow"] & (signals["symbol"] == "BTCUSD"))
+    assert json.loads(main_row["components"][0])["champion_kind"] == "manual"
     explanation = json.loads(main_row["explanation"][0])
     assert len(explanation["top"]) == 5 and "lightgbm" in explanation["families"]
 

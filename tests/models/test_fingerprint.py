@@ -34,7 +34,7 @@ def recorded(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> tupl
     record_training(trained.result, trained.cfg, trained.meta, home, dataset=trained.frame)
     client = setup(home)
     ensemble = load_ensemble(NAME, "1", client)
-    fp = load_fingerprint(client, NAME, "1")
+    fp = load_fingerprint(client.get_model_version_download_uri(NAME, "1"))
     return fp, ensemble, FeatureSpec.model_validate(trained.meta["feature_spec"])
 
 
@@ -70,8 +70,9 @@ def test_a_changed_feature_function_is_named(
 
     monkeypatch.setattr(features.families, "_candle_shape", drifted)
     problem = _verify(recorded, trained)
-    assert problem is not None and problem.startswith("feature shape_body at "), problem
-    assert "under this code" in problem and "at training" in problem
+    assert problem is not None, "a changed feature passed"
+    assert problem.startswith("code fingerprint differs: feature shape_body at "), problem
+    assert " here, " in problem and " at training (the feature code" in problem
 
 
 def test_a_changed_model_is_named_by_family(recorded: tuple, trained: Trained) -> None:
@@ -81,7 +82,8 @@ def test_a_changed_model_is_named_by_family(recorded: tuple, trained: Trained) -
     inner = getattr(logreg, "estimator_", logreg)
     inner[-1].coef_ = inner[-1].coef_ * (1 + 1e-6)
     problem = _verify(recorded, trained, changed)
-    assert problem is not None and problem.startswith("family logreg: probability at "), problem
+    assert problem is not None, "a changed model passed"
+    assert problem.startswith("code fingerprint differs: family logreg: probability at "), problem
 
 
 def test_a_reference_candle_missing_from_the_store_cannot_be_checked(
