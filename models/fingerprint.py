@@ -185,8 +185,8 @@ def _first_feature_difference(fp: Fingerprint, here: np.ndarray) -> str | None:
     row = int(np.flatnonzero(bad[:, column])[0])
     return (
         f"feature {fp.columns[column]} at {fp.ts[row]:%Y-%m-%d %H:%M} UTC is "
-        f"{here[row, column]!r} here, {stored[row, column]!r} at training (the feature code, a "
-        "library or the stored candles changed since)"
+        f"{float(here[row, column])!r} here, {float(stored[row, column])!r} at training "
+        "(the feature code, a library or the stored candles changed since)"
     )
 
 
@@ -203,7 +203,8 @@ def _first_probability_difference(fp: Fingerprint, ensemble: Ensemble) -> str | 
             i = int(bad[0])
             return (
                 f"family {family}: probability at {fp.ts[i]:%Y-%m-%d %H:%M} UTC is "
-                f"{here[i]!r} here, {stored[i]!r} at training (on the same feature row)"
+                f"{float(here[i])!r} here, {float(stored[i])!r} at training "
+                "(on the same feature row)"
             )
     return None
 

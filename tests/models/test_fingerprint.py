@@ -73,6 +73,7 @@ def test_a_changed_feature_function_is_named(
     assert problem is not None, "a changed feature passed"
     assert problem.startswith("code fingerprint differs: feature shape_body at "), problem
     assert " here, " in problem and " at training (the feature code" in problem
+    assert "np.float64" not in problem  # plain numbers a person can read
 
 
 def test_a_changed_model_is_named_by_family(recorded: tuple, trained: Trained) -> None:
