@@ -87,10 +87,10 @@ def _decision_latency(symbols: list[str]) -> list[dict]:
     from core.config import load_settings
     from features.build import compute_features
     from features.dataset import load_inputs
+    from models.risk import OrderRequest, bars_per_year, decide, risk_state
     from models.zoo import probability_and_contributions
     from tasks.live import open_live_run
     from trading.live import score_last_candle, signal_of
-    from trading.risk import OrderRequest, bars_per_year, decide, risk_state
 
     settings = load_settings()
     now = END - timedelta(hours=2, minutes=55)  # 5 min after the set-up's last collect

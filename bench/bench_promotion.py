@@ -55,11 +55,11 @@ def one(args: tuple[str, float, int, str]) -> dict:
         "seed": seed,
         "rows": frame.height,
         "seconds": round(time.perf_counter() - start, 1),
-        "holdout_auc": round(m["holdout_roc_auc"], 3),
-        "sharpe": round(m["holdout_sharpe_annual"], 2),
-        "bh_sharpe": round(m["holdout_bh_sharpe_annual"], 2),
-        "dsr": round(m["holdout_dsr"], 3),
-        "trades": int(m["holdout_trades"]),
+        "oos_auc": round(m["oos_roc_auc"], 3),
+        "sharpe": round(m["oos_sharpe_annual"], 2),
+        "bh_sharpe": round(m["oos_bh_sharpe_annual"], 2),
+        "dsr": round(m["oos_dsr"], 3),
+        "trades": int(m["oos_trades"]),
         "trials": int(m["trials"]),
         "promoted": all(c.passed for c in checks),
         "failed": "; ".join(c.message for c in checks if not c.passed),
@@ -85,7 +85,7 @@ def main() -> None:
     summary = []
     for edge in edges:
         sel = [r for r in rows if r["edge"] == edge]
-        aucs = [r["holdout_auc"] for r in sel]
+        aucs = [r["oos_auc"] for r in sel]
         summary.append(
             {
                 "edge": edge,

@@ -14,7 +14,6 @@ from core.db import UTCDateTime
 from core.errors import BrokerError
 
 PENDING, OPEN, CLOSED = "PENDING", "OPEN", "CLOSED"
-STOP_LOSS, TAKE_PROFIT, TIMEOUT = "STOP_LOSS", "TAKE_PROFIT", "TIMEOUT"
 ENTRY, EXIT = "ENTRY", "EXIT"
 
 

@@ -1,14 +1,11 @@
 """A paper account implementing ``brokers.execution.ExecutionBroker``: balance, positions and
 fills persisted in the live database, orders filled on later candles.
 
-Fill model: a market order for candle ``t`` fills at the open of the first candle after ``t``,
-moved against the order by the slippage; every fill pays a fee in bps of its notional. A position
-then closes on the first candle (the entry candle included) that
-- opens beyond its stop-loss or take-profit (a gap): at that open (a stop also slips);
-- touches the stop-loss: at the stop, with slippage. If the same candle also touches the
-  take-profit, the stop is assumed to come first (conservative: a candle does not say which did);
-- touches the take-profit: at the take-profit (a limit order: no slippage);
-- opens at or after the position's ``timeout_at``: at that candle's close, with slippage.
+Fills, exits and costs are the strategy's (``core.strategy``, the same rules and the same
+per-instrument cost model the backtest charges, from ``[costs]``): a market order for candle
+``t`` fills at the open of the first candle after ``t`` closed; the position then closes on the
+first candle (the entry candle included) that gaps beyond or touches its stop-loss or
+take-profit (the stop first when both are touched), or opens at or after its ``timeout_at``.
 The balance holds realised PnL net of fees (a margin account: notional is not debited); equity
 adds the open positions marked to their symbol's last processed close.
 
@@ -26,7 +23,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
@@ -40,9 +37,6 @@ from brokers.execution import (
     EXIT,
     OPEN,
     PENDING,
-    STOP_LOSS,
-    TAKE_PROFIT,
-    TIMEOUT,
     AccountSnapshot,
     BrokerOrder,
     OrderRejectedError,
@@ -53,8 +47,10 @@ from brokers.execution import (
     positions,
 )
 from core.candles import PRICE_COLUMNS, conform
+from core.config import CostsSettings
 from core.db import make_engine
 from core.settings_live import PaperSettings
+from core.strategy import Candle, Costs, exit_for_candle
 from core.symbols import normalize_symbol
 from core.timeframes import as_utc, parse_timeframe
 
@@ -68,39 +64,6 @@ class UpdateReport:
     candles: int
     entries: int
     exits: int
-
-
-class Candle(NamedTuple):
-    ts: datetime
-    open: float
-    high: float
-    low: float
-    close: float
-
-
-def exit_for_candle(
-    side: int,
-    stop_loss: float | None,
-    take_profit: float | None,
-    timeout_at: datetime | None,
-    candle: Candle,
-    slippage: float,
-) -> tuple[float, str] | None:
-    """The exit price and reason for a position of ``side`` on ``candle``, or ``None`` (the rules
-    are in the module docstring; ``slippage`` is a fraction)."""
-    o = candle.open
-    stop, take = stop_loss, take_profit
-    if stop is not None and side * (o - stop) <= 0:
-        return o * (1 - side * slippage), STOP_LOSS
-    if take is not None and side * (o - take) >= 0:
-        return o, TAKE_PROFIT
-    if stop is not None and (candle.low <= stop if side > 0 else candle.high >= stop):
-        return stop * (1 - side * slippage), STOP_LOSS
-    if take is not None and (candle.high >= take if side > 0 else candle.low <= take):
-        return take, TAKE_PROFIT
-    if timeout_at is not None and candle.ts >= timeout_at:
-        return candle.close * (1 - side * slippage), TIMEOUT
-    return None
 
 
 @dataclass
@@ -230,19 +193,20 @@ class PaperBroker:
     name = "paper"
     dry_run = False  # paper trading books simulated fills; it never reaches a market
 
-    def __init__(self, engine: Engine | str, settings: PaperSettings | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine | str,
+        settings: PaperSettings | None = None,
+        costs: CostsSettings | None = None,
+    ) -> None:
         self.engine = make_engine(engine) if isinstance(engine, str) else engine
         self.settings = settings or PaperSettings()
+        self.costs = costs or CostsSettings()  # ``[costs]``: what the backtest charges too
         self.account = self.settings.account
         self._ready = False
 
-    @property
-    def _slippage(self) -> float:
-        return self.settings.slippage_bps / 10_000
-
-    @property
-    def _fee_rate(self) -> float:
-        return self.settings.fee_bps / 10_000
+    def _costs(self, symbol: str) -> Costs:
+        return self.costs.of(symbol)
 
     def create_all(self) -> None:
         """Create the execution tables and this account (idempotent; every method does it on
@@ -343,8 +307,9 @@ class PaperBroker:
         return (p for p in book.active if p["symbol"] == symbol and p["status"] != CLOSED)
 
     def _enter(self, conn: Connection, book: _Book, p: dict[str, Any], candle: Candle) -> None:
-        price = candle.open * (1 + p["side"] * self._slippage)
-        fee = price * p["quantity"] * self._fee_rate
+        costs = self._costs(p["symbol"])
+        price = costs.fill_price(candle.open, p["side"])
+        fee = costs.fee(price, p["quantity"])
         self._fill(
             conn, p, kind=ENTRY, ts=candle.ts, side=p["side"], price=price, fee=fee, reason=ENTRY
         )
@@ -353,13 +318,14 @@ class PaperBroker:
         self._save_position(conn, p, "status", "entry_ts", "entry_price", "fees")
 
     def _maybe_exit(self, conn: Connection, book: _Book, p: dict[str, Any], candle: Candle) -> bool:
+        costs = self._costs(p["symbol"])
         hit = exit_for_candle(
-            p["side"], p["stop_loss"], p["take_profit"], p["timeout_at"], candle, self._slippage
+            p["side"], p["stop_loss"], p["take_profit"], p["timeout_at"], candle, costs
         )
         if hit is None:
             return False
         price, reason = hit
-        fee = price * p["quantity"] * self._fee_rate
+        fee = costs.fee(price, p["quantity"])
         gross = p["side"] * p["quantity"] * (price - p["entry_price"])
         self._fill(
             conn,

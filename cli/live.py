@@ -67,7 +67,7 @@ def _ledger(ctx: typer.Context):
     settings = settings_of(ctx)
     ledger = Ledger.from_settings(settings.live, settings.home)
     ledger.create_all()
-    return settings, ledger, PaperBroker(ledger.engine, settings.paper)
+    return settings, ledger, PaperBroker(ledger.engine, settings.paper, settings.costs)
 
 
 def positions(ctx: typer.Context, json_: JsonOption = False) -> None:

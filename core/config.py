@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -26,9 +33,11 @@ from pydantic_settings import (
 
 from core.errors import ConfigError
 from core.feature_spec import FeatureSpec, LabelSpec
+from core.instruments import instrument
 from core.settings_live import LiveSettings, PaperSettings
 from core.settings_orchestration import OrchestrationSettings, RetrainSettings
 from core.settings_trading import RiskSettings, SignalSettings
+from core.strategy import Costs
 from core.symbols import normalize_symbol
 from core.timeframes import parse_timeframe
 
@@ -131,6 +140,9 @@ class CostSpec(Section):
     def round_trip_bps(self) -> float:
         return 2 * self.fee_bps + self.spread_bps + 2 * self.slippage_bps
 
+    def to_costs(self) -> Costs:
+        return Costs(self.fee_bps, self.spread_bps, self.slippage_bps)
+
 
 def _default_costs() -> dict[str, CostSpec]:
     return {
@@ -153,6 +165,10 @@ class CostsSettings(Section):
         by_symbol = {normalize_symbol(k): v for k, v in self.by_symbol.items()}
         return by_symbol.get(symbol) or self.by_asset_class.get(asset_class) or self.default
 
+    def of(self, symbol: str) -> Costs:
+        """The cost model of ``symbol``: what the backtest charges and the paper account books."""
+        return self.for_symbol(symbol, instrument(symbol).asset_class.value).to_costs()
+
 
 class TrainingSettings(Section):
     """Per-symbol training: families, splits, tuning budget, decision threshold, ensemble."""
@@ -160,7 +176,23 @@ class TrainingSettings(Section):
     families: list[Literal["logreg", "hgb", "xgboost", "lightgbm"]] = Field(
         default_factory=lambda: ["logreg", "hgb", "xgboost", "lightgbm"]
     )
-    holdout: float = Field(default=0.2, gt=0.0, lt=0.6)
+    development: float = Field(
+        default=0.25,
+        gt=0.0,
+        lt=0.9,
+        description="share of the events (the first) for tuning and model selection; every "
+        "later event is predicted out of sample by the walk-forward",
+    )
+    walk_forward: Literal["anchored", "rolling"] = Field(
+        default="anchored",
+        description="refit on every earlier event (anchored) or on the last `window_bars`",
+    )
+    refit_every_bars: int = Field(
+        default=720, ge=1, le=1_000_000, description="walk-forward: bars between refits"
+    )
+    window_bars: int = Field(
+        default=8760, ge=100, le=10_000_000, description="rolling walk-forward: training window"
+    )
     folds: int = Field(default=4, ge=2, le=20)
     embargo_bars: int | None = Field(default=None, ge=0, description="None: the label horizon")
     trials: int = Field(default=4, ge=1, le=10_000, description="Optuna trials per family")
@@ -171,16 +203,41 @@ class TrainingSettings(Section):
     min_agree: int = Field(default=2, ge=1, description="majority vote: models that must agree")
     n_threads: int = Field(default=1, ge=1, le=64, description="threads per model fit")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _oos_replaced(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "oos" in data:
+            raise ValueError(
+                "training.holdout was replaced by the walk-forward evaluation: "
+                "training.development (the first share of events for tuning; every later one "
+                "is predicted out of sample), refit_every_bars, walk_forward"
+            )
+        return data
+
 
 class PromotionSettings(Section):
     """The gate a challenger must pass to become ``champion`` (see ``models/promotion.py``)."""
 
-    min_dsr: float = Field(default=0.95, ge=0.0, le=1.0, description="holdout Deflated Sharpe")
+    min_dsr: float = Field(
+        default=0.95, ge=0.0, le=1.0, description="out-of-sample Deflated Sharpe"
+    )
     min_auc_lift: float = Field(default=0.02, ge=0.0, le=0.5, description="AUC ≥ 0.5 + lift")
-    min_trades: int = Field(default=30, ge=0, description="holdout trades")
+    min_trades: int = Field(default=30, ge=0, description="out-of-sample trades")
+    min_oos_days: int = Field(
+        default=365,
+        ge=0,
+        le=100_000,
+        description="out-of-sample days; ~250 are needed to see an annual Sharpe of 2 at all",
+    )
+    max_pbo: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Probability of Backtest Overfitting at most this (None: reported only)",
+    )
     benchmark: Literal["buy_and_hold", "flat"] = Field(
         default="buy_and_hold",
-        description="net Sharpe must beat buy-and-hold's over the holdout, or only flat (0)",
+        description="net Sharpe must beat buy-and-hold's out of sample, or only flat (0)",
     )
     confidence: float = Field(
         default=0.90, gt=0.5, lt=1.0, description="paired bootstrap: P(challenger beats champion)"

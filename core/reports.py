@@ -26,7 +26,7 @@ SUMMARY_FIELDS = (
     "candles",
     "dataset_rows",
     "best_family",
-    "holdout_auc",
+    "oos_auc",
     "net_sharpe",
     "dsr",
     "promoted",

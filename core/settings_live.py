@@ -5,9 +5,9 @@ account fills orders (``[paper]``). Wired into :class:`core.config.Settings` as 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -72,18 +72,26 @@ class LiveSettings(_Section):
 
 
 class PaperSettings(_Section):
-    """The paper account: its name (one database can hold several), starting balance, currency
-    and costs. Market orders fill at the next candle's open moved against the order by
-    ``slippage_bps`` (stops and time-outs slip too; take-profits are limits and do not); every
-    fill pays ``fee_bps`` of its notional. The defaults (1 bp each) are a modest assumption, not a
-    venue's schedule: set them from your broker's. The balance is read from the settings only
-    when the account is first created."""
+    """The paper account: its name (one database can hold several), starting balance and
+    currency. Its fills cost what the backtest charges: the per-instrument cost model of
+    ``[costs]`` (one owner; there are no paper-only costs). The balance is read from the settings
+    only when the account is first created."""
 
     account: str = Field(default="paper", min_length=1, max_length=64)
     initial_balance: float = Field(default=100_000.0, gt=0)
     currency: str = "USD"
-    slippage_bps: float = Field(default=1.0, ge=0, le=1000)
-    fee_bps: float = Field(default=1.0, ge=0, le=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_costs(cls, data: Any) -> Any:
+        moved = sorted({"fee_bps", "slippage_bps"} & set(data)) if isinstance(data, dict) else []
+        if moved:
+            raise ValueError(
+                f"paper.{', paper.'.join(moved)} moved to [costs] (per instrument: fee_bps, "
+                "spread_bps, slippage_bps), which the backtest, the gate and the paper account "
+                "all use; delete the key from [paper] and set [costs] instead"
+            )
+        return data
 
     @field_validator("currency")
     @classmethod

@@ -1,6 +1,6 @@
 """Settings of the live decision layer: how the ensemble's vote becomes a weighted signal
-(``[signals]``, see ``trading.signal``) and how a signal becomes a sized, capped order or a refusal
-(``[risk]``, see ``trading.risk``)."""
+(``[signals]``, see ``models.signal``) and how a signal becomes a sized, capped order or a refusal
+(``[risk]``, see ``models.risk``)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,12 @@ class ComponentWeights(_Section):
     )
     agreement: float = Field(default=0.20, ge=0, description="share of families agreeing")
     regime: float = Field(default=0.15, ge=0, description="volatility regime")
-    higher_tf: float = Field(default=0.15, ge=0, description="higher timeframe's model confirms")
+    higher_tf: float = Field(
+        default=0.0,
+        ge=0,
+        description="higher timeframe's model confirms; 0 by default: a per-model backtest cannot "
+        "see another model, so a weight here trades something the gate did not evaluate",
+    )
     risk: float = Field(default=0.15, ge=0, description="room left before the loss limits")
 
     @model_validator(mode="after")
@@ -103,7 +108,7 @@ class RiskSettings(_Section):
     )
     fixed_units: float = Field(default=1.0, gt=0, description="units per order (fixed_units)")
     risk_per_trade_pct: float = Field(
-        default=1.0, gt=0, le=100, description="% of balance lost if the stop is hit"
+        default=0.5, gt=0, le=100, description="% of balance lost if the stop is hit"
     )
     target_volatility_pct: float = Field(
         default=10.0,
@@ -123,7 +128,15 @@ class RiskSettings(_Section):
     max_total_exposure: float = Field(
         default=3.0, gt=0, le=1000, description="all open notional / equity"
     )
-    max_open_positions: int = Field(default=5, ge=1, le=10_000)
+    max_open_positions: int = Field(
+        default=5, ge=1, le=10_000, description="open positions at once, all symbols"
+    )
+    max_positions_per_symbol: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="open or pending positions per symbol (1: the backtest's one at a time)",
+    )
     max_daily_loss_pct: float = Field(
         default=3.0, gt=0, le=100, description="circuit breaker: loss since the day's start"
     )

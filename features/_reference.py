@@ -33,15 +33,10 @@ def triple_barrier_loop(
         label, k, price = 0, spec.horizon, c[i + spec.horizon]
         for step in range(1, spec.horizon + 1):
             j = i + step
-            reach_up = c[j] if spec.touch == "close" else h[j]
-            reach_dn = c[j] if spec.touch == "close" else lo[j]
-            if reach_dn <= dn:  # checked first: a bar crossing both counts as the lower barrier
-                label, k = -1, step
-                price = c[j] if spec.touch == "close" else (min(o[j], dn) if s > 0 else dn)
-                break
-            if reach_up >= up:
-                label, k = 1, step
-                price = c[j] if spec.touch == "close" else (up if s > 0 else max(o[j], up))
+            hit = _touch(spec.touch, s, up, dn, o[j], h[j], lo[j], c[j])
+            if hit is not None:
+                label, price = hit
+                k = step
                 break
         won = label * (1 if s > 0 else -1)
         out.append(
@@ -55,3 +50,26 @@ def triple_barrier_loop(
             }
         )
     return out
+
+
+def _touch(
+    touch: str, s: float, up: float, dn: float, o: float, h: float, lo: float, c: float
+) -> tuple[int, float] | None:
+    """(label, exit price) when bar j reaches a barrier. ``close``: the close decides, the lower
+    barrier first. ``high_low``: the order of ``core.strategy.exit_for_candle`` — an open at or
+    beyond the stop, an open beyond the take-profit, then the stop's touch, then the take's."""
+    if touch == "close":
+        if c <= dn:
+            return -1, c
+        return (1, c) if c >= up else None
+    stop, take = (dn, up) if s > 0 else (up, dn)
+    stop_label, take_label = (-1, 1) if s > 0 else (1, -1)
+    if s * (o - stop) <= 0:
+        return stop_label, o
+    if s * (o - take) >= 0:
+        return take_label, o
+    if (lo <= stop) if s > 0 else (h >= stop):
+        return stop_label, stop
+    if (h >= take) if s > 0 else (lo <= take):
+        return take_label, take
+    return None

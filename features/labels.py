@@ -10,9 +10,10 @@ the same move in pips, ``bars`` the bars held.
 Touch test (``touch``):
 * ``"close"`` — the book's definition: a barrier counts when a close reaches it; exit at that close.
 * ``"high_low"`` — what a resting stop / limit order sees: the bar's high reaches the upper barrier
-  or its low the lower one. The take-profit fills at the barrier; the stop fills at the barrier, or
-  at the bar's open when the bar gaps through it (a worse price). **When one bar's range crosses
-  both barriers the order of the touches is unknown: it counts as the stop-loss** (conservative).
+  or its low the lower one, filled at the barrier, or at the bar's open when the bar opened beyond
+  it. **When one bar's range crosses both barriers the order of the touches is unknown: it counts
+  as the stop-loss** (conservative), unless the bar opened beyond the take-profit. These are the
+  exits the strategy trades (``core.strategy.exit_for_candle``; a test holds them equal).
 
 With a primary ``side`` (meta-labelling) the barriers follow the side: for a short, take-profit is
 below at ``pt·σ`` and the stop above at ``sl·σ``; ``ret`` and ``pips`` are the side's P&L and
@@ -32,6 +33,7 @@ import polars as pl
 import talib
 
 from core.feature_spec import LabelSpec
+from core.strategy import barrier_levels
 
 logger = logging.getLogger(__name__)
 
@@ -106,30 +108,32 @@ def triple_barrier(
     n, horizon = c.size, spec.horizon
     sigma = volatility(frame, spec)
     sides = np.ones(n) if side is None else np.sign(np.asarray(side, dtype=np.float64))
-    # Barrier multiples in the direction of the trade: a short's take-profit is below.
-    up_mult = np.where(sides >= 0, spec.pt, spec.sl)
-    dn_mult = np.where(sides >= 0, spec.sl, spec.pt)
     with np.errstate(invalid="ignore"):
-        upper = c * np.exp(up_mult * sigma)
-        lower = c * np.exp(-dn_mult * sigma)
+        stop, take = barrier_levels(c, sigma, np.where(sides >= 0, 1, -1), spec.pt, spec.sl)
+    upper, lower = np.where(sides >= 0, take, stop), np.where(sides >= 0, stop, take)
     reach_up, reach_dn = (c, c) if spec.touch == "close" else (h, lo)
     k_up = _first_touch(reach_up, upper, horizon, above=True)
     k_dn = _first_touch(reach_dn, lower, horizon, above=False)
 
     k_exit = np.minimum(np.minimum(k_up, k_dn), horizon)
     exit_i = _exit_index(n, k_exit)
-    hit_dn = (k_dn <= k_up) & (k_dn <= horizon)  # a same-bar double touch counts as the lower
-    hit_up = (k_up < k_dn) & (k_up <= horizon)
+    # One bar touching both barriers: the stop, unless that bar opened beyond the take-profit
+    # (then the take-profit came first) — the exit rule of core.strategy.exit_for_candle.
+    both = (k_up == k_dn) & (k_up <= horizon)
+    with np.errstate(invalid="ignore"):
+        # A long's upper barrier is its take-profit, a short's its stop; an open at or beyond
+        # the stop is the stop. (Closes reach both only where σ = 0: the lower one, as always.)
+        above, below = o[exit_i] >= upper, o[exit_i] <= lower
+        up_first = np.where(sides >= 0, above & ~below, above | ~below)
+    up_first &= spec.touch == "high_low"
+    hit_up = ((k_up < k_dn) | (both & up_first)) & (k_up <= horizon)
+    hit_dn = ((k_dn < k_up) | (both & ~up_first)) & (k_dn <= horizon)
     exit_price = c[exit_i].copy()
     if spec.touch == "high_low":
-        # Upper barrier: a long's take-profit fills at the barrier; a short's stop fills at the
-        # barrier or, gapped through, at the open. Mirror for the lower barrier.
-        exit_price = np.where(
-            hit_up, np.where(sides >= 0, upper, np.maximum(o[exit_i], upper)), exit_price
-        )
-        exit_price = np.where(
-            hit_dn, np.where(sides >= 0, np.minimum(o[exit_i], lower), lower), exit_price
-        )
+        # A touched barrier fills at the barrier, or at the bar's open when the bar opened
+        # beyond it (a stop gapped through fills worse, a take-profit better).
+        exit_price = np.where(hit_up, np.maximum(o[exit_i], upper), exit_price)
+        exit_price = np.where(hit_dn, np.minimum(o[exit_i], lower), exit_price)
     direction = np.where(hit_up, 1, np.where(hit_dn, -1, 0)).astype(np.int8)
     won_up = direction * np.where(sides >= 0, 1, -1)  # +1 when the touched barrier is the TP
 

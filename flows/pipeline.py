@@ -109,8 +109,8 @@ def run_pipeline(
 
 
 def summary(document: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per symbol × timeframe: candles, dataset rows, best family, holdout AUC, net Sharpe, DSR,
-    promoted?, the latest signal and tier."""
+    """Per symbol × timeframe: candles, dataset rows, best family, out-of-sample AUC, net
+    Sharpe, DSR, promoted?, the latest signal and tier."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
 
     def at(r: dict) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def summary(document: dict[str, Any]) -> list[dict[str, Any]]:
                 "candles": None,
                 "dataset_rows": None,
                 "best_family": None,
-                "holdout_auc": None,
+                "oos_auc": None,
                 "net_sharpe": None,
                 "dsr": None,
                 "promoted": None,
@@ -138,11 +138,11 @@ def summary(document: dict[str, Any]) -> list[dict[str, Any]]:
         at(r).update(dataset_rows=r.get("rows"), error=r.get("error") or at(r)["error"])
     for r in document.get("train", []):
         m, families = r.get("metrics") or {}, r.get("families") or {}
-        best = max(families, key=lambda f: families[f].get("holdout_roc_auc", 0), default=None)
+        best = max(families, key=lambda f: families[f].get("oos_roc_auc", 0), default=None)
         at(r).update(
             best_family=best,
-            holdout_auc=m.get("holdout_auc"),
-            net_sharpe=m.get("holdout_sharpe"),
+            oos_auc=m.get("oos_auc"),
+            net_sharpe=m.get("oos_sharpe"),
             dsr=m.get("dsr"),
             promoted=r.get("promoted"),
             error=r.get("error") or at(r)["error"],
@@ -151,7 +151,7 @@ def summary(document: dict[str, Any]) -> list[dict[str, Any]]:
         if not r.get("shadow"):
             at(r).update(signal=r.get("action") or r.get("status"), tier=r.get("tier"))
     for row in rows.values():
-        for key in ("holdout_auc", "net_sharpe", "dsr"):
+        for key in ("oos_auc", "net_sharpe", "dsr"):
             if isinstance(row[key], float):
                 row[key] = round(row[key], 3)
     return list(rows.values())

@@ -1,6 +1,6 @@
-"""Stage 4: per-symbol training — purged CV, Optuna per family, an ensemble, an honest holdout
-evaluation, tracked in MLflow and registered as ``challenger``. Fanned out per symbol ×
-timeframe; one unit's failure does not stop the others."""
+"""Stage 4: per-symbol training — purged CV, Optuna per family, an ensemble, an honest
+walk-forward out-of-sample evaluation, tracked in MLflow and registered as ``challenger``.
+Fanned out per symbol × timeframe; one unit's failure does not stop the others."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ TRAIN_FIELDS = (
     "reasons",
     "error",
 )
-SUMMARY = ("cv_auc", "holdout_auc", "holdout_sharpe", "psr", "dsr", "trades", "bh_sharpe")
+SUMMARY = ("cv_auc", "oos_auc", "oos_sharpe", "oos_days", "dsr", "pbo", "trades", "bh_sharpe")
 
 
 @flow(name="train-models", task_runner=ConfiguredTaskRunner(training_workers))

@@ -13,9 +13,11 @@ import json
 import math
 import tempfile
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -27,13 +29,13 @@ EVALUATION_DIGEST = "evaluation_sha256"  # run param and version tag
 
 # The evaluation numbers copied onto every version as tags (registry view, `models list`).
 VERSION_METRICS = (
-    "holdout_roc_auc",
-    "holdout_sharpe_annual",
-    "holdout_bh_sharpe_annual",
-    "holdout_psr",
-    "holdout_dsr",
-    "holdout_trades",
-    "holdout_exposure",
+    "oos_roc_auc",
+    "oos_sharpe_annual",
+    "oos_bh_sharpe_annual",
+    "oos_psr",
+    "oos_dsr",
+    "oos_trades",
+    "oos_exposure",
     "cv_roc_auc",
     "trials",
 )
@@ -76,6 +78,27 @@ def evidence(client: MlflowClient, mv: ModelVersion) -> dict[str, float | None]:
     """The ensemble's evaluation metrics of ``mv``'s training run, at full precision (NaN →
     None), after checking that ``evaluation.json`` hashes to the run's ``evaluation_sha256``.
     Raises :class:`EvidenceError` (naming what is wrong) when it cannot be trusted."""
+    ensemble = evaluation(client, mv).get("ensemble", {})
+    return {
+        key: float(v) if math.isfinite(v) else None
+        for key, v in ensemble.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+def oos_daily(client: MlflowClient, mv: ModelVersion) -> pl.DataFrame:
+    """``mv``'s out-of-sample daily net returns (``day``, ``ret``) from its checked evaluation."""
+    daily = evaluation(client, mv).get("oos_daily")
+    if not daily:
+        raise EvidenceError(f"{mv.name} v{mv.version}: no out-of-sample daily record: retrain it")
+    days = [date.fromisoformat(d) for d in daily["day"]]
+    return pl.DataFrame(
+        {"day": days, "ret": daily["ret"]}, schema={"day": pl.Date, "ret": pl.Float64}
+    )
+
+
+def evaluation(client: MlflowClient, mv: ModelVersion) -> dict[str, Any]:
+    """The whole checked ``evaluation.json`` of ``mv``'s training run (see :func:`evidence`)."""
     who = f"{mv.name} v{mv.version}"
     if not mv.run_id:
         raise EvidenceError(f"{who} has no training run: retrain it")
@@ -97,12 +120,7 @@ def evidence(client: MlflowClient, mv: ModelVersion) -> dict[str, float | None]:
             f"{who}: {EVALUATION_ARTIFACT} of run {mv.run_id} hashes to {sha256(data)[:12]}…, "
             f"not the {logged[:12]}… logged at training: the artifact was altered; retrain it"
         )
-    ensemble = json.loads(data).get("ensemble", {})
-    return {
-        key: float(v) if math.isfinite(v) else None
-        for key, v in ensemble.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    }
+    return json.loads(data)
 
 
 def _download(client: MlflowClient, run_id: str, who: str) -> bytes:

@@ -199,3 +199,50 @@ def max_drawdown(returns: Any) -> float:
     equity = np.cumprod(np.r_[1.0, 1.0 + r])
     peak = np.maximum.accumulate(equity)
     return float(np.max(1.0 - equity / peak))
+
+
+# --- backtest overfitting --------------------------------------------------------------------
+
+
+def probability_of_backtest_overfitting(returns: Any, blocks: int = 16) -> float:
+    """PBO by combinatorially symmetric cross-validation (Bailey, Borwein, López de Prado & Zhu,
+    2015). ``returns``: T × N, the per-period returns of N configurations over the same T periods.
+    The periods are cut into ``blocks`` (even; fewer when T is short) contiguous blocks; for each
+    half of them taken as in-sample, the configuration with the best in-sample Sharpe is ranked
+    among all N by its Sharpe on the other half, ``ω = rank / (N + 1)``. PBO is the share of
+    splits with ``logit(ω) < 0`` (the in-sample winner below the out-of-sample median; a tie at 0
+    counts one half). A Sharpe of zero variance (a configuration that never trades) counts as 0.
+    NaN for fewer than 2 configurations or fewer than 8 periods."""
+    from itertools import combinations
+
+    m = np.asarray(returns, dtype=np.float64)
+    if m.ndim != 2:
+        raise MetricsError(f"returns must be T × N, got shape {m.shape}")
+    _returns(m.ravel())
+    t, n = m.shape
+    s = min(blocks - blocks % 2, (t // 4) * 2)
+    if n < 2 or s < 2 or t < 8:
+        return math.nan
+    edges = np.linspace(0, t, s + 1).astype(int)
+    sums = np.add.reduceat(m, edges[:-1], axis=0)
+    squares = np.add.reduceat(m * m, edges[:-1], axis=0)
+    counts = np.diff(edges).astype(np.float64)
+    chosen = np.array(
+        [[b in c for b in range(s)] for c in combinations(range(s), s // 2)], dtype=np.float64
+    )
+
+    def block_sharpe(weights: np.ndarray) -> np.ndarray:
+        k = weights @ counts
+        mean = (weights @ sums) / k[:, None]
+        var = ((weights @ squares) - k[:, None] * mean**2) / (k[:, None] - 1)
+        out = np.zeros_like(mean)
+        np.divide(mean, np.sqrt(np.maximum(var, 0)), out=out, where=var > 1e-24)
+        return out
+
+    inside, outside = block_sharpe(chosen), block_sharpe(1.0 - chosen)
+    best = np.argmax(inside, axis=1)
+    winner = outside[np.arange(best.size), best][:, None]
+    rank = (outside < winner).sum(axis=1) + 0.5 * ((outside == winner).sum(axis=1) - 1) + 1
+    omega = rank / (n + 1)
+    logit = np.log(omega / (1 - omega))
+    return float(np.mean(logit < 0) + 0.5 * np.mean(logit == 0))

@@ -3,14 +3,20 @@ why in numbers.
 
 Checks (thresholds from ``[promotion]``), all required:
 
-1. ``dsr``: holdout Deflated Sharpe Ratio ≥ ``min_dsr`` (N = every trial of the training);
-2. ``auc``: holdout ROC AUC ≥ 0.5 + ``min_auc_lift``; ``trades``: holdout trades ≥ ``min_trades``;
-3. ``sharpe``: net-of-cost holdout Sharpe > 0; ``benchmark``: and > buy-and-hold's over the same
-   window (``benchmark = "buy_and_hold"``; ``"flat"`` asks only > 0, i.e. beating flat exposure);
-4. ``champion`` (when one exists): champion and challenger replayed on the challenger's holdout
-   window (each with its own feature spec, see ``models.replay``); the challenger needs the better
-   net Sharpe and a paired circular block bootstrap of the two daily return series must give
-   P(challenger's Sharpe > champion's) ≥ ``confidence``.
+The evidence is the walk-forward out-of-sample record of the strategy as traded
+(``models.training``), never a tag a person can edit (``models.evidence``).
+
+1. ``dsr``: out-of-sample Deflated Sharpe Ratio ≥ ``min_dsr``, N = every trial ever tried for the
+   model (all its trainings); undefined (fewer than 2 finite trial Sharpes while N > 1) fails;
+2. ``auc``: out-of-sample ROC AUC ≥ 0.5 + ``min_auc_lift``; ``trades`` ≥ ``min_trades``;
+   ``oos_days`` ≥ ``min_oos_days`` (enough days to see an edge at all);
+3. ``sharpe``: net-of-cost out-of-sample Sharpe > 0; ``benchmark``: and > buy-and-hold's over
+   the same window (``"flat"`` asks only > 0); ``pbo``: the Probability of Backtest Overfitting,
+   reported, and a check when ``max_pbo`` is set;
+4. ``champion`` (when one exists): both out-of-sample records (walk-forward net daily returns
+   from each one's checked evidence) on their common days; the challenger needs the better net
+   Sharpe and a paired circular block bootstrap of the two series must give P(challenger's
+   Sharpe > champion's) ≥ ``confidence``.
 
 An undefined number (NaN: e.g. no trades, so no Sharpe) fails its check.
 """
@@ -24,9 +30,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+import polars as pl
 
 from core.config import PromotionSettings
-from models.backtest import BacktestResult
 
 PERIODS_PER_YEAR = 365
 
@@ -131,24 +137,52 @@ def gate(
     comparison: Comparison | None = None,
     comparison_error: str | None = None,
 ) -> list[Check]:
-    """Checks 1–3 on the challenger's holdout metrics, and 4 from ``comparison`` (or the reason
-    it could not be made)."""
+    """Checks 1–3 on the challenger's out-of-sample (walk-forward) evidence, and 4 from
+    ``comparison`` (or the reason it could not be made)."""
+    n = _value(metrics, "trials_total")
+    dsr_label = f"DSR (N = {n:.0f} trials ever)" if math.isfinite(n) else "DSR"
     checks = [
-        _at_least("dsr", "DSR", _value(metrics, "holdout_dsr"), settings.min_dsr),
-        _at_least("auc", "AUC", _value(metrics, "holdout_roc_auc"), 0.5 + settings.min_auc_lift),
+        _at_least("dsr", dsr_label, _value(metrics, "oos_dsr"), settings.min_dsr),
+        _at_least("auc", "AUC", _value(metrics, "oos_roc_auc"), 0.5 + settings.min_auc_lift),
+        _at_least("trades", "trades", _value(metrics, "oos_trades"), settings.min_trades, ".0f"),
         _at_least(
-            "trades", "trades", _value(metrics, "holdout_trades"), settings.min_trades, ".0f"
+            "oos_days",
+            "out-of-sample days",
+            _value(metrics, "oos_days"),
+            settings.min_oos_days,
+            ".0f",
         ),
     ]
-    sharpe = _value(metrics, "holdout_sharpe_annual")
+    if checks[0].value is None and math.isfinite(n) and n > 1:
+        checks[0] = Check(
+            "dsr",
+            False,
+            None,
+            settings.min_dsr,
+            f"DSR undefined: fewer than 2 finite trial Sharpe ratios among N = {n:.0f} trials",
+        )
+    sharpe = _value(metrics, "oos_sharpe_annual")
     checks.append(_positive_sharpe(sharpe))
     if settings.benchmark == "buy_and_hold":
-        checks.append(_beats_buy_and_hold(sharpe, _value(metrics, "holdout_bh_sharpe_annual")))
+        checks.append(_beats_buy_and_hold(sharpe, _value(metrics, "oos_bh_sharpe_annual")))
+    checks.append(_pbo(_value(metrics, "pbo"), settings.max_pbo))
     if comparison_error is not None:
         checks.append(Check("champion", False, None, None, comparison_error))
     elif comparison is not None:
         checks.append(_beats_champion(comparison, settings.confidence))
     return checks
+
+
+def _pbo(pbo: float, limit: float | None) -> Check:
+    """The Probability of Backtest Overfitting: reported with every decision, a check only when
+    ``max_pbo`` is set (trials that share one real edge rank at random out of sample, so a PBO
+    near 0.5 does not by itself say the edge is false)."""
+    shown = f"{pbo:.2f}" if math.isfinite(pbo) else "undefined"
+    if limit is None:
+        return Check("pbo", True, pbo if math.isfinite(pbo) else None, None, f"PBO {shown}")
+    passed = math.isfinite(pbo) and pbo <= limit
+    op = "≤" if passed else ">"
+    return Check("pbo", passed, pbo, limit, f"PBO {shown} {op} {limit:.2f}")
 
 
 def _positive_sharpe(sharpe: float) -> Check:
@@ -181,18 +215,21 @@ def _beats_champion(c: Comparison, confidence: float) -> Check:
 
 
 def compare(
-    challenger: BacktestResult,
-    champion: BacktestResult,
+    challenger: pl.DataFrame,
+    champion: pl.DataFrame,
     champion_version: str,
     settings: PromotionSettings,
 ) -> Comparison:
-    """Both daily net return series on their common days, and the bootstrap confidence."""
-    joined = challenger.daily.select("day", a="ret").join(
-        champion.daily.select("day", b="ret"), on="day", how="inner"
+    """Both daily net return series (``day``, ``ret``) on their common days, and the bootstrap
+    confidence."""
+    joined = challenger.select("day", a="ret").join(
+        champion.select("day", b="ret"), on="day", how="inner"
     )
     a, b = (joined[c].to_numpy().astype(np.float64) for c in ("a", "b"))
-    confidence = paired_bootstrap(
-        a, b, settings.block_days, settings.bootstrap_samples, settings.seed
+    confidence = (
+        paired_bootstrap(a, b, settings.block_days, settings.bootstrap_samples, settings.seed)
+        if a.size >= 2
+        else float("nan")
     )
     scale = math.sqrt(PERIODS_PER_YEAR)
     return Comparison(
@@ -243,7 +280,7 @@ def metrics_from_tags(tags: Mapping[str, str]) -> dict[str, float | None]:
     hashed evaluation (``models.evidence.evidence``)."""
     out: dict[str, float | None] = {}
     for key, text in tags.items():
-        if key.startswith(("holdout_", "cv_")) or key == "trials":
+        if key.startswith(("oos_", "cv_")) or key == "trials":
             try:
                 value = float(text)
             except ValueError:

@@ -68,7 +68,7 @@ def _package_version() -> str:
 
 
 def _plots(result: TrainingResult, folder: Path) -> None:
-    daily = result.holdout_backtest.daily
+    daily = result.oos_backtest.daily
     fig, ax = plt.subplots(figsize=(9, 4))
     ax.plot(daily["day"].to_list(), np.cumprod(1 + daily["ret"].to_numpy()), label="strategy")
     ax.plot(
@@ -77,7 +77,7 @@ def _plots(result: TrainingResult, folder: Path) -> None:
     ax.set_title("Holdout equity, net of costs")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(folder / "equity_holdout.png", dpi=90)
+    fig.savefig(folder / "equity_oos.png", dpi=90)
     plt.close(fig)
     importances = _importances(result)
     if importances:
@@ -149,8 +149,9 @@ def record_training(
         experiment_id=experiment_id, run_name=f"train {symbol} {timeframe}", tags=tags
     ) as parent:
         mlflow.log_params(
-            {f"training.{k}": v for k, v in cfg.__dict__.items() if k != "costs"}
-            | {f"costs.{k}": v for k, v in cfg.costs.__dict__.items()}
+            {f"training.{k}": v for k, v in cfg.__dict__.items() if k != "strategy"}
+            | {f"costs.{k}": v for k, v in cfg.strategy.costs.__dict__.items()}
+            | {f"risk.{k}": v for k, v in cfg.strategy.risk.model_dump().items()}
             | {f"labels.{k}": v for k, v in metadata["label_spec"].items()}
         )
         mlflow.log_metrics(_metrics(result.metrics))
@@ -182,15 +183,15 @@ def record_training(
 
 
 def _version_tags(result: TrainingResult, metadata: dict[str, Any], key: str) -> dict[str, str]:
-    holdout = result.predictions.filter(pl.col("set") == "holdout")["ts"]
+    holdout = result.predictions.filter(pl.col("set") == "oos")["ts"]
     # Display copies of the evaluation (the gate reads the run's evaluation.json, models.evidence).
     tags = {k: tag_text(result.metrics.get(k)) for k in VERSION_METRICS}
     return tags | {
         "spec_hash": metadata["spec_hash"],
         "data_hash": result.data_hash,
         "training_key": key,
-        "holdout_start": holdout.min().isoformat(),
-        "holdout_end": holdout.max().isoformat(),
+        "oos_start": holdout.min().isoformat(),
+        "oos_end": holdout.max().isoformat(),
         "data_last": metadata["candle_last"],
     }
 
@@ -235,11 +236,16 @@ def _log_artifacts(result: TrainingResult, metadata: dict[str, Any]) -> str:
             "ensemble": result.metrics,
             "families": result.family_metrics,
             "weights": result.ensemble.weights,
+            # The out-of-sample daily net returns: what a champion is compared on, hashed too.
+            "oos_daily": {
+                "day": [d.isoformat() for d in result.oos_backtest.daily["day"].to_list()],
+                "ret": result.oos_backtest.daily["ret"].to_list(),
+            },
         }
         data = evaluation_bytes(evaluation)
         (folder / "evaluation.json").write_bytes(data)
         result.predictions.write_parquet(folder / "predictions.parquet")
-        result.holdout_backtest.trades.write_parquet(folder / "holdout_trades.parquet")
+        result.oos_backtest.trades.write_parquet(folder / "oos_trades.parquet")
         _plots(result, folder)
         mlflow.log_artifacts(str(folder), artifact_path="evaluation")
     return sha256(data)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -20,17 +19,21 @@ from mlflow.tracking import MlflowClient
 
 from core.config import Settings
 from core.errors import CandleflowError
-from core.store import CandleStore
 from models.ensemble import Ensemble
-from models.evidence import EVALUATION_DIGEST, EvidenceError, evidence, tag_disagreements
+from models.evidence import (
+    EVALUATION_DIGEST,
+    EvidenceError,
+    evidence,
+    oos_daily,
+    tag_disagreements,
+)
 from models.promotion import Check, Comparison, Decision, compare, gate, metrics_from_tags
-from models.replay import replay
 from models.tracking import registered_name
-from models.training import TrainingConfig
 
 logger = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+MIN_COMMON_DAYS = 30  # out-of-sample days both records must share to be compared
 PREFIX = "candleflow."
 
 
@@ -216,30 +219,20 @@ class Reviewer:
     def _compare(
         self, symbol: str, timeframe: str, challenger: ModelVersion, champion: str
     ) -> tuple[Comparison | None, str | None]:
-        """Both models replayed on the challenger's holdout window, or why that failed."""
-        name, tags = challenger.name, challenger.tags
-        if "holdout_start" not in tags:
-            return None, f"v{challenger.version} has no holdout window tags; retrain it"
-        theirs_start = get_version(self.client, name, champion).tags.get("holdout_start")
-        if theirs_start is None or theirs_start > tags["holdout_start"]:
-            return None, (
-                f"champion v{champion} was trained on data inside v{challenger.version}'s holdout "
-                "window: no out-of-sample comparison is possible"
-            )
-        costs = TrainingConfig.from_settings(self.settings, symbol, timeframe).costs
-        store = CandleStore(self.settings.home)
-        window = (
-            datetime.fromisoformat(tags["holdout_start"]),
-            datetime.fromisoformat(tags["holdout_end"]),
-        )
+        """Challenger and champion on the days both have an out-of-sample record (their
+        walk-forward net daily returns, from each one's checked evidence), or why not."""
         try:
-            ours = replay(
-                load_ensemble(name, challenger.version), store, *window, costs, "challenger"
-            )
-            theirs = replay(load_ensemble(name, champion), store, *window, costs, "champion")
-        except CandleflowError as exc:  # ReplayError, DatasetError, …
+            ours = oos_daily(self.client, challenger)
+            theirs = oos_daily(self.client, get_version(self.client, challenger.name, champion))
+        except EvidenceError as exc:
             return None, f"champion v{champion} could not be compared: {exc}"
-        return compare(ours.result, theirs.result, champion, self.settings.promotion), None
+        comparison = compare(ours, theirs, champion, self.settings.promotion)
+        if comparison.days < MIN_COMMON_DAYS:
+            return None, (
+                f"champion v{champion} shares only {comparison.days} out-of-sample days with "
+                f"v{challenger.version} (≥ {MIN_COMMON_DAYS} needed to compare them)"
+            )
+        return comparison, None
 
     def promote_manually(self, symbol: str, timeframe: str, version: str, reason: str) -> Decision:
         """Make ``version`` champion without the gate; recorded as a manual override with its
@@ -329,10 +322,10 @@ def all_models(client: MlflowClient) -> list[Any]:
 
 # What `models list` shows per version (tag → report name).
 LIST_METRICS = {
-    "holdout_roc_auc": "holdout_auc",
-    "holdout_sharpe_annual": "holdout_sharpe",
-    "holdout_dsr": "dsr",
-    "holdout_trades": "trades",
+    "oos_roc_auc": "oos_auc",
+    "oos_sharpe_annual": "oos_sharpe",
+    "oos_dsr": "dsr",
+    "oos_trades": "trades",
     "trials": "trials",
 }
 

@@ -81,3 +81,56 @@ def overlaps(t0: np.ndarray, t1: np.ndarray, a: np.ndarray, b: np.ndarray) -> bo
     k = np.searchsorted(b_start, t1[a], side="right") - 1
     hit = k >= 0
     return bool(np.any(b_end[k[hit]] >= t0[a][hit]))
+
+
+@dataclass(frozen=True)
+class WalkForward:
+    """The evaluation layout: ``development`` rows (tuning and model selection only, purged
+    before the first out-of-sample row) and the out-of-sample ``steps``, each a block of test rows
+    predicted by a model fitted on ``train`` rows whose labels ended before the block starts."""
+
+    development: np.ndarray
+    steps: list[Fold]
+
+    @property
+    def oos(self) -> np.ndarray:
+        return np.concatenate([s.test for s in self.steps])
+
+
+def walk_forward(
+    t0: pl.Series,
+    t1: pl.Series,
+    development: float,
+    refit_every: timedelta,
+    *,
+    window: timedelta | None = None,
+    embargo: timedelta = timedelta(0),
+) -> WalkForward:
+    """The first ``development`` fraction of the events for tuning; every later event predicted
+    out of sample by a model refitted every ``refit_every`` on the events before it: all of them
+    (anchored, ``window=None``) or those starting within ``window`` of the block (rolling). A
+    training event must have ended (``t1``) before its block's first event starts (purged); the
+    development set also keeps the ``embargo`` before the first out-of-sample event, as the
+    holdout split does."""
+    if not 0 < development < 1:
+        raise ValueError(f"development fraction must be in (0, 1), got {development}")
+    if refit_every <= timedelta(0):
+        raise ValueError(f"refit_every must be positive, got {refit_every}")
+    start, end = _micros(t0), _micros(t1)
+    n = start.size
+    first = round(n * development)
+    if first < 2 or first >= n:
+        raise ValueError(f"{n} events are too few for a {development:.0%} development period")
+    cutoff = start[first] - int(embargo.total_seconds() * 1e6)
+    dev = np.flatnonzero((np.arange(n) < first) & (end < start[first]) & (start < cutoff))
+    step_us = int(refit_every.total_seconds() * 1e6)
+    block = (start[first:] - start[first]) // step_us
+    boundaries = first + np.flatnonzero(np.r_[True, np.diff(block) > 0])
+    steps = []
+    for a, b in zip(boundaries, [*boundaries[1:], n], strict=True):
+        train = end < start[a]
+        if window is not None:
+            train &= start >= start[a] - int(window.total_seconds() * 1e6)
+        train[a:] = False
+        steps.append(Fold(train=np.flatnonzero(train), test=np.arange(a, b)))
+    return WalkForward(dev, steps)

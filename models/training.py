@@ -1,10 +1,17 @@
-"""Training one symbol × timeframe: holdout and purged folds, Optuna per family, an ensemble
-weighted on out-of-fold predictions only, and an honest evaluation on the untouched holdout.
+"""Training one symbol × timeframe: tuning on a development period, then a walk-forward
+out-of-sample record of the whole procedure — the evidence the gate reads.
 
 Target: "a long trade entered at this bar wins" (triple-barrier label +1) against the rest.
-Every model selection step (tuning, ensemble weights, threshold) sees only the development set;
-the holdout is scored once, at the end, net of costs, and its Deflated Sharpe Ratio counts every
-trial of every family.
+* **Development** (the first ``training.development`` share of the events, purged and embargoed
+  before the first out-of-sample event): purged K-fold, Optuna per family, ensemble weights on
+  the out-of-fold probabilities. Nothing later is seen by any selection step.
+* **Walk-forward**: every later event is predicted by the families refitted, with the tuned
+  parameters fixed, every ``refit_every_bars`` on the events whose labels ended before the block
+  (anchored, or a rolling window). The strategy's backtest of these predictions is the
+  out-of-sample record (``oos_*``), deflated by every trial ever tried for the model (the
+  journal of all its trainings) and accompanied by the Probability of Backtest Overfitting of
+  this training's trials.
+* **The registered model** is the walk's next step: the families refitted on every event.
 """
 
 from __future__ import annotations
@@ -21,13 +28,14 @@ import numpy as np
 import polars as pl
 
 from core.config import Settings
-from core.instruments import instrument
+from core.feature_spec import LabelSpec
 from core.timeframes import parse_timeframe
-from models.backtest import BacktestResult, Costs, backtest
+from models.backtest import BacktestResult, Setup, backtest
 from models.ensemble import Ensemble, fit_weights
-from models.metrics import classification_report
-from models.splits import Fold, holdout_split, overlaps, purged_kfold
-from models.tuning import Tuned, fit, tune
+from models.metrics import classification_report, probability_of_backtest_overfitting
+from models.splits import Fold, WalkForward, overlaps, purged_kfold, walk_forward
+from models.strategy import SingleFamily, Strategy, Voting
+from models.tuning import Tuned, fit, journal_trials, tune
 
 logger = logging.getLogger(__name__)
 PERIODS_PER_YEAR = 365  # the backtest's daily series holds every calendar day
@@ -36,7 +44,9 @@ PERIODS_PER_YEAR = 365  # the backtest's daily series holds every calendar day
 @dataclass(frozen=True)
 class TrainingConfig:
     families: tuple[str, ...]
-    holdout: float
+    development: float
+    refit_every: timedelta
+    window: timedelta | None
     folds: int
     embargo: timedelta
     trials: int
@@ -46,16 +56,18 @@ class TrainingConfig:
     method: str
     min_agree: int
     n_threads: int
-    costs: Costs
+    strategy: Strategy
 
     @classmethod
     def from_settings(cls, settings: Settings, symbol: str, timeframe: str) -> TrainingConfig:
         t, tf = settings.training, parse_timeframe(timeframe)
         bars = settings.labels.horizon if t.embargo_bars is None else t.embargo_bars
-        spec = settings.costs.for_symbol(symbol, instrument(symbol).asset_class.value)
+        window = None if t.walk_forward == "anchored" else t.window_bars * tf.duration
         return cls(
             tuple(t.families),
-            t.holdout,
+            t.development,
+            t.refit_every_bars * tf.duration,
+            window,
             t.folds,
             bars * tf.duration,
             t.trials,
@@ -65,19 +77,26 @@ class TrainingConfig:
             t.ensemble,
             t.min_agree,
             t.n_threads,
-            Costs(spec.fee_bps, spec.spread_bps, spec.slippage_bps),
+            Strategy.from_settings(settings, symbol),
         )
+
+    def study_key(self, digest: str) -> str:
+        """Everything that shapes a study's folds and objective: the data and specs (``digest``),
+        the evaluation layout, folds, embargo, threshold, strategy and costs, seed."""
+        shape = {k: v for k, v in self.__dict__.items() if k not in ("trials", "timeout")}
+        text = f"{digest}|{sorted((k, repr(v)) for k, v in shape.items())}"
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
 class TrainingResult:
     ensemble: Ensemble
     tuned: dict[str, Tuned]
-    metrics: dict[str, float]  # the ensemble's: cv_*, holdout_*, backtest, trials, …
+    metrics: dict[str, float]  # the ensemble's: cv_*, oos_*, pbo, trials, trials_total, …
     family_metrics: dict[str, dict[str, float]]
-    folds: list[dict[str, Any]]  # fold boundaries, for the record
-    predictions: pl.DataFrame  # out-of-fold (dev) and holdout probabilities per family + ensemble
-    holdout_backtest: BacktestResult
+    folds: list[dict[str, Any]]  # development folds and walk-forward steps, for the record
+    predictions: pl.DataFrame  # out-of-fold (dev) and out-of-sample probabilities per family
+    oos_backtest: BacktestResult
     data_hash: str
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -89,49 +108,82 @@ def data_hash(frame: pl.DataFrame, metadata: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _fold_record(ts: pl.Series, dev: np.ndarray, folds: list[Fold]) -> list[dict[str, Any]]:
+def _fold_record(ts: pl.Series, rows: np.ndarray, folds: list[Fold], kind: str) -> list[dict]:
     return [
         {
+            "kind": kind,
             "fold": i,
             "train": int(f.train.size),
             "test": int(f.test.size),
-            "test_start": ts[int(dev[f.test[0]])].isoformat(),
-            "test_end": ts[int(dev[f.test[-1]])].isoformat(),
+            "test_start": ts[int(rows[f.test[0]])].isoformat(),
+            "test_end": ts[int(rows[f.test[-1]])].isoformat(),
         }
         for i, f in enumerate(folds)
     ]
 
 
 def _bt(
+    setup: Setup,
     frame: pl.DataFrame,
-    score: np.ndarray,
-    threshold: float,
-    cfg: TrainingConfig,
-    candles: pl.DataFrame,
+    voting: Voting,
+    probas: dict[str, np.ndarray],
     n_trials: int | None = None,
     sr_variance: float | None = None,
 ) -> BacktestResult:
     return backtest(
-        frame,
-        score,
-        threshold,
-        cfg.costs,
+        setup,
+        voting,
+        frame["ts"],
+        probas,
         periods_per_year=PERIODS_PER_YEAR,
-        candles=candles,
         n_trials=n_trials,
         sr_variance=sr_variance,
     )
 
 
-def _split(frame: pl.DataFrame, cfg: TrainingConfig) -> tuple[np.ndarray, np.ndarray, list[Fold]]:
+def _setup(cfg: TrainingConfig, metadata: dict[str, Any], candles: pl.DataFrame) -> Setup:
+    labels = LabelSpec.model_validate(metadata["label_spec"])
+    return Setup(cfg.strategy, candles, labels, metadata["symbol"], metadata["timeframe"])
+
+
+def _layout(frame: pl.DataFrame, cfg: TrainingConfig) -> tuple[WalkForward, list[Fold]]:
     ts, t1 = frame["ts"], frame["label_t1"]
-    dev, hold = holdout_split(ts, t1, cfg.holdout, cfg.embargo)
+    walk = walk_forward(
+        ts, t1, cfg.development, cfg.refit_every, window=cfg.window, embargo=cfg.embargo
+    )
+    dev = walk.development
     folds = purged_kfold(ts.gather(dev), t1.gather(dev), cfg.folds, cfg.embargo)
-    start, end = (s.dt.epoch("us").to_numpy() for s in (ts.gather(dev), t1.gather(dev)))
-    for fold in folds:  # cheap, and the one thing that must never happen
-        if overlaps(start, end, fold.train, fold.test):
+    start, end = ts.dt.epoch("us").to_numpy(), t1.dt.epoch("us").to_numpy()
+    # Cheap, and the one thing that must never happen: a training label meeting a test label.
+    for fold in folds:
+        if overlaps(start[dev], end[dev], fold.train, fold.test):
             raise AssertionError("purged folds overlap: a training label meets a test label")
-    return dev, hold, folds
+    for step in walk.steps:
+        if overlaps(start, end, step.train, step.test[:1]) or step.train.size == 0:
+            raise AssertionError("a walk-forward step trains on a label that meets its block")
+    return walk, folds
+
+
+def _walk(
+    tuned: dict[str, Tuned], X: np.ndarray, y: np.ndarray, walk: WalkForward, cfg: TrainingConfig
+) -> dict[str, np.ndarray]:
+    """Each out-of-sample event predicted by the families refitted (fixed parameters) on the
+    events before its block."""
+    out = {}
+    for family, result in tuned.items():
+        p = []
+        for step in walk.steps:
+            model = fit(
+                family,
+                result.params,
+                X[step.train],
+                y[step.train],
+                seed=cfg.seed,
+                n_threads=cfg.n_threads,
+            )
+            p.append(model.predict_proba(X[step.test])[:, 1])
+        out[family] = np.concatenate(p)
+    return out
 
 
 def train_dataset(
@@ -141,19 +193,24 @@ def train_dataset(
     cfg: TrainingConfig,
     journal_dir: Path,
 ) -> TrainingResult:
-    """Tune, combine, refit and evaluate (see the module docstring)."""
+    """Tune, combine, walk forward, refit on everything and evaluate (module docstring)."""
     columns = metadata["feature_columns"]
     X = frame.select(columns).to_numpy().astype(np.float64)
     y = (frame["label"] == 1).to_numpy().astype(np.int8)
-    dev, hold, folds = _split(frame, cfg)
-    dev_frame, hold_frame = frame[dev], frame[hold]
-    digest = data_hash(frame, metadata)
-
-    def dev_sharpe(oof: np.ndarray) -> float:
-        return _bt(dev_frame, oof, cfg.threshold, cfg, candles).strategy.sharpe
+    walk, folds = _layout(frame, cfg)
+    dev, oos = walk.development, walk.oos
+    setup, digest = _setup(cfg, metadata, candles), data_hash(frame, metadata)
+    dev_frame = frame[dev]
+    journal = journal_dir / f"{metadata['symbol']}_{metadata['timeframe']}.journal"
+    key = cfg.study_key(digest)
 
     tuned, oof = {}, {}
     for family in cfg.families:
+
+        def trial_result(p: np.ndarray, family: str = family) -> tuple[float, np.ndarray]:
+            bt = _bt(setup, dev_frame, SingleFamily(family, cfg.threshold), {family: p})
+            return bt.strategy.sharpe, bt.daily["ret"].to_numpy()
+
         tuned[family], oof[family] = tune(
             family,
             X[dev],
@@ -163,17 +220,18 @@ def train_dataset(
             timeout=cfg.timeout,
             seed=cfg.seed,
             n_threads=cfg.n_threads,
-            journal=journal_dir / f"{metadata['symbol']}_{metadata['timeframe']}.journal",
-            study_name=f"{family}-{digest}-{cfg.seed}",
-            sharpe_of=dev_sharpe,
+            journal=journal,
+            study_name=f"{family}-{key}",
+            sharpe_of=trial_result,
         )
     weights = (
         fit_weights(oof, y[dev]) if cfg.method == "weighted" else {f: 1 / len(oof) for f in oof}
     )
-    models, hold_p = {}, {}
-    for family, result in tuned.items():
-        model = fit(family, result.params, X[dev], y[dev], seed=cfg.seed, n_threads=cfg.n_threads)
-        models[family], hold_p[family] = model, model.predict_proba(X[hold])[:, 1]
+    oos_p = _walk(tuned, X, y, walk, cfg)
+    models = {
+        f: fit(f, r.params, X, y, seed=cfg.seed, n_threads=cfg.n_threads) for f, r in tuned.items()
+    }
+    meta_keys = ("symbol", "timeframe", "spec_hash", "feature_spec", "label_spec")
     ensemble = Ensemble(
         models,
         weights,
@@ -181,66 +239,84 @@ def train_dataset(
         cfg.method,
         cfg.threshold,
         cfg.min_agree,
-        metadata={
-            k: metadata[k]
-            for k in ("symbol", "timeframe", "spec_hash", "feature_spec", "label_spec")
-        },
+        metadata={k: metadata[k] for k in meta_keys},
     )
-    return _evaluate(
-        ensemble,
-        tuned,
-        oof,
-        hold_p,
-        frame,
-        dev,
-        hold,
-        folds,
-        y,
-        candles,
-        cfg,
-        digest,
-        dev_frame,
-        hold_frame,
+    evidence = _Evidence(frame, dev, oos, y, oof, oos_p, len(walk.steps), *journal_trials(journal))
+    result = _evaluate(ensemble, tuned, evidence, setup, cfg)
+    result.folds = _fold_record(frame["ts"], dev, folds, "development") + _fold_record(
+        frame["ts"], np.arange(frame.height), walk.steps, "walk_forward"
     )
+    result.data_hash = digest
+    return result
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    frame: pl.DataFrame
+    dev: np.ndarray
+    oos: np.ndarray
+    y: np.ndarray
+    oof: dict[str, np.ndarray]
+    oos_p: dict[str, np.ndarray]
+    refits: int
+    trials_total: int
+    trial_sharpes: list[float]
+
+
+def _deflation(e: _Evidence, tuned: dict[str, Tuned], oos_days: int) -> tuple[int, float]:
+    """N (every trial ever tried for the model, at least this training's) and the variance of
+    the trials' daily Sharpe ratios in the units of the out-of-sample record: NaN when fewer
+    than two are finite while N > 1 (the DSR is then undefined and the gate refuses).
+
+    The trials were scored on the development days; the null variance of a Sharpe estimate is
+    inversely proportional to its sample length (Lo 2002: ≈ (1 + SR²/2)/T), so their spread is
+    rescaled by ``dev_days / oos_days`` to be the spread of Sharpe ratios measured on as many days
+    as the record the DSR judges."""
+    n = max(e.trials_total, sum(t.trials for t in tuned.values()))
+    sharpes = [s for s in e.trial_sharpes if math.isfinite(s)]
+    if len(sharpes) < 2:
+        return n, (0.0 if n == 1 else math.nan)
+    dev_days = max((r.size for t in tuned.values() for r in t.trial_returns), default=oos_days)
+    return n, float(np.var(sharpes, ddof=1)) * dev_days / max(oos_days, 1)
+
+
+def _pbo(tuned: dict[str, Tuned]) -> float:
+    """PBO over this training's completed trials (their daily returns on the development set)."""
+    series = [r for t in tuned.values() for r in t.trial_returns]
+    if len(series) < 2:
+        return math.nan
+    days = min(r.size for r in series)  # the same window; a trade may end a day later
+    return probability_of_backtest_overfitting(np.column_stack([r[:days] for r in series]))
 
 
 def _evaluate(
     ensemble: Ensemble,
     tuned: dict[str, Tuned],
-    oof: dict[str, np.ndarray],
-    hold_p: dict[str, np.ndarray],
-    frame: pl.DataFrame,
-    dev: np.ndarray,
-    hold: np.ndarray,
-    folds: list[Fold],
-    y: np.ndarray,
-    candles: pl.DataFrame,
+    e: _Evidence,
+    setup: Setup,
     cfg: TrainingConfig,
-    digest: str,
-    dev_frame: pl.DataFrame,
-    hold_frame: pl.DataFrame,
 ) -> TrainingResult:
-    n_trials = sum(t.trials for t in tuned.values())
-    sharpes = [s for t in tuned.values() for s in t.trial_sharpes]
-    sr_variance = float(np.var(sharpes, ddof=1)) if len(sharpes) > 1 else 0.0
-    oof_p, _ = ensemble.combine(oof)
-    hold_ens, _ = ensemble.combine(hold_p)
-    score, threshold = ensemble.score(hold_p)
-    result = _bt(hold_frame, score, threshold, cfg, candles, n_trials, sr_variance)
-    dev_score, _ = ensemble.score(oof)
-    dev_bt = _bt(dev_frame, dev_score, threshold, cfg, candles)
+    oos_frame, dev_frame = e.frame[e.oos], e.frame[e.dev]
+    result = _bt(setup, oos_frame, ensemble, e.oos_p)
+    n_total, sr_variance = _deflation(e, tuned, result.daily.height)
+    if math.isfinite(sr_variance):
+        result = result.deflated(n_total, sr_variance)
+    dev_bt = _bt(setup, dev_frame, ensemble, e.oof)
+    oof_p, _ = ensemble.combine(e.oof)
+    oos_ens, _ = ensemble.combine(e.oos_p)
+    y_dev, y_oos = e.y[e.dev], e.y[e.oos]
     metrics = {
-        **{f"cv_{k}": v for k, v in classification_report(y[dev], oof_p, cfg.threshold).items()},
-        **{
-            f"holdout_{k}": v
-            for k, v in classification_report(y[hold], hold_ens, cfg.threshold).items()
-        },
-        **{f"holdout_{k}": v for k, v in result.to_dict().items()},
+        **{f"cv_{k}": v for k, v in classification_report(y_dev, oof_p, cfg.threshold).items()},
+        **{f"oos_{k}": v for k, v in classification_report(y_oos, oos_ens, cfg.threshold).items()},
+        **{f"oos_{k}": v for k, v in result.to_dict().items()},
         "cv_sharpe_annual": dev_bt.strategy.sharpe_annual,
-        "trials": float(n_trials),
+        "trials": float(sum(t.trials for t in tuned.values())),
+        "trials_total": float(n_total),
         "trial_sharpe_variance": sr_variance,
-        "holdout_rows": float(hold.size),
-        "dev_rows": float(dev.size),
+        "pbo": _pbo(tuned),
+        "oos_rows": float(e.oos.size),
+        "dev_rows": float(e.dev.size),
+        "refits": float(e.refits),
     }
     family_metrics = {
         f: {
@@ -248,8 +324,8 @@ def _evaluate(
             "trials": float(tuned[f].trials),
             "weight": ensemble.weights[f],
             **{
-                f"holdout_{k}": v
-                for k, v in classification_report(y[hold], hold_p[f], cfg.threshold).items()
+                f"oos_{k}": v
+                for k, v in classification_report(y_oos, e.oos_p[f], cfg.threshold).items()
             },
         }
         for f in tuned
@@ -258,28 +334,21 @@ def _evaluate(
         [
             pl.DataFrame(
                 {
-                    "ts": frame["ts"].gather(idx),
+                    "ts": e.frame["ts"].gather(idx),
                     "set": name,
-                    "y": y[idx],
+                    "y": e.y[idx],
                     **{f"proba_{f}": np.asarray(p[f], dtype=np.float64) for f in p},
                     "proba": np.asarray(combined, dtype=np.float64),
                 }
             )
             for name, idx, p, combined in (
-                ("dev", dev, oof, oof_p),
-                ("holdout", hold, hold_p, hold_ens),
+                ("dev", e.dev, e.oof, oof_p),
+                ("oos", e.oos, e.oos_p, oos_ens),
             )
         ]
     )
     return TrainingResult(
-        ensemble,
-        tuned,
-        _finite(metrics),
-        family_metrics,
-        _fold_record(frame["ts"], dev, folds),
-        predictions,
-        result,
-        digest,
+        ensemble, tuned, _finite(metrics), family_metrics, [], predictions, result, ""
     )
 
 

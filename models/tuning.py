@@ -2,8 +2,11 @@
 disk so an interrupted tuning resumes, and every trial counted (the Deflated Sharpe Ratio needs
 the number tried and the spread of their Sharpe ratios, not just the winner's).
 
-A study is named by family, data hash and seed: the same data and config resume (and, once its
-budget is spent, reuse) the same study, so a re-run gives the same parameters.
+A study is named by family and a key of everything that shapes its folds and objective (data,
+specs, evaluation layout, folds, embargo, threshold, strategy and costs, seed): the same data and
+config resume (and, once its budget is spent, reuse) the same study, so a re-run gives the same
+parameters; any change starts a new study. Every study of a model stays in its journal, so the
+trials of all its trainings are counted (:func:`journal_trials`).
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from models.zoo import balanced_sample_weight, get_family
 logger = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-# Out-of-fold probabilities → the trial's Sharpe ratio (a backtest on the development set).
-SharpeOf = Callable[[np.ndarray], float]
+# Out-of-fold probabilities → the trial's daily Sharpe ratio and daily returns (the strategy's
+# backtest on the development set).
+SharpeOf = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 
 @dataclass
@@ -38,6 +42,7 @@ class Tuned:
     cv_auc: float
     trials: int  # every trial tried: complete, pruned or failed
     trial_sharpes: list[float] = field(default_factory=list)
+    trial_returns: list[np.ndarray] = field(default_factory=list)  # daily, completed trials
 
 
 BALANCED_ENOUGH = 0.4  # minority share at which class weights stay within 0.83–1.25: none used
@@ -115,8 +120,9 @@ def _objective(
             trial.report(float(np.mean(aucs)), step)
             if trial.should_prune():
                 raise optuna.TrialPruned()
-        sharpe = sharpe_of(oof)
+        sharpe, daily = sharpe_of(oof)
         trial.set_user_attr("sharpe", sharpe if math.isfinite(sharpe) else None)
+        trial.set_user_attr("daily", [float(r) for r in daily])
         cache[trial.number] = oof
         return float(np.mean(aucs))
 
@@ -167,4 +173,27 @@ def tune(
     if oof is None:  # the best trial ran in an earlier (resumed) process
         oof = out_of_fold(family, best.params, X, y, folds, seed=seed, n_threads=n_threads)
     sharpes = [t.user_attrs["sharpe"] for t in completed if t.user_attrs.get("sharpe") is not None]
-    return Tuned(family, dict(best.params), float(best.value), len(study.trials), sharpes), oof
+    returns = [np.asarray(t.user_attrs["daily"]) for t in completed if "daily" in t.user_attrs]
+    tuned = Tuned(family, dict(best.params), float(best.value), len(study.trials), sharpes, returns)
+    return tuned, oof
+
+
+def journal_trials(journal: Path) -> tuple[int, list[float]]:
+    """Every trial ever tried for the model whose journal this is (all its studies: every
+    training, every family, complete, pruned or failed) and the finite Sharpe ratios of those
+    that completed: the N and the spread of the Deflated Sharpe Ratio."""
+    if not journal.exists():
+        return 0, []
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    n, sharpes = 0, []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        n += len(trials)
+        sharpes += [
+            float(t.user_attrs["sharpe"])
+            for t in trials
+            if t.state == optuna.trial.TrialState.COMPLETE
+            and t.user_attrs.get("sharpe") is not None
+        ]
+    return n, sharpes

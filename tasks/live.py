@@ -44,7 +44,7 @@ def open_live_run(
         _LEDGERS[url] = Ledger(url)
         _LEDGERS[url].create_all()
     ledger = _LEDGERS[url]
-    broker = PaperBroker(ledger.engine, settings.paper)
+    broker = PaperBroker(ledger.engine, settings.paper, settings.costs)
     home = str(settings.home)
     if home not in _STORES:
         _STORES[home] = CandleStore(settings.home, cache_mb=STORE_CACHE_MB)

@@ -32,7 +32,7 @@ def train(
     symbol: str,
     timeframe: str,
 ) -> TrainingResult:
-    """Tune every family, combine, refit and evaluate on the holdout."""
+    """Tune every family, combine, walk forward out of sample, refit and evaluate."""
     frame, metadata, candles = data
     return train_dataset(frame, metadata, candles, cfg, journal_dir)
 
@@ -67,17 +67,20 @@ def record(
 # Report names (CLI --json, artifacts) → the metric logged in MLflow (which has them all).
 SUMMARY_METRICS = {
     "cv_auc": "cv_roc_auc",
-    "holdout_auc": "holdout_roc_auc",
-    "holdout_logloss": "holdout_log_loss",
-    "holdout_sharpe": "holdout_sharpe_annual",
-    "psr": "holdout_psr",
-    "dsr": "holdout_dsr",
-    "trades": "holdout_trades",
-    "win_rate": "holdout_win_rate",
-    "profit_factor": "holdout_profit_factor",
-    "max_drawdown": "holdout_max_drawdown",
-    "exposure": "holdout_exposure",
-    "bh_sharpe": "holdout_bh_sharpe_annual",
+    "oos_auc": "oos_roc_auc",
+    "oos_logloss": "oos_log_loss",
+    "oos_sharpe": "oos_sharpe_annual",
+    "oos_days": "oos_days",
+    "psr": "oos_psr",
+    "dsr": "oos_dsr",
+    "pbo": "pbo",
+    "trials_total": "trials_total",
+    "trades": "oos_trades",
+    "win_rate": "oos_win_rate",
+    "profit_factor": "oos_profit_factor",
+    "max_drawdown": "oos_max_drawdown",
+    "exposure": "oos_exposure",
+    "bh_sharpe": "oos_bh_sharpe_annual",
     "cv_sharpe": "cv_sharpe_annual",
 }
 

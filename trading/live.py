@@ -39,13 +39,8 @@ from features.dataset import load_inputs, recent, tail_bars
 from features.labels import cusum_events, volatility
 from models.ensemble import Ensemble
 from models.registry import CHALLENGER, CHAMPION
-from models.tracking import registered_name
-from models.zoo import probability_and_contributions
-from trading.ledger import Ledger, OrderIntent
-from trading.live_models import LiveModel, ModelCache
-from trading.records import NEW, REJECTED, SUBMITTED
-from trading.risk import AccountState, Position, RiskState, bars_per_year, decide, risk_state
-from trading.signal import (
+from models.risk import AccountState, Position, RiskState, bars_per_year, decide, risk_state
+from models.signal import (
     RegimeReading,
     Signal,
     Vote,
@@ -53,6 +48,11 @@ from trading.signal import (
     score_signal,
     vote_ensemble,
 )
+from models.tracking import registered_name
+from models.zoo import probability_and_contributions
+from trading.ledger import Ledger, OrderIntent
+from trading.live_models import LiveModel, ModelCache
+from trading.records import NEW, REJECTED, SUBMITTED
 
 logger = logging.getLogger(__name__)
 
@@ -326,7 +326,9 @@ def _order(
     ctx: LiveContext, symbol: str, timeframe: str, model: LiveModel, scored: Scored, signal: Any
 ) -> dict[str, Any]:
     """The risk layer's decision on the signal and, if approved, the order (placed once)."""
-    taken = _ordered_by_another_version(ctx.ledger, symbol, timeframe, scored.ts, model.version)
+    taken = _candle_order(ctx.ledger, symbol, timeframe, scored.ts)
+    if taken is not None and taken["model_version"] == str(model.version):
+        return _same_order(ctx, taken)  # a re-run of this candle: its order, not a new decision
     if taken is not None:
         details = {k: taken[k] for k in ("order_id", "model_version", "status")}
         message = (
@@ -375,15 +377,39 @@ def _order(
     }
 
 
-def _ordered_by_another_version(
-    ledger: Ledger, symbol: str, timeframe: str, ts: datetime, version: str
+def _same_order(ctx: LiveContext, row: dict[str, Any]) -> dict[str, Any]:
+    """This version's order of this candle from an earlier run, through the ledger again (a NEW
+    order left by a crash before the broker heard of it is submitted now; else nothing changes).
+    The risk layer is not asked again: the order already counts in the exposure it would see."""
+    intent = OrderIntent(
+        row["symbol"],
+        row["timeframe"],
+        as_utc(row["ts"]),
+        row["model_version"],
+        row["side"],
+        row["quantity"],
+        row["stop_loss"],
+        row["take_profit"],
+        timeout_at=row["timeout_at"],
+    )
+    placed, _ = ctx.ledger.place_order_once(intent, ctx.broker)
+    return {
+        "order_id": placed["order_id"],
+        "quantity": placed["quantity"],
+        "stop_loss": placed["stop_loss"],
+        "take_profit": placed["take_profit"],
+        "reasons": [f"order {placed['order_id']} placed for this candle on an earlier run"],
+    }
+
+
+def _candle_order(
+    ledger: Ledger, symbol: str, timeframe: str, ts: datetime
 ) -> dict[str, Any] | None:
-    """An order (not rejected) of another model version for this candle, if one exists: a new
-    champion must not open the candle's trade a second time."""
+    """The order (not rejected) of this candle, whichever model version placed it: one order
+    per candle — a new champion must not open the candle's trade a second time."""
     orders = ledger.orders(since=ts, symbol=symbol).filter(
         (pl.col("ts") == as_utc(ts))
         & (pl.col("timeframe") == parse_timeframe(timeframe).name)
-        & (pl.col("model_version") != str(version))
         & (pl.col("status") != REJECTED)
     )
     return None if orders.is_empty() else orders.row(0, named=True)

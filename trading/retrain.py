@@ -151,7 +151,7 @@ def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
 
 def _data_end(version: ModelVersion) -> datetime | None:
     """The last labelled sample the version was trained and evaluated on (its holdout's end)."""
-    text = (version.tags or {}).get("holdout_end")
+    text = (version.tags or {}).get("oos_end")
     return as_utc(datetime.fromisoformat(text)) if text else None
 
 

@@ -19,12 +19,16 @@ from brokers.execution import (
     positions,
 )
 from brokers.paper import PaperBroker
+from core.config import CostSpec, CostsSettings
 from core.settings_live import PaperSettings
 
 T0 = datetime(2024, 1, 2, 20, tzinfo=UTC)
 H = timedelta(hours=1)
 SLIP = 0.001  # 10 bps
 FEE = 0.0005  # 5 bps
+# The instrument cost model of [costs]: what the backtest charges too.
+COSTS = CostsSettings(default=CostSpec(fee_bps=5, spread_bps=0, slippage_bps=10), by_asset_class={})
+FREE = CostsSettings(default=CostSpec(fee_bps=0, spread_bps=0, slippage_bps=0), by_asset_class={})
 QTY = 10.0
 
 
@@ -50,9 +54,7 @@ def url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def paper(url: str) -> PaperBroker:
-    broker = PaperBroker(
-        url, PaperSettings(initial_balance=10_000, slippage_bps=10, fee_bps=5, currency="usd")
-    )
+    broker = PaperBroker(url, PaperSettings(initial_balance=10_000, currency="usd"), COSTS)
     broker.create_all()
     return broker
 
@@ -184,7 +186,7 @@ def test_update_is_idempotent_and_incremental_equals_batch(paper: PaperBroker, u
     with paper.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(fills)).scalar_one() == 2
 
-    other = PaperBroker(f"{url}.batch", paper.settings)
+    other = PaperBroker(f"{url}.batch", paper.settings, paper.costs)
     other.create_all()
     other.submit(order(stop_loss=99.0, take_profit=102.0))
     other.update({"EURUSD": bars}, "1h")
@@ -241,7 +243,7 @@ def test_state_survives_a_new_broker_on_the_same_database(paper: PaperBroker, ur
 
 
 def test_rejections(url: str) -> None:
-    broker = PaperBroker(url, PaperSettings(initial_balance=1_000, slippage_bps=0, fee_bps=0))
+    broker = PaperBroker(url, PaperSettings(initial_balance=1_000), FREE)
     broker.create_all()
     with pytest.raises(OrderRejectedError, match="quantity"):
         broker.submit(order(quantity=0.0))
@@ -254,7 +256,9 @@ def test_rejections(url: str) -> None:
 
 def test_paper_settings() -> None:
     s = PaperSettings()
-    assert (s.initial_balance, s.currency, s.slippage_bps, s.fee_bps) == (100_000, "USD", 1, 1)
+    assert (s.initial_balance, s.currency) == (100_000, "USD")
+    with pytest.raises(ValidationError, match=r"moved to \[costs\]"):
+        PaperSettings(fee_bps=1.0)  # one cost model: the backtest's
     with pytest.raises(ValidationError):
         PaperSettings(initial_balance=0)
     with pytest.raises(ValidationError):
@@ -264,7 +268,7 @@ def test_paper_settings() -> None:
 
 
 def test_in_memory_database_without_explicit_create_all() -> None:
-    broker = PaperBroker("sqlite://", PaperSettings(slippage_bps=0, fee_bps=0))
+    broker = PaperBroker("sqlite://", PaperSettings(), FREE)
     broker.submit(order(take_profit=100.6))
     report = broker.update({"EURUSD": candles(SIGNAL, ENTRY, (100.5, 100.7, 100.4, 100.6))}, "1h")
     assert (report.entries, report.exits) == (1, 1)

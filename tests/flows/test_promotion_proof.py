@@ -51,7 +51,7 @@ def champions() -> list[str]:
 
 
 def _aucs(rows: list[dict]) -> list[float]:
-    return [r["metrics"]["holdout_auc"] for r in rows]
+    return [r["metrics"]["oos_auc"] for r in rows]
 
 
 def test_canary_no_edge_promotes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,5 +92,5 @@ def test_recovery_the_planted_edge_is_found_and_promoted(monkeypatch: pytest.Mon
     promoted = [r for r in rows if r["promoted"]]
     assert len(promoted) >= 4, [(r["symbol"], r["reasons"]) for r in rows]
     assert mean(_aucs(rows)) >= 0.55 and all(a > 0.52 for a in _aucs(promoted))
-    assert all(r["metrics"]["holdout_sharpe"] > 0 for r in promoted)
+    assert all(r["metrics"]["oos_sharpe"] > 0 for r in promoted)
     assert sorted(champions()) == sorted(f"candleflow.{r['symbol']}.1h" for r in promoted)

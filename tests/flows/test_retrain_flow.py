@@ -43,7 +43,7 @@ def models(monkeypatch: pytest.MonkeyPatch) -> None:
         end = store.read(symbol, "1h")["ts"][-back]
         client.create_registered_model(name)
         client.create_model_version(
-            name, source=str(settings.home), tags={"holdout_end": end.isoformat()}
+            name, source=str(settings.home), tags={"oos_end": end.isoformat()}
         )
         client.set_registered_model_alias(name, "champion", "1")
 

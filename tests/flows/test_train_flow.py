@@ -43,9 +43,9 @@ def test_cli_train_registers_a_challenger_that_scores_its_features(dataset: None
     (row,) = json.loads(result.stdout)
     assert row["model_name"] == "candleflow.BTCUSD.1h" and row["version"] == "1"
     assert row["trials"] == 6  # 3 per family, every one counted
-    for key in ("cv_auc", "holdout_auc", "holdout_sharpe", "psr", "dsr", "trades"):
+    for key in ("cv_auc", "oos_auc", "oos_sharpe", "psr", "dsr", "trades"):
         assert key in row["metrics"], key
-    assert 0.3 < row["metrics"]["holdout_auc"] < 0.8
+    assert 0.3 < row["metrics"]["oos_auc"] < 0.8
     # 200 days and 6 trials cannot show a DSR of 0.95: refused, with the numbers.
     assert row["promoted"] is False and row["reasons"][0].startswith("DSR")
 

@@ -1,178 +1,139 @@
-"""Backtest: hand-built frames whose trades, costs, daily series and metrics are worked out here;
-the vectorised one-at-a-time selection equals a per-bar loop on random data; buy-and-hold by hand;
-zero trades; bad input rejected with a clear error."""
+"""Backtest of the strategy: a hand-made path whose trade, costs, marked equity and daily series
+are worked out here; buy-and-hold by hand; zero trades; the DSR; bad input rejected with a
+clear error. (The trades themselves are the paper account's: tests/models/test_strategy.py.)"""
 
 from __future__ import annotations
 
 import math
 import statistics
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from models.backtest import BacktestError, Costs, backtest, non_overlapping
+from core.feature_spec import LabelSpec
+from core.settings_trading import RiskSettings, SignalSettings
+from core.strategy import Costs
+from models.backtest import BacktestError, Setup, backtest
 from models.metrics import deflated_sharpe_ratio, probabilistic_sharpe_ratio
+from models.strategy import SimulationError, SingleFamily, Strategy
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
+LABELS = LabelSpec(pt=1.0, sl=1.0, horizon=4, vol_window=2)
+ONE = SingleFamily("m", 0.5)
+# Fixed units, no caps in the way, every signal an order: the arithmetic stays readable.
+RISK = RiskSettings(sizing="fixed_units", fixed_units=10.0, max_leverage=100.0)
+SIGNALS = SignalSettings(
+    buy_weight=0.0,
+    avoid_regime_below=0.0,
+    avoid_risk_below=0.0,
+    min_multiplier=1.0,
+    max_multiplier=1.0,
+)
+
+
+def candles(rows: list[tuple[float, float, float, float]], step: timedelta = HOUR) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "ts": [T0 + i * step for i in range(len(rows))],
+            "open": [float(r[0]) for r in rows],
+            "high": [float(r[1]) for r in rows],
+            "low": [float(r[2]) for r in rows],
+            "close": [float(r[3]) for r in rows],
+            "volume": [1.0] * len(rows),
+        },
+        schema_overrides={"ts": pl.Datetime("us", "UTC")},
+    )
+
+
 NO_COSTS = Costs()
 
 
-def make_frame(
-    exits: list[int | None],
-    rets: list[float] | None = None,
-    closes: list[float] | None = None,
-    step: timedelta = HOUR,
-) -> pl.DataFrame:
-    """Row i enters at ts[i] and exits at row ``exits[i]`` (None: no complete label)."""
-    n = len(exits)
-    ts = [T0 + i * step for i in range(n)]
-    rets = [0.0] * n if rets is None else rets
-    frame = pl.DataFrame(
-        {
-            "ts": ts,
-            "label_t1": [None if e is None else ts[e] for e in exits],
-            "label_ret": [None if e is None else r for e, r in zip(exits, rets, strict=True)],
-            "label_bars": [None if e is None else e - i for i, e in enumerate(exits)],
-        },
-        schema_overrides={"label_t1": pl.Datetime("us", "UTC"), "label_bars": pl.Int32},
+def setup(market: pl.DataFrame, costs: Costs = NO_COSTS) -> Setup:
+    return Setup(Strategy(SIGNALS, RISK, costs, 10_000.0), market, LABELS, "BTCUSD", "1h")
+
+
+# σ is the EWM std of log returns (span 2): wiggles first, then a signal at row 6.
+WIGGLE = [(100, 101, 99, 101), (101, 102, 99, 99), (99, 101, 98, 100), (100, 101, 99, 101)]
+PATH = [
+    *WIGGLE,
+    (101, 102, 100, 100),
+    (100, 101, 99, 101),
+    (101, 101.5, 100.5, 101),  # row 6: the signal bar (close 101)
+    (101.2, 101.6, 100.9, 101.4),  # row 7: filled at this open
+    (101.4, 250.0, 101.0, 200.0),  # row 8: the take-profit is touched
+    (200.0, 201.0, 199.0, 200.0),
+]
+
+
+def _signal_at(market: pl.DataFrame, row: int) -> tuple[pl.Series, dict[str, np.ndarray]]:
+    rows = market["ts"][row:]
+    p = np.zeros(rows.len())
+    p[0] = 0.9
+    return rows, {"m": p}
+
+
+def test_one_trade_by_hand() -> None:
+    market = candles(PATH)
+    costs = Costs(fee_bps=10.0, spread_bps=4.0, slippage_bps=1.0)
+    rows, probas = _signal_at(market, 6)
+    result = backtest(setup(market, costs), ONE, rows, probas, periods_per_year=365)
+    trade = result.trades.row(0, named=True)
+    sigma = float(
+        pl.Series(np.diff(np.log(market["close"].to_numpy())))
+        .ewm_std(span=2, adjust=False, min_samples=2)
+        .to_list()[5]
     )
-    closes = [100.0] * n if closes is None else closes
-    return frame.with_columns(close=pl.Series(closes, dtype=pl.Float64))
-
-
-def entries(result) -> list[datetime]:
-    return result.trades["entry_ts"].to_list()
-
-
-def test_signals_during_a_trade_are_skipped_and_reentry_at_the_exit_bar_is_allowed() -> None:
-    frame = make_frame([3, 2, 4, 5, 6, 7, 7, 8, None])
-    proba = [0.9, 0.9, 0.1, 0.9, 0.9, 0.8, 0.1, 0.9, 0.0]
-    result = backtest(frame, proba, 0.8, NO_COSTS, periods_per_year=365)
-    # 0 → exits at row 3; 1 skipped (open); 3 enters at the exit bar → exits at 5; 4 skipped;
-    # 5 (proba = threshold counts) → exits at 7; 7 enters at that exit → exits at 8.
-    ts = frame["ts"].to_list()
-    assert entries(result) == [ts[0], ts[3], ts[5], ts[7]]
-    assert result.trades["exit_ts"].to_list() == [ts[3], ts[5], ts[7], ts[8]]
-    assert result.trades["bars"].to_list() == [3, 2, 2, 1]
-    # in position 3 + 2 + 2 + 1 bars of the 8 after the first close: always
-    assert result.strategy.exposure == pytest.approx(1.0)
-
-    overlapping = backtest(frame, proba, 0.8, NO_COSTS, periods_per_year=365, allow_overlap=True)
-    assert len(entries(overlapping)) == 6  # every signal
-
-
-def test_costs_are_subtracted_exactly() -> None:
-    costs = Costs(fee_bps=10, spread_bps=4, slippage_bps=3)
-    # (2 × 10 fee + 4 spread + 2 × 3 slippage) bp = 30 bp per round trip
-    assert costs.round_trip == pytest.approx(0.003, abs=1e-15)
-    gross = [0.012, -0.004, 0.0, 0.025, 0.0]
-    frame = make_frame([1, 2, 3, 4, None], rets=gross)
-    result = backtest(frame, [1.0, 1.0, 1.0, 1.0, 0.0], 0.5, costs, periods_per_year=365)
-    assert result.trades["gross"].to_list() == gross[:4]
-    assert result.trades["net"].to_list() == pytest.approx(
-        [0.009, -0.007, -0.003, 0.022], abs=1e-15
+    take = 101 * math.exp(sigma)
+    entry = 101.2 * (1 + 3 / 1e4)  # half spread + slippage against the buy
+    exit_ = take * (1 - 2 / 1e4)  # a limit: half spread, no slippage
+    fees = (entry + exit_) * 10 * 10 / 1e4
+    assert (trade["entry_ts"], trade["exit_ts"], trade["reason"]) == (
+        T0 + 7 * HOUR,
+        T0 + 8 * HOUR,
+        "TAKE_PROFIT",
     )
-    assert result.strategy.win_rate == pytest.approx(0.5)  # the 0.0 gross trade loses the costs
-    # one day: every trade exits on 2024-01-01 and compounds
-    assert result.daily["ret"].to_list() == pytest.approx([1.009 * 0.993 * 0.997 * 1.022 - 1])
+    assert trade["entry_price"] == pytest.approx(entry)
+    assert trade["exit_price"] == pytest.approx(exit_)
+    assert trade["pnl"] == pytest.approx(10 * (exit_ - entry) - fees)
+    assert trade["ret"] == pytest.approx(trade["pnl"] / 10_000)
+    # Marked at every close on one day: the day's equity is the balance after the trade.
+    assert result.daily["equity"].to_list() == pytest.approx([10_000 + trade["pnl"]])
+    assert result.strategy.total_return == pytest.approx(trade["pnl"] / 10_000)
+    assert result.strategy.trades == 1 and result.strategy.win_rate == 1.0
+    # Marked at the closes of the rows 6–9: in position at row 7's (entered, still open) only.
+    assert result.strategy.exposure == pytest.approx(1 / 4)
 
 
-def test_trade_statistics_by_hand() -> None:
-    frame = make_frame(
-        [2, 2, 4, 4, 5, 6, 7, 7, None], rets=[0.02, 0, -0.01, 0, -0.03, 0.05, 0, 0, 0]
-    )
-    proba = [1, 0, 1, 0, 1, 1, 0, 0, 0]
-    result = backtest(frame, proba, 0.5, NO_COSTS, periods_per_year=365)
-    report = result.strategy
-    assert report.trades == 4
-    assert report.win_rate == pytest.approx(2 / 4)
-    assert report.profit_factor == pytest.approx((0.02 + 0.05) / (0.01 + 0.03))  # 1.75
-    # equity at each exit: 1.02, 1.0098, 0.979506, 1.0284813
-    assert report.total_return == pytest.approx(1.02 * 0.99 * 0.97 * 1.05 - 1)
-    assert report.max_drawdown == pytest.approx(1 - 1.02 * 0.99 * 0.97 / 1.02)  # 3.97 %
-    # bars in position 2 + 2 + 1 + 1 = 6 of the 8 bars up to the window end (row 8)
-    assert report.exposure == pytest.approx(6 / 8)
-
-
-def test_daily_series_books_each_trade_on_its_exit_day() -> None:
-    step = timedelta(hours=6)  # four rows a day, days 0-3
-    exits: list[int | None] = [min(i + 1, 15) for i in range(15)] + [None]
-    exits[0], exits[2], exits[9] = 2, 3, 14
-    rets = [0.0] * 16
-    rets[0], rets[2], rets[9] = 0.03, -0.01, 0.02
-    frame = make_frame(exits, rets=rets, step=step)
-    proba = np.zeros(16)
-    proba[[0, 2, 9]] = 1.0
-    costs = Costs(fee_bps=5)  # 10 bp a round trip
-    result = backtest(frame, proba, 0.5, costs, periods_per_year=365)
-
-    # Trades exit day 0 12:00 (0.029), day 0 18:00 (−0.011) and day 3 12:00 (0.019).
-    daily = [1.029 * 0.989 - 1, 0.0, 0.0, 0.019]
-    assert result.daily["day"].to_list() == [date(2024, 1, d) for d in (1, 2, 3, 4)]
-    assert result.daily["exits"].to_list() == [2, 0, 0, 1]
-    assert result.daily["ret"].to_list() == pytest.approx(daily, abs=1e-15)
-    sr = statistics.mean(daily) / statistics.stdev(daily)
-    assert result.strategy.sharpe == pytest.approx(sr)
-    assert result.strategy.sharpe_annual == pytest.approx(sr * math.sqrt(365))
-    assert result.strategy.psr == pytest.approx(probabilistic_sharpe_ratio(daily))
-    assert math.isnan(result.strategy.dsr)  # no trials given: nothing to deflate with
-
-    deflated = backtest(
-        frame, proba, 0.5, costs, periods_per_year=365, n_trials=20, sr_variance=0.05
-    )
-    assert deflated.strategy.dsr == pytest.approx(deflated_sharpe_ratio(daily, 20, 0.05))
-    assert deflated.strategy.dsr < deflated.strategy.psr
-
-
-def test_a_trade_exiting_after_the_last_row_extends_the_window() -> None:
-    frame = make_frame([1, None])
-    # the dataset's last labelled row exits two days later (e.g. rows after it were filtered)
-    frame = frame.with_columns(label_t1=pl.Series([T0 + timedelta(days=2), None]))
-    frame = frame.with_columns(label_ret=pl.Series([0.04, None]))
-    result = backtest(frame, [1.0, 0.0], 0.5, NO_COSTS, periods_per_year=365)
-    assert result.daily["ret"].to_list() == pytest.approx([0.0, 0.0, 0.04])
-    assert result.strategy.total_return == pytest.approx(0.04)
-
-
-def test_overlapping_trades_are_sized_one_over_horizon() -> None:
-    rets = [0.04, -0.02, 0.08, 0.0, 0.0, 0.0]
-    frame = make_frame([2, 3, 5, 4, 5, None], rets=rets)
-    proba = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
-    result = backtest(
-        frame, proba, 0.5, NO_COSTS, periods_per_year=365, allow_overlap=True, horizon=4
-    )
-    assert result.trades["size"].to_list() == [0.25] * 3
-    assert result.strategy.total_return == pytest.approx(1.01 * 0.995 * 1.02 - 1)
-    assert result.strategy.exposure == pytest.approx(0.25 * (2 + 2 + 3) / 5)
-    assert result.strategy.win_rate == pytest.approx(2 / 3)  # size does not change the sign
-
-    inferred = backtest(frame, proba, 0.5, NO_COSTS, periods_per_year=365, allow_overlap=True)
-    assert inferred.trades["size"].to_list() == [1 / 3] * 3  # the longest label: 3 bars
-    with pytest.raises(BacktestError, match="horizon"):
-        backtest(frame, proba, 0.5, NO_COSTS, periods_per_year=365, allow_overlap=True, horizon=2)
+def test_daily_series_is_the_marked_equity_over_calendar_days() -> None:
+    # Bars 4 h apart: six a day; positions marked to market at every close.
+    rows = [*PATH[:6], (101, 101.5, 100.5, 101), (101.2, 101.6, 100.9, 101.4)]
+    rows += [(101.4 - k / 10, 101.5 - k / 10, 100.9 - k / 10, 101.3 - k / 10) for k in range(20)]
+    market = candles(rows, step=timedelta(hours=4))
+    s = Setup(Strategy(SIGNALS, RISK, Costs(), 10_000.0), market, LABELS, "BTCUSD", "4h")
+    result = backtest(s, ONE, *_signal_at(market, 6), periods_per_year=365)
+    equity = result.daily["equity"].to_numpy()
+    daily = result.daily["ret"].to_numpy()
+    assert daily == pytest.approx(equity / np.r_[10_000, equity[:-1]] - 1)
+    assert result.daily["day"].to_list() == sorted(set(result.daily["day"].to_list()))
+    assert result.strategy.sharpe == pytest.approx(statistics.mean(daily) / statistics.stdev(daily))
 
 
 def test_buy_and_hold_by_hand() -> None:
     # Two bars a day on days 0, 1 and 3; day 2 has no candle (market closed).
     ts = [T0 + timedelta(hours=h) for h in (0, 12, 24, 36, 72, 84)]
     closes = [100.0, 102.0, 101.0, 99.0, 103.0, 104.0]
-    frame = pl.DataFrame(
-        {
-            "ts": ts,
-            "close": closes,
-            "label_t1": [*ts[1:], None],
-            "label_ret": [0.0] * 5 + [None],
-            "label_bars": [1] * 5 + [None],
-        }
+    market = pl.DataFrame(
+        {"ts": ts, "open": closes, "high": closes, "low": closes, "close": closes},
+        schema_overrides={"ts": pl.Datetime("us", "UTC")},
     )
-    cost = Costs(fee_bps=10).round_trip  # 20 bp
-    result = backtest(frame, np.zeros(6), 0.5, Costs(fee_bps=10), periods_per_year=252)
-    bh = result.buy_and_hold
+    costs = Costs(fee_bps=10)
+    result = backtest(
+        setup(market, costs), ONE, market["ts"], {"m": np.zeros(6)}, periods_per_year=252
+    )
+    bh, cost = result.buy_and_hold, costs.round_trip  # 20 bp
     # Day closes 102, 99, (99), 104 from the entry close 100; the round trip on the last day,
     # scaled to that day's equity (0.99) so the series compounds to 104/100 − 1 − cost.
     daily = [102 / 100 - 1, 99 / 102 - 1, 0.0, 104 / 99 - 1 - cost * 100 / 99]
@@ -186,34 +147,9 @@ def test_buy_and_hold_by_hand() -> None:
     assert bh.psr == pytest.approx(probabilistic_sharpe_ratio(daily))
 
 
-def test_candles_give_bars_and_closes_for_a_filtered_dataset() -> None:
-    candle_ts = [T0 + h * HOUR for h in range(12)]
-    closes = [100.0 + h for h in range(12)]
-    candles = pl.DataFrame({"ts": candle_ts, "close": closes})
-    # A filtered dataset (rows at hours 0, 3, 6), no close column.
-    frame = pl.DataFrame(
-        {
-            "ts": [candle_ts[0], candle_ts[3], candle_ts[6]],
-            "label_t1": [candle_ts[2], candle_ts[5], candle_ts[9]],
-            "label_ret": [0.02, 0.02, 0.03],
-            "label_bars": [2, 2, 3],
-        }
-    )
-    with pytest.raises(BacktestError, match="candles="):
-        backtest(frame, [1.0, 1.0, 1.0], 0.5, NO_COSTS, periods_per_year=365)
-    result = backtest(frame, [1.0, 1.0, 1.0], 0.5, NO_COSTS, periods_per_year=365, candles=candles)
-    # window: after the close at hour 0 up to the latest exit (hour 9) = 9 bars, 7 in position
-    assert result.strategy.exposure == pytest.approx(7 / 9)
-    assert result.buy_and_hold.total_return == pytest.approx(109 / 100 - 1)  # sold at hour 9
-
-    late = candles.filter(pl.col("ts") > T0)
-    with pytest.raises(BacktestError, match="cover the start"):
-        backtest(frame, [1.0, 1.0, 1.0], 0.5, NO_COSTS, periods_per_year=365, candles=late)
-
-
 def test_zero_trades_has_every_metric_defined_as_documented() -> None:
-    frame = make_frame([1, 2, 3, None], closes=[100.0, 101.0, 99.0, 100.0])
-    result = backtest(frame, [0.2, 0.3, 0.1, 0.0], 0.5, Costs(fee_bps=5), periods_per_year=365)
+    market = candles(PATH)
+    result = backtest(setup(market, Costs(fee_bps=5)), ONE, market["ts"], {"m": np.zeros(10)})
     metrics = result.to_dict()
     fields = [
         "trades",
@@ -228,96 +164,43 @@ def test_zero_trades_has_every_metric_defined_as_documented() -> None:
         "dsr",
     ]
     assert set(metrics) == {*fields, *(f"bh_{f}" for f in fields), "days"}
-    assert all(isinstance(v, float) for v in metrics.values())
-    assert result.trades.height == 0
-    assert result.daily["ret"].to_list() == [0.0]
+    assert result.trades.height == 0 and result.daily["ret"].to_list() == [0.0]
     assert (metrics["trades"], metrics["total_return"], metrics["max_drawdown"]) == (0, 0, 0)
     assert metrics["exposure"] == 0.0
     for undefined in ("win_rate", "profit_factor", "sharpe", "sharpe_annual", "psr", "dsr"):
         assert math.isnan(metrics[undefined]), undefined
-    assert metrics["bh_trades"] == 1.0 and metrics["bh_total_return"] == pytest.approx(-0.001)
+
+
+def test_deflation_is_the_dsr_of_the_daily_series() -> None:
+    rng = np.random.default_rng(0)
+    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 24 * 40)))
+    market = candles([(c, c * 1.004, c * 0.996, c) for c in closes])
+    rows = market["ts"][10:]
+    result = backtest(setup(market), ONE, rows, {"m": rng.uniform(0, 1, rows.len())})
+    assert math.isnan(result.strategy.dsr)
+    deflated = result.deflated(20, 0.002)
+    expected = deflated_sharpe_ratio(result.daily["ret"].to_numpy(), 20, 0.002)
+    assert deflated.strategy.dsr == pytest.approx(expected)
+    assert deflated.strategy.sharpe == result.strategy.sharpe
+    with pytest.raises(BacktestError, match="both"):
+        backtest(setup(market), ONE, rows, {"m": np.zeros(rows.len())}, n_trials=3)
 
 
 @pytest.mark.parametrize(
-    ("mutate", "proba", "match"),
+    ("rows", "probas", "match"),
     [
-        (lambda f: f.drop("label_ret"), None, "label_ret"),
-        (lambda f: f.reverse(), None, "strictly increasing"),
-        (lambda f: f, [0.9, 0.9], "shape"),
-        (lambda f: f, [0.9, np.nan, 0.1, 0.1], "finite"),
-        (lambda f: f, [0.9, 0.1, 0.1, 0.9], "without a complete label"),
-        (lambda f: f.with_columns(ts=pl.col("ts").dt.date()), None, "Datetime"),
+        (lambda m: m["ts"][3:].reverse(), None, "sorted"),
+        (lambda m: m["ts"][3:] + timedelta(minutes=1), None, "same ts"),
+        (lambda m: m["ts"][3:], [0.9, 0.2], "one per row"),
+        (lambda m: m["ts"][3:], [np.nan] * 7, "finite"),
+        (lambda m: m["ts"][:0], [], "no signal rows"),
     ],
 )
-def test_bad_input_is_rejected(mutate, proba, match) -> None:
-    frame = mutate(make_frame([1, 2, 3, None]))
-    proba = [0.9, 0.1, 0.1, 0.1] if proba is None else proba
-    with pytest.raises(BacktestError, match=match):
-        backtest(frame, proba, 0.5, NO_COSTS, periods_per_year=365)
-
-
-def test_bad_settings_are_rejected() -> None:
-    frame = make_frame([1, 2, None])
-    proba = [0.9, 0.1, 0.1]
-    with pytest.raises(BacktestError, match="slippage_bps"):
-        Costs(slippage_bps=-1)
+def test_bad_input_is_rejected(rows, probas, match) -> None:
+    market = candles(PATH)
+    r = rows(market)
+    p = np.full(r.len(), 0.1) if probas is None else np.asarray(probas, dtype=float)
+    with pytest.raises(SimulationError, match=match):
+        backtest(setup(market), ONE, r, {"m": p})
     with pytest.raises(BacktestError, match="periods_per_year"):
-        backtest(frame, proba, 0.5, NO_COSTS, periods_per_year=0)
-    with pytest.raises(BacktestError, match="both"):
-        backtest(frame, proba, 0.5, NO_COSTS, periods_per_year=365, n_trials=10)
-    with pytest.raises(ValueError, match="n_trials"):
-        backtest(frame, proba, 0.5, NO_COSTS, periods_per_year=365, n_trials=0, sr_variance=0.1)
-
-
-# --- the vectorised selection equals a per-bar loop ------------------------------------------
-
-
-def one_at_a_time_loop(ts: list, t1: list, signal: list[bool]) -> list[int]:
-    """The specification, bar by bar: skip bars while a trade is open, else take a signal."""
-    taken: list[int] = []
-    open_until = None
-    for i in range(len(ts)):
-        if open_until is not None and ts[i] < open_until:
-            continue
-        if signal[i]:
-            taken.append(i)
-            open_until = t1[i]
-    return taken
-
-
-@st.composite
-def signalled_rows(draw):
-    """Hours with gaps, exits 1-8 hours later (often exactly on a later row), random signals."""
-    n = draw(st.integers(1, 60))
-    gaps = draw(st.lists(st.integers(1, 3), min_size=n, max_size=n))
-    hours = np.cumsum(gaps)
-    holds = np.asarray(draw(st.lists(st.integers(1, 8), min_size=n, max_size=n)))
-    signal = draw(st.lists(st.booleans(), min_size=n, max_size=n))
-    rets = draw(st.lists(st.floats(-0.1, 0.1), min_size=n, max_size=n))
-    return hours, hours + holds, signal, rets
-
-
-@settings(max_examples=300, deadline=None)
-@given(data=signalled_rows())
-def test_vectorised_selection_equals_the_per_bar_loop(data) -> None:
-    hours, exit_hours, signal, rets = data
-    expected = one_at_a_time_loop(hours.tolist(), exit_hours.tolist(), signal)
-    assert non_overlapping(hours, exit_hours, np.asarray(signal)).tolist() == expected
-
-    ts = [T0 + int(h) * HOUR for h in hours]
-    frame = pl.DataFrame(
-        {
-            "ts": ts,
-            "label_t1": [T0 + int(h) * HOUR for h in exit_hours],
-            "label_ret": rets,
-            "label_bars": (exit_hours - hours).astype(np.int32),
-            "close": np.full(len(ts), 100.0),
-        }
-    )
-    proba = np.where(signal, 0.7, 0.3)
-    result = backtest(frame, proba, 0.5, Costs(fee_bps=1), periods_per_year=365)
-    assert entries(result) == [ts[i] for i in expected]
-    growth = [1 + rets[i] - 0.0002 for i in expected]
-    assert result.strategy.total_return == pytest.approx(float(np.prod(growth)) - 1, abs=1e-12)
-    overlapping = backtest(frame, proba, 0.5, NO_COSTS, periods_per_year=365, allow_overlap=True)
-    assert overlapping.strategy.trades == sum(signal)
+        backtest(setup(market), ONE, market["ts"], {"m": np.zeros(10)}, periods_per_year=0)

@@ -32,11 +32,12 @@ from tests.models.conftest import Trained
 NAME = "candleflow.BTCUSD.1h"
 # What a training would need to show to pass the default gate (no champion yet).
 GOOD = {
-    "holdout_dsr": 0.99,
-    "holdout_roc_auc": 0.6,
-    "holdout_trades": 100.0,
-    "holdout_sharpe_annual": 3.0,
-    "holdout_bh_sharpe_annual": 0.1,
+    "oos_dsr": 0.99,
+    "oos_roc_auc": 0.6,
+    "oos_trades": 100.0,
+    "oos_sharpe_annual": 3.0,
+    "oos_bh_sharpe_annual": 0.1,
+    "oos_days": 400.0,
 }
 
 
@@ -75,9 +76,9 @@ def test_forged_tags_on_a_rejected_model_never_promote(trained: Trained, tmp_pat
     decision = reviewer.review("BTCUSD", "1h")
     assert not decision.promoted and decision.kind == "gate"
     check = decision.checks[0]
-    real = trained.result.metrics["holdout_dsr"]
+    real = trained.result.metrics["oos_dsr"]
     assert check.name == "evidence" and not check.passed
-    assert f"holdout_dsr: tag 0.99, run {real!r}" in check.message
+    assert f"oos_dsr: tag 0.99, run {real!r}" in check.message
     assert check.message.endswith("tags were edited; the gate reads the run")
     assert decision.reasons[0] == check.message
     dsr = next(c for c in decision.checks if c.name == "dsr")  # judged on the run's number
@@ -99,7 +100,7 @@ def test_an_altered_or_missing_evaluation_is_refused(trained: Trained, tmp_path:
     client.log_artifact(run_id, str(upload), "evaluation")
     for key, value in GOOD.items():  # tags consistent with the forged file
         client.set_model_version_tag(NAME, "1", key, tag_text(value))
-    assert json.loads(stored.read_bytes())["ensemble"]["holdout_dsr"] == 0.99  # re-uploaded
+    assert json.loads(stored.read_bytes())["ensemble"]["oos_dsr"] == 0.99  # re-uploaded
 
     reviewer = Reviewer(settings, client)
     decision = reviewer.review("BTCUSD", "1h")
@@ -115,12 +116,12 @@ def test_an_altered_or_missing_evaluation_is_refused(trained: Trained, tmp_path:
 
 
 def test_numbers_are_exact_a_dsr_just_under_the_bar_fails(trained: Trained, tmp_path: Path) -> None:
-    settings, client = _record(trained, tmp_path, **(GOOD | {"holdout_dsr": 0.9499996}))
+    settings, client = _record(trained, tmp_path, **(GOOD | {"oos_dsr": 0.9499996}))
     assert settings.promotion.min_dsr == 0.95
     mv = client.get_model_version(NAME, "1")
-    assert mv.tags["holdout_dsr"] == "0.95"  # the display copy rounds: it must not decide
+    assert mv.tags["oos_dsr"] == "0.95"  # the display copy rounds: it must not decide
     numbers = evidence(client, mv)
-    expected = trained.result.metrics | GOOD | {"holdout_dsr": 0.9499996}
+    expected = trained.result.metrics | GOOD | {"oos_dsr": 0.9499996}
     assert numbers == {k: (v if math.isfinite(v) else None) for k, v in expected.items()}
     assert tag_disagreements(mv.tags, numbers) == []  # honest tags
 
@@ -128,7 +129,8 @@ def test_numbers_are_exact_a_dsr_just_under_the_bar_fails(trained: Trained, tmp_
     assert not decision.promoted
     (failed,) = [c for c in decision.checks if not c.passed]
     assert failed.name == "dsr" and failed.value == 0.9499996
-    assert failed.message == "DSR 0.9499996 < 0.95"
+    n = int(expected["trials_total"])
+    assert failed.message == f"DSR (N = {n} trials ever) 0.9499996 < 0.95"
 
 
 def test_an_honest_model_with_the_evidence_is_crowned(trained: Trained, tmp_path: Path) -> None:
@@ -142,13 +144,13 @@ def test_an_honest_model_with_the_evidence_is_crowned(trained: Trained, tmp_path
 
 
 def test_tags_agree_when_they_are_the_display_copy() -> None:
-    run = {"holdout_dsr": 0.41034567891, "holdout_trades": 42.0, "holdout_psr": None}
-    assert tag_disagreements({"holdout_dsr": "0.410346", "holdout_trades": "42"}, run) == []
-    assert tag_disagreements({"holdout_trades": "42.0", "holdout_psr": "nan"}, run) == []
+    run = {"oos_dsr": 0.41034567891, "oos_trades": 42.0, "oos_psr": None}
+    assert tag_disagreements({"oos_dsr": "0.410346", "oos_trades": "42"}, run) == []
+    assert tag_disagreements({"oos_trades": "42.0", "oos_psr": "nan"}, run) == []
     assert tag_disagreements({"cv_roc_auc": "nan", "unrelated": "x"}, run) == []
-    assert tag_disagreements({"holdout_dsr": "0.41", "holdout_psr": "0.9"}, run) == [
-        "holdout_psr: tag 0.9, run nan",  # in the order of VERSION_METRICS
-        "holdout_dsr: tag 0.41, run 0.41034567891",
+    assert tag_disagreements({"oos_dsr": "0.41", "oos_psr": "0.9"}, run) == [
+        "oos_psr: tag 0.9, run nan",  # in the order of VERSION_METRICS
+        "oos_dsr: tag 0.41, run 0.41034567891",
     ]
     # A tag added by hand under the name of any number of the run claims that number too.
     assert tag_disagreements({"oos_dsr": "0.99"}, run | {"oos_dsr": 0.2}) == [

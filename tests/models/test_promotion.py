@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import polars as pl
 import pytest
@@ -12,11 +10,14 @@ from core.config import PromotionSettings
 from models.promotion import Comparison, Decision, compare, gate, paired_bootstrap
 
 GOOD = {
-    "holdout_dsr": 0.97,
-    "holdout_roc_auc": 0.56,
-    "holdout_trades": 80.0,
-    "holdout_sharpe_annual": 2.1,
-    "holdout_bh_sharpe_annual": 0.4,
+    "oos_dsr": 0.97,
+    "oos_roc_auc": 0.56,
+    "oos_trades": 80.0,
+    "oos_sharpe_annual": 2.1,
+    "oos_bh_sharpe_annual": 0.4,
+    "oos_days": 500.0,
+    "trials_total": 40.0,
+    "pbo": 0.2,
 }
 
 
@@ -26,35 +27,42 @@ def _failed(checks: list) -> dict[str, str]:
 
 def test_a_challenger_with_evidence_passes_every_check() -> None:
     checks = gate(GOOD, PromotionSettings())
-    assert [c.name for c in checks] == ["dsr", "auc", "trades", "sharpe", "benchmark"]
+    names = ["dsr", "auc", "trades", "oos_days", "sharpe", "benchmark", "pbo"]
+    assert [c.name for c in checks] == names
     assert all(c.passed for c in checks)
 
 
 @pytest.mark.parametrize(
     ("key", "value", "check", "message"),
     [
-        ("holdout_dsr", 0.41, "dsr", "DSR 0.410 < 0.950"),
-        ("holdout_dsr", None, "dsr", "DSR undefined (no trades?)"),
-        ("holdout_roc_auc", 0.503, "auc", "AUC 0.503 < 0.520"),
-        ("holdout_trades", 12.0, "trades", "trades 12 < 30"),
-        ("holdout_sharpe_annual", -0.3, "sharpe", "net Sharpe -0.30 ≤ 0"),
-        ("holdout_bh_sharpe_annual", 2.5, "benchmark", "net Sharpe 2.10 ≤ buy-and-hold 2.50"),
+        ("oos_dsr", 0.41, "dsr", "DSR (N = 40 trials ever) 0.410 < 0.950"),
+        (
+            "oos_dsr",
+            None,
+            "dsr",
+            "DSR undefined: fewer than 2 finite trial Sharpe ratios among N = 40 trials",
+        ),
+        ("oos_days", 200.0, "oos_days", "out-of-sample days 200 < 365"),
+        ("oos_roc_auc", 0.503, "auc", "AUC 0.503 < 0.520"),
+        ("oos_trades", 12.0, "trades", "trades 12 < 30"),
+        ("oos_sharpe_annual", -0.3, "sharpe", "net Sharpe -0.30 ≤ 0"),
+        ("oos_bh_sharpe_annual", 2.5, "benchmark", "net Sharpe 2.10 ≤ buy-and-hold 2.50"),
     ],
 )
 def test_each_check_refuses_on_its_own(key: str, value, check: str, message: str) -> None:
-    metrics = GOOD | {"holdout_bh_sharpe_annual": -1.0} if check == "sharpe" else GOOD
+    metrics = GOOD | {"oos_bh_sharpe_annual": -1.0} if check == "sharpe" else GOOD
     assert _failed(gate(metrics | {key: value}, PromotionSettings())) == {check: message}
 
 
 def test_flat_benchmark_does_not_ask_to_beat_buy_and_hold() -> None:
-    metrics = GOOD | {"holdout_bh_sharpe_annual": 3.0}
+    metrics = GOOD | {"oos_bh_sharpe_annual": 3.0}
     assert "benchmark" in _failed(gate(metrics, PromotionSettings()))
     assert _failed(gate(metrics, PromotionSettings(benchmark="flat"))) == {}
 
 
 def test_thresholds_come_from_the_settings() -> None:
-    strict = PromotionSettings(min_dsr=0.99, min_auc_lift=0.1, min_trades=100)
-    assert set(_failed(gate(GOOD, strict))) == {"dsr", "auc", "trades"}
+    strict = PromotionSettings(min_dsr=0.99, min_auc_lift=0.1, min_trades=100, max_pbo=0.1)
+    assert set(_failed(gate(GOOD, strict))) == {"dsr", "auc", "trades", "pbo"}
 
 
 def test_the_champion_check_needs_a_better_sharpe_with_confidence() -> None:
@@ -70,13 +78,15 @@ def test_the_champion_check_needs_a_better_sharpe_with_confidence() -> None:
 
 
 def test_a_decision_reads_like_the_record_it_leaves() -> None:
-    checks = gate(GOOD | {"holdout_dsr": 0.41, "holdout_roc_auc": 0.503}, PromotionSettings())
+    checks = gate(GOOD | {"oos_dsr": 0.41, "oos_roc_auc": 0.503}, PromotionSettings())
     decision = Decision("EURUSD", "1h", "7", False, checks)
-    assert decision.summary() == "EURUSD 1h v7 not promoted: DSR 0.410 < 0.950; AUC 0.503 < 0.520"
+    assert decision.summary() == (
+        "EURUSD 1h v7 not promoted: DSR (N = 40 trials ever) 0.410 < 0.950; AUC 0.503 < 0.520"
+    )
     tags = decision.tags()
-    assert tags["decision"] == "rejected" and tags["decision_reasons"].startswith("DSR 0.410")
+    assert tags["decision"] == "rejected" and tags["decision_reasons"].startswith("DSR (N = 40")
     promoted = Decision("EURUSD", "1h", "8", True, gate(GOOD, PromotionSettings()))
-    assert promoted.tags()["decision"] == "promoted" and len(promoted.reasons) == 5
+    assert promoted.tags()["decision"] == "promoted" and len(promoted.reasons) == 7
 
 
 def test_paired_bootstrap_confidence() -> None:
@@ -98,8 +108,8 @@ def test_compare_pairs_the_common_days() -> None:
     rng = np.random.default_rng(2)
     champion = rng.normal(0.0, 0.01, days.len())
     challenger = champion + 0.003
-    ours = SimpleNamespace(daily=pl.DataFrame({"day": days, "ret": challenger}))
-    theirs = SimpleNamespace(daily=pl.DataFrame({"day": days[5:], "ret": champion[5:]}))
+    ours = pl.DataFrame({"day": days, "ret": challenger})
+    theirs = pl.DataFrame({"day": days[5:], "ret": champion[5:]})
     result = compare(ours, theirs, "4", PromotionSettings())
     assert result.days == days.len() - 5 and result.champion_version == "4"
     assert result.challenger_sharpe > result.champion_sharpe and result.confidence > 0.9

@@ -21,7 +21,7 @@ def test_a_retried_record_returns_the_version_it_registered(small: tuple, tmp_pa
     assert len(versions) == 1
     version = client.get_model_version_by_alias("candleflow.BTCUSD.1h", "challenger")
     tags = version.tags
-    assert tags["training_key"] and tags["holdout_start"] < tags["holdout_end"]
+    assert tags["training_key"] and tags["oos_start"] < tags["oos_end"]
     assert version.tags["data_hash"] == result.data_hash
 
 

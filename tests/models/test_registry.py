@@ -1,15 +1,13 @@
 """Registry side of promotion on real MLflow versions: the gate's verdict recorded as tags,
-champion/previous/challenger aliases, manual promotion, rollback, and a faithful replay."""
+champion/previous/challenger aliases, manual promotion, rollback."""
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
 
 import numpy as np
 import pytest
 
-from core.store import CandleStore
 from models.recording import record_training
 from models.registry import (
     CHALLENGER,
@@ -22,7 +20,6 @@ from models.registry import (
     load_ensemble,
     unmet_requirements,
 )
-from models.replay import replay
 from models.tracking import setup
 
 NAME = "candleflow.BTCUSD.1h"
@@ -33,19 +30,6 @@ def _aliases(client) -> dict[str, str | None]:
         a: (None if (v := alias_version(client, NAME, a)) is None else str(v.version))
         for a in (CHAMPION, CHALLENGER, PREVIOUS)
     }
-
-
-def test_replay_reproduces_the_training_holdout(trained: tuple) -> None:
-    settings, result, cfg, meta, frame = trained
-    record_training(result, cfg, meta, settings.home, dataset=frame)
-    client = setup(settings.home)
-    tags = client.get_model_version(NAME, "1").tags
-    window = [datetime.fromisoformat(tags[k]) for k in ("holdout_start", "holdout_end")]
-    again = replay(load_ensemble(NAME, "1"), CandleStore(settings.home), *window, cfg.costs)
-    assert again.rows == int(result.metrics["holdout_rows"])
-    original = result.holdout_backtest.strategy
-    assert again.result.strategy.trades == original.trades
-    assert again.result.strategy.sharpe_annual == pytest.approx(original.sharpe_annual)
 
 
 def test_gate_manual_promotion_comparison_and_rollback(trained: tuple) -> None:

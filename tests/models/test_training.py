@@ -32,13 +32,19 @@ def test_every_trial_counts_and_a_resumed_study_reuses_its_trials(
     }
 
 
-def test_holdout_is_after_development_and_rows_are_accounted(small: tuple, tmp_path: Path) -> None:
+def test_oos_is_after_development_and_rows_are_accounted(small: tuple, tmp_path: Path) -> None:
     frame, meta, candles, cfg = small
     result = train_dataset(frame, meta, candles, cfg, tmp_path)
     preds = result.predictions
     dev = preds.filter(preds["set"] == "dev")
-    hold = preds.filter(preds["set"] == "holdout")
-    assert dev["ts"].max() < hold["ts"].min()
-    assert hold.height == round(frame.height * cfg.holdout)
-    assert dev.height + hold.height <= frame.height  # the purge drops a few rows at the boundary
+    oos = preds.filter(preds["set"] == "oos")
+    assert dev["ts"].max() < oos["ts"].min()
+    # Every event after the development period is predicted out of sample, once.
+    assert oos.height == frame.height - round(frame.height * cfg.development)
+    assert oos["ts"].is_unique().all() and oos["ts"].is_sorted()
+    assert dev.height + oos.height <= frame.height  # the purge drops a few rows at the boundary
+    steps = [f for f in result.folds if f["kind"] == "walk_forward"]
+    assert len(steps) == result.metrics["refits"] >= 2
+    assert result.metrics["oos_days"] >= (oos["ts"].max() - oos["ts"].min()).days
+    assert result.metrics["trials_total"] == result.metrics["trials"]  # a fresh journal
     assert preds["proba"].is_between(0, 1).all()

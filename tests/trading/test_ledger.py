@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from brokers.execution import BrokerOrder, OrderRejectedError, fills, positions
 from brokers.paper import PaperBroker
+from core.config import CostSpec, CostsSettings
 from core.settings_live import LiveSettings, PaperSettings
 from trading.ledger import Ledger, OrderIntent
 from trading.records import orders, signals
@@ -42,7 +43,11 @@ def ledger(tmp_path: Path) -> Ledger:
 
 @pytest.fixture
 def paper(ledger: Ledger) -> PaperBroker:
-    broker = PaperBroker(ledger.engine, PaperSettings(slippage_bps=0, fee_bps=0))
+    broker = PaperBroker(
+        ledger.engine,
+        PaperSettings(),
+        CostsSettings(default=CostSpec(spread_bps=0, slippage_bps=0), by_asset_class={}),
+    )
     broker.create_all()
     return broker
 

@@ -23,6 +23,8 @@ from features.build import compute_features
 from features.dataset import build_dataset, load_inputs, recent, tail_bars
 from features.labels import cusum_events, volatility
 from models.ensemble import Ensemble
+from models.risk import Position, RiskState
+from models.signal import regime_from_candles
 from models.tuning import fit
 from tests.features.test_features import market
 from trading.ledger import Ledger, OrderIntent
@@ -39,8 +41,6 @@ from trading.live import (
     score_last_candle,
     signal_of,
 )
-from trading.risk import Position, RiskState
-from trading.signal import regime_from_candles
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import pytest
 
 from core.config import Settings
 from core.settings_live import LiveSettings
+from models.signal import Tier
 from trading.notify import TIER_RANK, NotifyReport, notify, wanted
-from trading.signal import Tier
 
 SLACK_TOKEN = "T0001/B0002/sEcReTsLaCkToKeN"
 SLACK_URL = f"https://hooks.slack.example/services/{SLACK_TOKEN}"

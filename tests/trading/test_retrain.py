@@ -100,9 +100,7 @@ def test_evidence_counts_outcomes_after_the_newest_versions_data_end(world: tupl
     client.create_registered_model(name)
     ends = [candles["ts"][500], candles["ts"][900]]
     for end in ends:  # v1 (champion), v2 (newer, refused)
-        client.create_model_version(
-            name, source=str(Path.cwd()), tags={"holdout_end": end.isoformat()}
-        )
+        client.create_model_version(name, source=str(Path.cwd()), tags={"oos_end": end.isoformat()})
     client.set_registered_model_alias(name, "champion", "1")
     # The champion's live BUYs: 3 on bars whose outcome is known, one the shadow's (ignored).
     known = all_known.filter(pl.col("ts") > ends[0]).head(3)

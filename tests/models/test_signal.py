@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from core.feature_spec import LabelSpec
 from core.settings_trading import ComponentWeights, RiskSettings, SignalSettings
 from models.ensemble import Ensemble, combine
-from trading.risk import AccountState, RiskState, decide
-from trading.signal import (
+from models.risk import AccountState, RiskState, decide
+from models.signal import (
     RegimeReading,
     Side,
     Tier,
@@ -27,7 +27,10 @@ from trading.signal import (
     vote_ensemble,
 )
 
-DEFAULTS = SignalSettings()
+# The arithmetic below was worked out with a higher-timeframe weight of 0.15 (live's default is
+# 0: the gate's backtest cannot see another model's vote).
+WEIGHTS = ComponentWeights(higher_tf=0.15)
+DEFAULTS = SignalSettings(weights=WEIGHTS)
 CALM = RiskState(daily_loss_pct=0.0, drawdown_pct=0.0, usage=0.0)
 MID_REGIME = RegimeReading(sigma=0.01, percentile=0.5, score=1.0, bars=100)
 
@@ -193,7 +196,7 @@ def test_missing_higher_timeframe_renormalises_or_scores_neutral() -> None:
     assert signal.component("confidence").weight == pytest.approx(0.35 / 0.85)
     assert signal.weight == pytest.approx(100 * (0.35 * 2 / 3 + 0.2 + 0.15 + 0.075) / 0.85)
     neutral = score_signal(
-        main, SignalSettings(missing_component="neutral"), risk, regime=MID_REGIME
+        main, SignalSettings(weights=WEIGHTS, missing_component="neutral"), risk, regime=MID_REGIME
     )
     assert neutral.component("higher_tf").score == 0.5
     assert neutral.component("higher_tf").missing and neutral.component("higher_tf").weight == 0.15

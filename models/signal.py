@@ -35,7 +35,7 @@ from core.feature_spec import LabelSpec
 from core.settings_trading import SignalSettings
 from features.labels import volatility
 from models.ensemble import Ensemble, Method, combine
-from trading.risk import OrderRequest, RiskState
+from models.risk import OrderRequest, RiskState
 
 MIN_REGIME_BARS = 20  # fewer finite σ values than this: no regime reading
 
@@ -332,7 +332,7 @@ class Signal:
         raise KeyError(f"no component {name!r}; have {[c.name for c in self.components]}")
 
     def order(self, symbol: str, entry_price: float, sigma: float) -> OrderRequest | None:
-        """The order for ``trading.risk.decide``, or None when the signal is not an order."""
+        """The order for ``models.risk.decide``, or None when the signal is not an order."""
         if not self.is_order:
             return None
         return OrderRequest(symbol, int(self.side), entry_price, sigma, self.multiplier)

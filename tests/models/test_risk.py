@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from core.feature_spec import LabelSpec
 from core.settings_trading import RiskSettings
-from trading.risk import (
+from models.risk import (
     AccountState,
     OrderRequest,
     Position,
@@ -62,14 +62,15 @@ def test_exit_overrides_replace_the_label_multiples() -> None:
 
 def test_percent_risk_loses_the_risk_share_of_the_balance_at_the_stop() -> None:
     account = AccountState(10_000, 10_000, 10_000, balance=8_000)
-    decision = decide(_order(), account, RiskSettings(), LABELS)
+    one_pct = RiskSettings(risk_per_trade_pct=1.0)
+    decision = decide(_order(), account, one_pct, LABELS)
     per_unit = 100 - 100 * math.exp(-0.01)  # 0.995017
     assert decision.approved and decision.reasons == () and decision.events == ()
     assert decision.quantity == pytest.approx(80 / per_unit)  # 1 % of the 8 000 balance
     assert decision.quantity * (100 - decision.stop_loss) == pytest.approx(80.0)
     assert decision.notional == pytest.approx(decision.quantity * 100)
     assert decision.timeout_bars == 24 and decision.sizing == "percent_risk"
-    boosted = decide(_order(multiplier=1.5), account, RiskSettings(), LABELS)
+    boosted = decide(_order(multiplier=1.5), account, one_pct, LABELS)
     assert boosted.quantity == pytest.approx(1.5 * decision.quantity)
     assert boosted.base_quantity == pytest.approx(decision.quantity)
 
@@ -97,9 +98,10 @@ def test_bars_per_year_by_session() -> None:
 
 
 def test_quantity_rounds_down_to_the_step_or_refuses() -> None:
-    stepped = decide(_order(), FLAT_DAY, RiskSettings(quantity_step=1.0), LABELS)
+    one_pct = {"risk_per_trade_pct": 1.0}
+    stepped = decide(_order(), FLAT_DAY, RiskSettings(quantity_step=1.0, **one_pct), LABELS)
     assert stepped.quantity == 100.0  # 100.50 units → 100
-    coarse = decide(_order(), FLAT_DAY, RiskSettings(quantity_step=1000.0), LABELS)
+    coarse = decide(_order(), FLAT_DAY, RiskSettings(quantity_step=1000.0, **one_pct), LABELS)
     assert not coarse.approved and coarse.quantity == 0
     assert "rounds down to 0" in coarse.reasons[0]
 
@@ -125,7 +127,7 @@ def test_max_position_per_symbol_counts_what_is_held_in_that_symbol_only() -> No
     account = AccountState(
         10_000, 10_000, 10_000, positions=(Position("EUR/USD", 3_000), Position("BTCUSD", 4_000))
     )
-    capped = _fixed(100, max_position_notional=5_000)
+    capped = _fixed(100, max_position_notional=5_000, max_positions_per_symbol=5)
     decision = decide(_order(), account, capped, LABELS)
     assert decision.notional == pytest.approx(2_000)
     assert decision.events[0].kind == "max_position" and "3000 held" in decision.reasons[0]

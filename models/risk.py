@@ -15,7 +15,8 @@ person can read and a :class:`RiskEvent` for the risk-events table. Pure: no bro
   ``kill_file``), the daily-loss circuit breaker (loss since the day-start equity ≥ the limit) and
   the drawdown kill switch (loss from the peak equity ≥ the limit). Also refused: a flat signal,
   an unknown σ (warm-up), ``max_open_positions`` already open (counted conservatively: an order on
-  a symbol already held counts too).
+  a symbol already held counts too), ``max_positions_per_symbol`` already open or pending on the
+  symbol (one by default: the strategy the backtest evaluates trades one position at a time).
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ class AccountState:
     def open_notional(self) -> float:
         return sum(p.notional for p in self.positions)
 
+    def symbol_count(self, symbol: str) -> int:
+        symbol = normalize_symbol(symbol)
+        return sum(p.symbol == symbol for p in self.positions)
+
     def symbol_notional(self, symbol: str) -> float:
         symbol = normalize_symbol(symbol)
         return sum(p.notional for p in self.positions if p.symbol == symbol)
@@ -166,8 +171,6 @@ def risk_state(
     if drawdown >= settings.max_drawdown_pct:
         message = f"drawdown {drawdown:.2f}% from peak ≥ {settings.max_drawdown_pct:.2f}% limit"
         events.append(_halt("max_drawdown", message, drawdown, settings.max_drawdown_pct))
-    for event in events:
-        logger.warning("trading halted: %s", event.message)
     halts = tuple(e.message for e in events)
     return RiskState(daily, drawdown, usage, halts, tuple(events))
 
@@ -334,6 +337,10 @@ def _preconditions(
     if not (math.isfinite(request.sigma) and request.sigma > 0):
         message = f"volatility at the signal bar is unknown or zero (σ = {request.sigma})"
         events.append(RiskEvent("volatility", "reject", message, symbol, request.sigma))
+    held, per_symbol = account.symbol_count(symbol), settings.max_positions_per_symbol
+    if held >= per_symbol:
+        message = f"{symbol}: {held} position(s) open or pending, max {per_symbol} per symbol"
+        events.append(RiskEvent("max_per_symbol", "reject", message, symbol, held, per_symbol))
     n_open, limit = len(account.positions), settings.max_open_positions
     if n_open >= limit:
         message = f"max open positions {limit} reached ({n_open} open)"
