@@ -60,7 +60,7 @@ def test_cli_train_registers_a_challenger_that_scores_its_features(dataset: None
         "evaluation/feature_spec.json",
         "evaluation/folds.json",
         "evaluation/predictions.parquet",
-        "evaluation/equity_holdout.png",
+        "evaluation/equity_oos.png",
     } <= artifacts
 
     frame, meta = read_dataset(dataset_path(settings.home, "BTCUSD", "1h"))

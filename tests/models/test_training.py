@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from core.strategy import Costs
 from models.training import train_dataset
 
 
@@ -48,3 +50,22 @@ def test_oos_is_after_development_and_rows_are_accounted(small: tuple, tmp_path:
     assert result.metrics["oos_days"] >= (oos["ts"].max() - oos["ts"].min()).days
     assert result.metrics["trials_total"] == result.metrics["trials"]  # a fresh journal
     assert preds["proba"].is_between(0, 1).all()
+
+
+def test_a_changed_split_or_objective_never_reuses_a_study(small: tuple) -> None:
+    cfg = small[3]
+    key = cfg.study_key("data")
+    costly = dataclasses.replace(cfg.strategy, costs=Costs(fee_bps=50.0))
+    for change in (
+        {"development": 0.4},
+        {"folds": cfg.folds + 1},
+        {"embargo": cfg.embargo * 2},
+        {"threshold": 0.6},
+        {"refit_every": cfg.refit_every * 2},
+        {"strategy": costly},
+        {"seed": cfg.seed + 1},
+    ):
+        assert dataclasses.replace(cfg, **change).study_key("data") != key, change
+    assert cfg.study_key("other data") != key
+    # The budget alone does not shape the folds or the objective: the study resumes.
+    assert dataclasses.replace(cfg, trials=cfg.trials + 5).study_key("data") == key
