@@ -3,11 +3,13 @@ its smaller, fixed-date version): the default universe, two years of 1 h candles
 training and gate configuration, on the simulated market at ``edge = 0`` (the canary: nothing may
 be promoted) and at the default edge (recovery), for several market seeds.
 
-The library path of the pipeline (store → dataset → training → gate), two symbols at a time in
-processes; the gate's checks 1–3 (no champion exists on a first training). Prints one row per
-symbol × edge × seed and a summary per edge: promoted fraction, holdout AUC mean / sd / range.
+The library path of the pipeline (store → dataset → training with its walk-forward → gate), two
+symbols at a time in processes; the gate's checks 1–3 (no champion exists on a first training).
+Prints one row per symbol × edge × seed (out-of-sample days, AUC, net Sharpe, DSR, PBO, seconds
+of tuning and of the walk-forward refits) and a summary per edge: promoted fraction, the median
+out-of-sample Sharpe of the promoted, AUC mean / sd / range, the walk-forward's share of the time.
 
-    uv run --frozen python bench/bench_promotion.py [--seeds 7,8] [--edges 0,0.3]
+    uv run --frozen python bench/bench_promotion.py [--seeds 7,8] [--edges 0,0.3] [--trials 10]
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from bench._common import save
 END = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-def one(args: tuple[str, float, int, str]) -> dict:
-    symbol, edge, seed, root = args
+def one(args: tuple[str, float, int, str, int]) -> dict:
+    symbol, edge, seed, root, trials = args
     from brokers.simulated import SimulatedBroker
     from core.config import load_settings
     from core.store import CandleStore
@@ -46,8 +48,11 @@ def one(args: tuple[str, float, int, str]) -> dict:
     store.upsert(symbol, "1h", broker.fetch_candles(symbol, "1h", END - timedelta(days=days), END))
     inputs = load_inputs(store, symbol, "1h", settings.features)
     frame, meta = build_dataset(inputs, symbol, "1h", settings.features, settings.labels)
-    cfg = dataclasses.replace(TrainingConfig.from_settings(settings, symbol, "1h"), n_threads=1)
-    m = train_dataset(frame, meta, inputs.candles, cfg, home / "optuna").metrics
+    cfg = dataclasses.replace(
+        TrainingConfig.from_settings(settings, symbol, "1h"), n_threads=1, trials=trials
+    )
+    result = train_dataset(frame, meta, inputs.candles, cfg, home / "optuna")
+    m, seconds = result.metrics, result.extra["seconds"]
     checks = gate(m, settings.promotion)
     return {
         "symbol": symbol,
@@ -55,15 +60,24 @@ def one(args: tuple[str, float, int, str]) -> dict:
         "seed": seed,
         "rows": frame.height,
         "seconds": round(time.perf_counter() - start, 1),
+        "tuning_s": round(seconds["tuning"], 1),
+        "walk_s": round(seconds["walk_forward"], 1),
+        "refits": int(m["refits"]),
+        "oos_days": int(m["oos_days"]),
         "oos_auc": round(m["oos_roc_auc"], 3),
         "sharpe": round(m["oos_sharpe_annual"], 2),
         "bh_sharpe": round(m["oos_bh_sharpe_annual"], 2),
-        "dsr": round(m["oos_dsr"], 3),
+        "dsr": round(m["oos_dsr"], 3) if m["oos_dsr"] == m["oos_dsr"] else None,
+        "pbo": round(m["pbo"], 2) if m["pbo"] == m["pbo"] else None,
         "trades": int(m["oos_trades"]),
-        "trials": int(m["trials"]),
+        "trials": int(m["trials_total"]),
         "promoted": all(c.passed for c in checks),
         "failed": "; ".join(c.message for c in checks if not c.passed),
     }
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 2) if values else None
 
 
 def main() -> None:
@@ -73,11 +87,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", default="7,8")
     parser.add_argument("--edges", default=f"0,{settings.simulated.edge}")
+    parser.add_argument("--trials", type=int, default=10, help="Optuna trials per family")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     edges = [float(e) for e in args.edges.split(",")]
     root = tempfile.mkdtemp(prefix="bench-promotion-")
-    jobs = [(s, e, seed, root) for e in edges for seed in seeds for s in settings.universe.symbols]
+    symbols = settings.universe.symbols
+    jobs = [(s, e, seed, root, args.trials) for e in edges for seed in seeds for s in symbols]
     start = time.perf_counter()
     with ProcessPoolExecutor(2) as pool:
         rows = list(pool.map(one, jobs))
@@ -95,8 +111,13 @@ def main() -> None:
                 "auc_sd": round(statistics.stdev(aucs), 3) if len(aucs) > 1 else None,
                 "auc_min": min(aucs),
                 "auc_max": max(aucs),
-                "sharpe_of_promoted_min": min(
+                "promoted_sharpe_median": _median([r["sharpe"] for r in sel if r["promoted"]]),
+                "promoted_sharpe_min": min(
                     (r["sharpe"] for r in sel if r["promoted"]), default=None
+                ),
+                "oos_days_min": min(r["oos_days"] for r in sel),
+                "walk_forward_share": round(
+                    sum(r["walk_s"] for r in sel) / sum(r["tuning_s"] + r["walk_s"] for r in sel), 2
                 ),
             }
         )

@@ -14,7 +14,8 @@ import os
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,14 +24,10 @@ import polars as pl
 
 from core.candles import COLUMNS, empty_candles
 from core.errors import StoreError
+from core.locks import exclusive
 from core.symbols import normalize_symbol
 from core.timeframes import Timeframe, as_utc, parse_timeframe
 from core.validation import VALUE_COLUMNS, validate_candles
-
-try:  # POSIX advisory locks; on other systems writes stay atomic but are not serialised
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -158,19 +155,9 @@ class CandleStore:
         tf = parse_timeframe(timeframe)
         return self.home / "quarantine" / tf.name / f"{normalize_symbol(symbol)}.parquet"
 
-    @contextlib.contextmanager
-    def _locked(self, symbol: str, timeframe: str | Timeframe) -> Iterator[None]:
+    def _locked(self, symbol: str, timeframe: str | Timeframe) -> AbstractContextManager[None]:
         tf = parse_timeframe(timeframe)
-        lock_path = self.home / "locks" / f"{tf.name}-{normalize_symbol(symbol)}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "a") as handle:
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                if fcntl is not None:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
+        return exclusive(self.home / "locks" / f"{tf.name}-{normalize_symbol(symbol)}.lock")
 
     # -- reading ---------------------------------------------------------------------------
     def read(

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from core.locks import exclusive
 from core.symbols import normalize_symbol
 from core.timeframes import parse_timeframe
 from models.ensemble import Ensemble
@@ -67,7 +68,14 @@ def setup(home: Path, configured_uri: str = "") -> MlflowClient:
     uri = tracking_uri(home, configured_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if uri.startswith("sqlite:"):
+        # MLflow creates and migrates a new SQLite database on first use; two processes doing it
+        # at once (a Dask fan-out) collide on alembic's temporary tables. One at a time.
+        with exclusive(Path(home) / "locks" / "mlflow.lock"):
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+    return client
 
 
 def ensure_experiment(client: MlflowClient, name: str, home: Path) -> str:

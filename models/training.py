@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -204,6 +205,7 @@ def train_dataset(
     journal = journal_dir / f"{metadata['symbol']}_{metadata['timeframe']}.journal"
     key = cfg.study_key(digest)
 
+    clock = time.perf_counter()
     tuned, oof = {}, {}
     for family in cfg.families:
 
@@ -227,10 +229,15 @@ def train_dataset(
     weights = (
         fit_weights(oof, y[dev]) if cfg.method == "weighted" else {f: 1 / len(oof) for f in oof}
     )
+    seconds = {"tuning": time.perf_counter() - clock}
+    clock = time.perf_counter()
     oos_p = _walk(tuned, X, y, walk, cfg)
+    seconds["walk_forward"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     models = {
         f: fit(f, r.params, X, y, seed=cfg.seed, n_threads=cfg.n_threads) for f, r in tuned.items()
     }
+    seconds["final_fit"] = time.perf_counter() - clock
     meta_keys = ("symbol", "timeframe", "spec_hash", "feature_spec", "label_spec")
     ensemble = Ensemble(
         models,
@@ -247,6 +254,7 @@ def train_dataset(
         frame["ts"], np.arange(frame.height), walk.steps, "walk_forward"
     )
     result.data_hash = digest
+    result.extra["seconds"] = seconds  # where the time went (bench/bench_promotion.py)
     return result
 
 

@@ -304,7 +304,10 @@ def _decide(
         return _record(
             ctx, symbol, timeframe, None, ERROR, reasons, model.name, model, None, shadow
         )
-    higher = None if shadow else _higher_vote(ctx, symbol, model)
+    # Asked only when it counts: with a weight of 0 (the default, what the gate evaluated) the
+    # higher timeframe's vote cannot change the signal.
+    counts = ctx.settings.signals.weights.higher_tf > 0
+    higher = _higher_vote(ctx, symbol, model) if counts and not shadow else None
     with ctx.lock:  # the risk state and the orders of this run move together
         state = risk_state(ctx.account_state(), ctx.settings.risk, ctx.kill_file)
         signal = signal_of(scored, ctx.settings.signals, state, higher)
