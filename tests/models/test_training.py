@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core.strategy import Costs
@@ -32,6 +34,12 @@ def test_every_trial_counts_and_a_resumed_study_reuses_its_trials(
     assert {f: t.params for f, t in again.tuned.items()} == {
         f: t.params for f, t in result.tuned.items()
     }
+    assert again.metrics["trials_total"] == 6  # nothing new was tried
+    # A retraining with another objective is a new draw: its trials add to the model's N.
+    retrained = train_dataset(
+        frame, meta, candles, dataclasses.replace(cfg, threshold=0.6), tmp_path
+    )
+    assert retrained.metrics["trials"] == 6 and retrained.metrics["trials_total"] == 12
 
 
 def test_oos_is_after_development_and_rows_are_accounted(small: tuple, tmp_path: Path) -> None:
@@ -69,3 +77,20 @@ def test_a_changed_split_or_objective_never_reuses_a_study(small: tuple) -> None
     assert cfg.study_key("other data") != key
     # The budget alone does not shape the folds or the objective: the study resumes.
     assert dataclasses.replace(cfg, trials=cfg.trials + 5).study_key("data") == key
+
+
+def test_an_undefined_deflation_is_not_a_free_pass() -> None:
+    """With N > 1 trials but fewer than 2 finite trial Sharpes the DSR's variance is unknown:
+    NaN (the gate refuses), never 0 (which would deflate nothing)."""
+    from models.training import _deflation, _Evidence
+    from models.tuning import Tuned
+
+    def evidence(sharpes: list[float], total: int) -> _Evidence:
+        return _Evidence(None, None, None, None, {}, {}, 1, total, sharpes)  # type: ignore[arg-type]
+
+    tuned = {"logreg": Tuned("logreg", {}, 0.5, 3, [0.1], [np.zeros(100)])}
+    n, variance = _deflation(evidence([0.1, float("nan")], 7), tuned, 300)
+    assert n == 7 and math.isnan(variance)
+    n, variance = _deflation(evidence([0.1, 0.3, 0.2], 7), tuned, 300)
+    assert variance == pytest.approx(np.var([0.1, 0.3, 0.2], ddof=1) * 100 / 300)
+    assert _deflation(evidence([], 1), tuned, 300)[0] == 3  # at least this training's trials
