@@ -13,7 +13,7 @@ from flows._reporting import first_error, publish_decisions, publish_table, rais
 from flows._runner import ConfiguredTaskRunner, task_runner, training_workers
 from models.training import TrainingConfig
 from tasks.promote import review_challenger
-from tasks.train import read_training_data, record, train
+from tasks.train import read_training_data, record, registered_trials, train
 
 TRAIN_FIELDS = (
     "symbol",
@@ -48,14 +48,17 @@ def train_models(
     for symbol, timeframe in collection_units(settings, symbols, timeframes):
         cfg = TrainingConfig.from_settings(settings, symbol, timeframe)
         data = read_training_data.submit(settings.home, symbol, timeframe)
-        result = train.submit(data, cfg, journal, symbol, timeframe)
+        prior = registered_trials.submit(
+            settings.home, settings.mlflow.tracking_uri, symbol, timeframe
+        )
+        result = train.submit(data, cfg, journal, symbol, timeframe, prior)
         recorded = record.submit(
             result, cfg, data, settings.home, settings.mlflow.tracking_uri, symbol, timeframe
         )
-        units.append((symbol, timeframe, data, result, recorded))
+        units.append((symbol, timeframe, data, prior, result, recorded))
     rows, decisions = [], []
-    for symbol, timeframe, data, result, recorded in units:
-        error = first_error(data, result, recorded)
+    for symbol, timeframe, data, prior, result, recorded in units:
+        error = first_error(data, prior, result, recorded)
         row = dict.fromkeys(TRAIN_FIELDS) | {"symbol": symbol, "timeframe": timeframe}
         row |= {"error": error} if error else recorded.result()
         if promote and not error and not row.get("reused"):  # a reused version was judged
@@ -77,7 +80,9 @@ def train_models(
     if outcomes:  # the review's own rows, with its summaries
         publish_decisions(outcomes)
     create_markdown_artifact(
-        key="training-report", markdown=_markdown(rows), description="Holdout evaluation per symbol"
+        key="training-report",
+        markdown=_markdown(rows),
+        description="Out-of-sample evaluation per symbol",
     )
     table = [
         {
@@ -89,7 +94,7 @@ def train_models(
         }
         for r in rows
     ]
-    publish_table("training-metrics", table, "Holdout metrics of the trained ensembles")
+    publish_table("training-metrics", table, "Out-of-sample metrics of the trained ensembles")
     return raise_if_failed(rows)
 
 

@@ -97,6 +97,19 @@ def oos_daily(client: MlflowClient, mv: ModelVersion) -> pl.DataFrame:
     )
 
 
+def prior_trials(client: MlflowClient, name: str) -> int:
+    """The N of the newest version of ``name`` whose evidence checks out (0 for a new model):
+    every trial ever tried for the model, kept with its registered evidence."""
+    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version))
+    for mv in versions:
+        try:
+            total = evidence(client, mv).get("trials_total")
+        except EvidenceError:
+            continue
+        return int(total or 0)
+    return 0
+
+
 def evaluation(client: MlflowClient, mv: ModelVersion) -> dict[str, Any]:
     """The whole checked ``evaluation.json`` of ``mv``'s training run (see :func:`evidence`)."""
     who = f"{mv.name} v{mv.version}"

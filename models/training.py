@@ -193,8 +193,11 @@ def train_dataset(
     candles: pl.DataFrame,
     cfg: TrainingConfig,
     journal_dir: Path,
+    prior_trials: int = 0,
 ) -> TrainingResult:
-    """Tune, combine, walk forward, refit on everything and evaluate (module docstring)."""
+    """Tune, combine, walk forward, refit on everything and evaluate (module docstring).
+    ``prior_trials``: the N the model's registered evidence already holds (its newest version's
+    ``trials_total``), so a lost or deleted journal never lowers it."""
     columns = metadata["feature_columns"]
     X = frame.select(columns).to_numpy().astype(np.float64)
     y = (frame["label"] == 1).to_numpy().astype(np.int8)
@@ -248,7 +251,9 @@ def train_dataset(
         cfg.min_agree,
         metadata={k: metadata[k] for k in meta_keys},
     )
-    evidence = _Evidence(frame, dev, oos, y, oof, oos_p, len(walk.steps), *journal_trials(journal))
+    journal_n, sharpes = journal_trials(journal)
+    n = max(journal_n, prior_trials + sum(t.new_trials for t in tuned.values()))
+    evidence = _Evidence(frame, dev, oos, y, oof, oos_p, len(walk.steps), n, sharpes)
     result = _evaluate(ensemble, tuned, evidence, setup, cfg)
     result.folds = _fold_record(frame["ts"], dev, folds, "development") + _fold_record(
         frame["ts"], np.arange(frame.height), walk.steps, "walk_forward"

@@ -41,6 +41,7 @@ class Tuned:
     params: dict
     cv_auc: float
     trials: int  # every trial tried: complete, pruned or failed
+    new_trials: int = 0  # of which tried by this call (the rest resumed from the journal)
     trial_sharpes: list[float] = field(default_factory=list)
     trial_returns: list[np.ndarray] = field(default_factory=list)  # daily, completed trials
 
@@ -155,7 +156,8 @@ def tune(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
     )
     cache: dict[int, np.ndarray] = {}
-    remaining = trials - len(study.trials)
+    before = len(study.trials)
+    remaining = trials - before
     if remaining > 0:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -175,6 +177,7 @@ def tune(
     sharpes = [t.user_attrs["sharpe"] for t in completed if t.user_attrs.get("sharpe") is not None]
     returns = [np.asarray(t.user_attrs["daily"]) for t in completed if "daily" in t.user_attrs]
     tuned = Tuned(family, dict(best.params), float(best.value), len(study.trials), sharpes, returns)
+    tuned.new_trials = len(study.trials) - before
     return tuned, oof
 
 

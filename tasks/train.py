@@ -11,7 +11,9 @@ from prefect.cache_policies import NO_CACHE
 
 from core.store import CandleStore
 from features.dataset import dataset_path, read_dataset
+from models.evidence import prior_trials
 from models.recording import record_training
+from models.tracking import registered_name, setup
 from models.training import TrainingConfig, TrainingResult, train_dataset
 
 
@@ -24,6 +26,17 @@ def read_training_data(
     return frame, metadata, CandleStore(home).read(symbol, timeframe)
 
 
+@task(
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=5,
+    task_run_name="prior-trials-{symbol}-{timeframe}",
+)
+def registered_trials(home: Path, tracking_uri: str, symbol: str, timeframe: str) -> int:
+    """Every trial the model's registered evidence already counts (registry I/O: retried)."""
+    return prior_trials(setup(home, tracking_uri), registered_name(symbol, timeframe))
+
+
 @task(cache_policy=NO_CACHE, task_run_name="train-{symbol}-{timeframe}")
 def train(
     data: tuple[pl.DataFrame, dict[str, Any], pl.DataFrame],
@@ -31,10 +44,11 @@ def train(
     journal_dir: Path,
     symbol: str,
     timeframe: str,
+    prior: int = 0,
 ) -> TrainingResult:
     """Tune every family, combine, walk forward out of sample, refit and evaluate."""
     frame, metadata, candles = data
-    return train_dataset(frame, metadata, candles, cfg, journal_dir)
+    return train_dataset(frame, metadata, candles, cfg, journal_dir, prior_trials=prior)
 
 
 @task(

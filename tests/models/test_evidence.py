@@ -15,11 +15,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from core.config import Settings
+from core.store import CandleStore
 from models.evidence import (
     EVALUATION_ARTIFACT,
     EVALUATION_DIGEST,
     evaluation_bytes,
     evidence,
+    prior_trials,
     sha256,
     tag_disagreements,
     tag_text,
@@ -27,6 +29,7 @@ from models.evidence import (
 from models.recording import record_training
 from models.registry import CHAMPION, Reviewer, alias_version
 from models.tracking import setup
+from models.training import train_dataset
 from tests.models.conftest import Trained
 
 NAME = "candleflow.BTCUSD.1h"
@@ -156,3 +159,22 @@ def test_tags_agree_when_they_are_the_display_copy() -> None:
     assert tag_disagreements({"oos_dsr": "0.99"}, run | {"oos_dsr": 0.2}) == [
         "oos_dsr: tag 0.99, run 0.2"
     ]
+
+
+def test_the_models_n_is_kept_with_its_registered_evidence(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """A lost journal never lowers N: the next training starts from the registered count."""
+    _, client = _record(trained, tmp_path, trials_total=57.0)
+    assert prior_trials(client, NAME) == 57
+    assert prior_trials(client, "candleflow.NOPE.1h") == 0
+    t = trained
+    again = train_dataset(
+        t.frame,
+        t.meta,
+        CandleStore(t.settings.home).read("BTCUSD", "1h"),
+        t.cfg,
+        tmp_path / "a-new-journal",
+        prior_trials=57,
+    )
+    assert again.metrics["trials_total"] == 57 + again.metrics["trials"]
