@@ -34,7 +34,6 @@ import numpy as np
 import polars as pl
 
 from core.errors import CandleflowError
-from core.feature_spec import LabelSpec
 from models.metrics import (
     annualised_sharpe,
     deflated_sharpe_ratio,
@@ -45,7 +44,7 @@ from models.metrics import (
     sharpe,
     win_rate,
 )
-from models.strategy import US_PER_DAY, Simulation, Strategy, Voting, epoch_us, simulate
+from models.strategy import US_PER_DAY, Setup, Simulation, Voting, epoch_us, simulate
 
 logger = logging.getLogger(__name__)
 
@@ -177,19 +176,6 @@ def _daily_equity(sim: Simulation, days: np.ndarray) -> np.ndarray:
     return sim.equity[last]  # the first day always holds the first mark
 
 
-@dataclass(frozen=True)
-class Setup:
-    """What a backtest trades on besides the model: the strategy, the instrument's candles
-    (the whole stored series: positions are followed past the rows) and the labels' spec (σ,
-    barriers, horizon) the model was trained with."""
-
-    strategy: Strategy
-    candles: pl.DataFrame
-    labels: LabelSpec
-    symbol: str
-    timeframe: str
-
-
 def backtest(
     setup: Setup,
     voting: Voting,
@@ -207,16 +193,7 @@ def backtest(
     if not (math.isfinite(periods_per_year) and periods_per_year > 0):
         raise BacktestError(f"periods_per_year must be positive, got {periods_per_year}")
     trials = _trials(n_trials, sr_variance)
-    sim = simulate(
-        setup.strategy,
-        voting,
-        rows_ts,
-        probas,
-        setup.candles,
-        setup.labels,
-        setup.symbol,
-        setup.timeframe,
-    )
+    sim = simulate(setup, voting, rows_ts, probas)
     start_us, end_us = int(sim.ts[0]), int(sim.ts[-1])
     days = np.arange(start_us // US_PER_DAY, end_us // US_PER_DAY + 1)
     eod = _daily_equity(sim, days)

@@ -182,48 +182,55 @@ class _Account:
         return AccountState(self.equity(), self.day_start, self.peak, positions, self.balance)
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What a backtest trades on besides the model: the strategy, the instrument's candles
+    (the whole stored series: positions are followed past the signal rows) and the labels' spec
+    (σ, barriers, horizon) the model was trained with."""
+
+    strategy: Strategy
+    candles: pl.DataFrame
+    labels: LabelSpec
+    symbol: str
+    timeframe: str
+
+
 def simulate(
-    strategy: Strategy,
-    voting: Voting,
-    rows_ts: pl.Series,
-    probas: Mapping[str, np.ndarray],
-    candles: pl.DataFrame,
-    labels: LabelSpec,
-    symbol: str,
-    timeframe: str,
+    setup: Setup, voting: Voting, rows_ts: pl.Series, probas: Mapping[str, np.ndarray]
 ) -> Simulation:
-    """Trade the signal rows ``rows_ts`` (each a candle of ``candles``, with its families'
+    """Trade the signal rows ``rows_ts`` (each a candle of ``setup.candles``, with its families'
     probabilities) through the strategy; positions opened on them are followed to their exit on
     the later candles."""
     if rows_ts.is_empty():
         raise SimulationError("no signal rows to simulate")
-    tf = parse_timeframe(timeframe)
-    candle_us = epoch_us(candles["ts"], "candles")
+    candle_us = epoch_us(setup.candles["ts"], "candles")
     rows_at = _row_candles(rows_ts, candle_us)
     probas = _check_probas(probas, rows_at.size)
     _, long = combine(probas, voting.weights, voting.method, voting.threshold, voting.min_agree)
     signal_row = {int(rows_at[k]): k for k in np.flatnonzero(long)}
-    prices = {c: candles[c].cast(pl.Float64).to_numpy() for c in ("open", "high", "low", "close")}
-    sigma = volatility(candles, labels)
-    loop = _Loop(strategy, voting, probas, prices, sigma, labels, symbol, tf)
-    return loop.run(candles["ts"], candle_us, int(rows_at[0]), int(rows_at[-1]), signal_row)
+    loop = _Loop(setup, voting, probas)
+    return loop.run(candle_us, int(rows_at[0]), int(rows_at[-1]), signal_row)
 
 
 class _Loop:
     """One pass over the candles (kept as an object so each step is a short method)."""
 
-    def __init__(self, strategy, voting, probas, prices, sigma, labels, symbol, tf) -> None:
-        self.s, self.voting, self.probas = strategy, voting, probas
-        self.o, self.h, self.lo, self.c = (prices[k] for k in ("open", "high", "low", "close"))
-        self.sigma, self.labels, self.symbol, self.tf = sigma, labels, symbol, tf
-        self.periods = bars_per_year(tf.name, symbol)
-        self.account = _Account(strategy.initial_balance)
+    def __init__(self, setup: Setup, voting: Voting, probas: dict[str, np.ndarray]) -> None:
+        self.s, self.voting, self.probas = setup.strategy, voting, probas
+        candles = setup.candles
+        self.o, self.h, self.lo, self.c = (
+            candles[k].cast(pl.Float64).to_numpy() for k in ("open", "high", "low", "close")
+        )
+        self.ts = candles["ts"]
+        self.sigma = volatility(candles, setup.labels)
+        self.labels, self.symbol = setup.labels, setup.symbol
+        self.tf = parse_timeframe(setup.timeframe)
+        self.periods = bars_per_year(self.tf.name, setup.symbol)
+        self.account = _Account(setup.strategy.initial_balance)
         self.trades: list[tuple] = []
 
-    def run(
-        self, ts_series: pl.Series, candle_us: np.ndarray, first: int, last: int, signals: dict
-    ) -> Simulation:
-        account, stamps = self.account, ts_series.to_list()
+    def run(self, candle_us: np.ndarray, first: int, last: int, signals: dict) -> Simulation:
+        account, stamps = self.account, self.ts.to_list()
         days = candle_us // US_PER_DAY
         equity, held = [], []
         j = first
@@ -243,7 +250,7 @@ class _Loop:
                 self._decide(j, signals[j], stamps[j])
         end = first + len(equity)
         return Simulation(
-            self._trades(ts_series),
+            self._trades(self.ts),
             candle_us[first:end],
             np.asarray(equity, dtype=np.float64),
             np.asarray(held, dtype=bool),

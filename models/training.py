@@ -31,11 +31,11 @@ import polars as pl
 from core.config import Settings
 from core.feature_spec import LabelSpec
 from core.timeframes import parse_timeframe
-from models.backtest import BacktestResult, Setup, backtest
+from models.backtest import BacktestResult, backtest
 from models.ensemble import Ensemble, fit_weights
 from models.metrics import classification_report, probability_of_backtest_overfitting
 from models.splits import Fold, WalkForward, overlaps, purged_kfold, walk_forward
-from models.strategy import SingleFamily, Strategy, Voting
+from models.strategy import Setup, SingleFamily, Strategy, Voting
 from models.tuning import Tuned, fit, journal_trials, tune
 
 logger = logging.getLogger(__name__)

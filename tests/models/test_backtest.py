@@ -15,9 +15,9 @@ import pytest
 from core.feature_spec import LabelSpec
 from core.settings_trading import RiskSettings, SignalSettings
 from core.strategy import Costs
-from models.backtest import BacktestError, Setup, backtest
+from models.backtest import BacktestError, backtest
 from models.metrics import deflated_sharpe_ratio, probabilistic_sharpe_ratio
-from models.strategy import SimulationError, SingleFamily, Strategy
+from models.strategy import Setup, SimulationError, SingleFamily, Strategy
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -22,10 +22,10 @@ from core.settings_live import PaperSettings
 from core.settings_trading import RiskSettings, SignalSettings
 from core.strategy import Candle, Costs, exit_for_candle
 from features.labels import triple_barrier, volatility
-from models.backtest import Setup, backtest
+from models.backtest import backtest
 from models.risk import AccountState, Position, bars_per_year, decide, risk_state
 from models.signal import regime_from_sigma, score_signal, vote
-from models.strategy import SingleFamily, Strategy, simulate
+from models.strategy import Setup, SingleFamily, Strategy, simulate
 
 END = datetime(2026, 3, 2, tzinfo=UTC)
 LABELS = LabelSpec(horizon=12, vol_window=24)
@@ -56,6 +56,10 @@ class _Voting:
     method = "weighted"
     threshold = 0.55
     min_agree = 1
+
+
+def _sim(strategy: Strategy, market: pl.DataFrame, rows: pl.Series, probas: dict):
+    return simulate(Setup(strategy, market, LABELS, "BTCUSD", "1h"), _Voting, rows, probas)
 
 
 def _drive_paper(
@@ -133,7 +137,7 @@ def _paper_trades(broker: PaperBroker) -> pl.DataFrame:
 def test_paper_account_trades_what_the_backtest_simulates(market: pl.DataFrame, risk) -> None:
     strategy = _strategy(**risk)
     rows, probas = _probas(market, start=200)
-    sim = simulate(strategy, _Voting, rows, probas, market, LABELS, "BTCUSD", "1h")
+    sim = _sim(strategy, market, rows, probas)
     paper = _paper_trades(_drive_paper(market, rows, probas, strategy))
     assert sim.trades.height >= 10  # enough trades for the comparison to mean something
     assert paper.height == sim.trades.height
@@ -153,11 +157,14 @@ def test_paper_account_trades_what_the_backtest_simulates(market: pl.DataFrame, 
 
 def test_one_position_at_a_time_by_default(market: pl.DataFrame) -> None:
     rows, probas = _probas(market, start=200)
-    one = simulate(_strategy(), _Voting, rows, probas, market, LABELS, "BTCUSD", "1h").trades
+    one = _sim(_strategy(), market, rows, probas).trades
     entries, exits = one["entry_ts"].to_list(), one["exit_ts"].to_list()
     assert all(e >= x for e, x in zip(entries[1:], exits[:-1], strict=True))
     three = simulate(
-        _strategy(max_positions_per_symbol=3), _Voting, rows, probas, market, LABELS, "BTCUSD", "1h"
+        Setup(_strategy(max_positions_per_symbol=3), market, LABELS, "BTCUSD", "1h"),
+        _Voting,
+        rows,
+        probas,
     ).trades
     overlapping = three.sort("entry_ts")
     later, earlier = overlapping["entry_ts"][1:], overlapping["exit_ts"][:-1]
@@ -168,7 +175,9 @@ def test_costs_are_defined_once(market: pl.DataFrame) -> None:
     """The paper account's fills cost what the backtest charges: the instrument's model."""
     costs = COSTS.to_costs()
     rows, probas = _probas(market, start=200)
-    trades = simulate(_strategy(), _Voting, rows, probas, market, LABELS, "BTCUSD", "1h").trades
+    trades = simulate(
+        Setup(_strategy(), market, LABELS, "BTCUSD", "1h"), _Voting, rows, probas
+    ).trades
     first = trades.row(0, named=True)
     entry_open = market.filter(pl.col("ts") == first["entry_ts"])["open"][0]
     assert first["entry_price"] == pytest.approx(entry_open * (1 + (1.5 + 2.0) / 1e4))
@@ -176,7 +185,7 @@ def test_costs_are_defined_once(market: pl.DataFrame) -> None:
     assert first["fees"] == pytest.approx(fees)
     assert costs.round_trip == pytest.approx((2 * 4 + 3 + 2 * 2) / 1e4)
     free = Strategy(SignalSettings(), RiskSettings(), Costs(), 50_000.0)
-    gross = simulate(free, _Voting, rows, probas, market, LABELS, "BTCUSD", "1h").trades
+    gross = _sim(free, market, rows, probas).trades
     assert gross["pnl"].sum() > trades["pnl"].sum()
 
 
