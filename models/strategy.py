@@ -12,10 +12,11 @@ One definition, shared with live and the paper account:
 * **fills, exits and costs**: ``core.strategy`` (next candle's open, barriers from the labels' σ
   multiples, stop first on a double touch, time-out, the instrument's cost model).
 
-The account is marked at every candle close as the paper account marks it (day-start equity
-rolled at the first candle of each UTC day, peak equity over the marks). Portfolio-wide caps
-across symbols (``max_open_positions``, total exposure of other symbols) are outside a
-per-symbol simulation.
+The account is marked at every candle close as the paper account marks it. What belongs to the
+whole account — every symbol — is not evidence of one model and stays out: the loss limits (the
+daily-loss circuit breaker, the drawdown kill switch and the risk component of the signal weight
+read a healthy account here; in a stressed account live only ever trades less) and the caps
+across symbols (``max_open_positions``, other symbols' exposure).
 """
 
 from __future__ import annotations
@@ -164,8 +165,7 @@ class _Account:
     """The simulated account: the paper account's bookkeeping, in memory."""
 
     def __init__(self, balance: float) -> None:
-        self.balance = self.peak = self.day_start = balance
-        self.day = -1
+        self.balance = balance
         self.positions: list[_Position] = []
         self.mark = 0.0
 
@@ -174,12 +174,14 @@ class _Account:
         return self.balance + sum(p.side * p.quantity * (self.mark - p.entry_price) for p in held)
 
     def state(self, symbol: str) -> AccountState:
-        """As live sees it: held positions at the mark, pending orders at their signal close."""
+        """As live sees it — held positions at the mark, pending orders at their signal close —
+        in a healthy account: the loss limits are the whole account's (module docstring)."""
         positions = tuple(
             Position(symbol, p.quantity * (self.mark if p.entry_i >= 0 else p.reference), p.side)
             for p in self.positions
         )
-        return AccountState(self.equity(), self.day_start, self.peak, positions, self.balance)
+        equity = self.equity()
+        return AccountState(equity, equity, equity, positions, self.balance)
 
 
 @dataclass(frozen=True)
@@ -231,20 +233,14 @@ class _Loop:
 
     def run(self, candle_us: np.ndarray, first: int, last: int, signals: dict) -> Simulation:
         account, stamps = self.account, self.ts.to_list()
-        days = candle_us // US_PER_DAY
         equity, held = [], []
-        j = first
         for j in range(first, candle_us.size):
             if j > last and not account.positions:
                 break
-            if days[j] != account.day:  # the paper account's day roll: before the candle
-                account.day, account.day_start = int(days[j]), account.equity()
             if account.positions:
                 self._step(j, stamps[j])
             account.mark = float(self.c[j])
-            eq = account.equity()
-            account.peak = max(account.peak, eq)
-            equity.append(eq)
+            equity.append(account.equity())
             held.append(any(p.entry_i >= 0 for p in account.positions))
             if j in signals:
                 self._decide(j, signals[j], stamps[j])

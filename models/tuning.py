@@ -41,9 +41,9 @@ class Tuned:
     params: dict
     cv_auc: float
     trials: int  # every trial tried: complete, pruned or failed
-    new_trials: int = 0  # of which tried by this call (the rest resumed from the journal)
     trial_sharpes: list[float] = field(default_factory=list)
     trial_returns: list[np.ndarray] = field(default_factory=list)  # daily, completed trials
+    new_trials: int = 0  # of the trials, those tried by this call (the rest resumed)
 
 
 BALANCED_ENOUGH = 0.4  # minority share at which class weights stay within 0.83–1.25: none used
@@ -176,8 +176,15 @@ def tune(
         oof = out_of_fold(family, best.params, X, y, folds, seed=seed, n_threads=n_threads)
     sharpes = [t.user_attrs["sharpe"] for t in completed if t.user_attrs.get("sharpe") is not None]
     returns = [np.asarray(t.user_attrs["daily"]) for t in completed if "daily" in t.user_attrs]
-    tuned = Tuned(family, dict(best.params), float(best.value), len(study.trials), sharpes, returns)
-    tuned.new_trials = len(study.trials) - before
+    tuned = Tuned(
+        family,
+        dict(best.params),
+        float(best.value),
+        trials=len(study.trials),
+        new_trials=len(study.trials) - before,
+        trial_sharpes=sharpes,
+        trial_returns=returns,
+    )
     return tuned, oof
 
 

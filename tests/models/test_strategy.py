@@ -112,7 +112,9 @@ def _drive_paper(
 
 
 def _account(broker: PaperBroker, close: float) -> AccountState:
-    """What live builds: held positions at the mark, pending orders at their signal close."""
+    """What live builds — held positions at the mark, pending orders at their signal close — with
+    the account's loss limits read healthy, as the per-model evidence reads them (they belong to
+    the whole account: models/strategy.py)."""
     snap = broker.state()
     held = [Position(p.symbol, p.notional, p.side) for p in snap.positions]
     with broker.engine.connect() as conn:
@@ -120,9 +122,7 @@ def _account(broker: PaperBroker, close: float) -> AccountState:
             sa.select(positions.c.quantity, positions.c.side).where(positions.c.status == "PENDING")
         ).all()
     held += [Position("BTCUSD", q * close, s) for q, s in pending]
-    return AccountState(
-        snap.equity, snap.day_start_equity, snap.peak_equity, tuple(held), snap.balance
-    )
+    return AccountState(snap.equity, snap.equity, snap.equity, tuple(held), snap.balance)
 
 
 def _paper_trades(broker: PaperBroker) -> pl.DataFrame:

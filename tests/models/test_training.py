@@ -57,6 +57,9 @@ def test_oos_is_after_development_and_rows_are_accounted(small: tuple, tmp_path:
     assert len(steps) == result.metrics["refits"] >= 2
     assert result.metrics["oos_days"] >= (oos["ts"].max() - oos["ts"].min()).days
     assert result.metrics["trials_total"] == result.metrics["trials"]  # a fresh journal
+    # Every completed trial's daily development returns feed the PBO.
+    assert sum(len(t.trial_returns) for t in result.tuned.values()) >= 2
+    assert 0 <= result.metrics["pbo"] <= 1
     assert preds["proba"].is_between(0, 1).all()
 
 
