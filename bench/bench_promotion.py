@@ -9,7 +9,7 @@ Prints one row per symbol × edge × seed (out-of-sample days, AUC, net Sharpe, 
 of tuning and of the walk-forward refits) and a summary per edge: promoted fraction, the median
 out-of-sample Sharpe of the promoted, AUC mean / sd / range, the walk-forward's share of the time.
 
-    uv run --frozen python bench/bench_promotion.py [--seeds 7,8] [--edges 0,0.3] [--trials 10]
+    uv run --frozen python bench/bench_promotion.py [--seeds 7,8] [--edges 0,0.25] [--trials 10]
 """
 
 from __future__ import annotations

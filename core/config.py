@@ -100,7 +100,7 @@ class SimulatedSettings(Section):
     """The embedded deterministic market. ``edge = 0`` is a driftless random walk."""
 
     seed: int = Field(default=7, ge=0)
-    edge: float = Field(default=0.3, ge=0.0, le=1.0)
+    edge: float = Field(default=0.25, ge=0.0, le=1.0)
 
 
 class FilesSettings(Section):
