@@ -4,7 +4,7 @@ voting, and the fitted ensemble as one object the registry stores and the live s
 * ``weighted``: ``p = Σ w_f · p_f`` with ``w`` on the simplex minimising the out-of-fold log loss
   (softmax-parametrised, L-BFGS from equal weights: deterministic). Long when ``p ≥ threshold``.
 * ``majority``: equal weights for ``p``; long when at least ``min_agree`` families have
-  ``p_f ≥ threshold``. Its trading score is the share of families voting long.
+  ``p_f ≥ threshold``.
 """
 
 from __future__ import annotations
@@ -57,14 +57,6 @@ class Ensemble:
     def combine(self, probas: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(probability, long signal) from the families' probabilities."""
         return combine(probas, self.weights, self.method, self.threshold, self.min_agree)
-
-    def score(self, probas: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
-        """A trading score and its threshold: the probability for ``weighted``, the share of
-        families voting long for ``majority``."""
-        if self.method == "weighted":
-            return self.combine(probas)[0], self.threshold
-        votes = np.mean([p >= self.threshold for p in probas.values()], axis=0)
-        return votes, min(1.0, self.min_agree / len(probas))
 
 
 def combine(

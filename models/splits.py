@@ -3,9 +3,10 @@
 Each sample is an event with a label interval ``[t0, t1]``: ``t0`` the bar the trade is entered on
 (its features use that bar), ``t1`` the bar it exits on (the label uses bars up to ``t1``).
 
-* **Holdout**: the last ``fraction`` of the events, never seen by tuning or model selection. The
-  development set is what lies before it, *purged*: an event whose label ends on or after the first
-  holdout event starts is dropped, and so is any event within the embargo before it.
+* **Walk-forward** (:func:`walk_forward`): the first events for development (tuning and model
+  selection), *purged*: an event whose label ends on or after the first out-of-sample event starts
+  is dropped, and so is any event within the embargo before it; every later event predicted by a
+  model fitted only on events whose labels ended before its block.
 * **Purged K-fold with embargo** on the development set: contiguous test blocks; a training event
   is kept only if its label interval ends strictly before the test block's first event *starts*
   (``t1 < t0_first``; starting the test window at the end time of its first label, as one popular
@@ -30,22 +31,6 @@ class Fold:
 
 def _micros(series: pl.Series) -> np.ndarray:
     return series.dt.epoch("us").to_numpy()
-
-
-def holdout_split(
-    t0: pl.Series, t1: pl.Series, fraction: float, embargo: timedelta
-) -> tuple[np.ndarray, np.ndarray]:
-    """Row positions of the purged development set and of the holdout (the last ``fraction``)."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"holdout fraction must be in (0, 1), got {fraction}")
-    start, end = _micros(t0), _micros(t1)
-    n = start.size
-    first = n - max(1, round(n * fraction))
-    if first < 2:
-        raise ValueError(f"{n} events are too few for a {fraction:.0%} holdout")
-    cutoff = start[first] - int(embargo.total_seconds() * 1e6)
-    development = np.flatnonzero((np.arange(n) < first) & (end < start[first]) & (start < cutoff))
-    return development, np.arange(first, n)
 
 
 def purged_kfold(t0: pl.Series, t1: pl.Series, n_splits: int, embargo: timedelta) -> list[Fold]:
@@ -110,8 +95,7 @@ def walk_forward(
     out of sample by a model refitted every ``refit_every`` on the events before it: all of them
     (anchored, ``window=None``) or those starting within ``window`` of the block (rolling). A
     training event must have ended (``t1``) before its block's first event starts (purged); the
-    development set also keeps the ``embargo`` before the first out-of-sample event, as the
-    holdout split does."""
+    development set also keeps the ``embargo`` before the first out-of-sample event."""
     if not 0 < development < 1:
         raise ValueError(f"development fraction must be in (0, 1), got {development}")
     if refit_every <= timedelta(0):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.ensemble import Ensemble, combine, fit_weights
+from models.ensemble import combine, fit_weights
 
 
 def test_weights_favour_the_informative_family_and_sum_to_one() -> None:
@@ -33,13 +33,3 @@ def test_weighted_and_majority_decisions() -> None:
     p, long = combine(probas, {}, "majority", 0.55, 2)
     assert long.tolist() == [True, True, False]  # a and c agree on the second row
     assert p == pytest.approx(np.mean(list(probas.values()), axis=0))
-
-
-def test_majority_score_is_the_share_of_votes() -> None:
-    ensemble = Ensemble(
-        models={}, weights={}, feature_columns=[], method="majority", threshold=0.5, min_agree=2
-    )
-    score, threshold = ensemble.score(
-        {"a": np.array([0.6, 0.1]), "b": np.array([0.7, 0.2]), "c": np.array([0.1, 0.9])}
-    )
-    assert score.tolist() == pytest.approx([2 / 3, 1 / 3]) and threshold == pytest.approx(2 / 3)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.splits import holdout_split, overlaps, purged_kfold
+from models.splits import overlaps, purged_kfold, walk_forward
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -78,23 +78,40 @@ def test_embargo_removes_training_events_just_after_the_test_block() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(data=event_sets(), fraction=st.sampled_from([0.1, 0.2, 0.3]), embargo_h=st.integers(0, 8))
-def test_holdout_is_last_and_development_is_purged(data, fraction: float, embargo_h: int) -> None:
+@given(
+    data=event_sets(),
+    development=st.sampled_from([0.2, 0.5, 0.7]),
+    embargo_h=st.integers(0, 8),
+    every_h=st.integers(1, 12),
+    window_h=st.sampled_from([None, 6, 30]),
+)
+def test_walk_forward_predicts_every_later_event_from_the_purged_past(
+    data, development: float, embargo_h: int, every_h: int, window_h: int | None
+) -> None:
     t0, t1 = data
-    development, holdout = holdout_split(t0, t1, fraction, embargo_h * H)
+    window = None if window_h is None else window_h * H
+    walk = walk_forward(t0, t1, development, every_h * H, window=window, embargo=embargo_h * H)
     s, e = _us(t0), _us(t1)
-    assert holdout[-1] == t0.len() - 1 and np.all(np.diff(holdout) == 1)
-    assert holdout.size == max(1, round(t0.len() * fraction))
-    assert not overlaps(s, e, development, holdout)
-    assert np.all(s[development] < s[holdout[0]] - embargo_h * 3_600_000_000)
+    first = round(t0.len() * development)
+    assert walk.oos.tolist() == list(range(first, t0.len()))  # every later event, once
+    assert not overlaps(s, e, walk.development, walk.oos)
+    assert np.all(s[walk.development] < s[first] - embargo_h * 3_600_000_000)
+    for step in walk.steps:
+        block_start = s[step.test[0]]
+        assert np.all(e[step.train] < block_start)  # labels ended before the block
+        assert np.all(s[step.test] - block_start < every_h * 3_600_000_000)
+        if window_h is not None:
+            assert np.all(s[step.train] >= block_start - window_h * 3_600_000_000)
 
 
 def test_bad_arguments() -> None:
     t0, t1 = events(list(range(5)), [1] * 5)
     with pytest.raises(ValueError, match="splits"):
         purged_kfold(t0, t1, 3, H)
-    with pytest.raises(ValueError, match="fraction"):
-        holdout_split(t0, t1, 1.5, H)
+    with pytest.raises(ValueError, match="development fraction"):
+        walk_forward(t0, t1, 1.5, H)
+    with pytest.raises(ValueError, match="refit_every"):
+        walk_forward(t0, t1, 0.5, 0 * H)
     with pytest.raises(ValueError, match="sorted"):
         purged_kfold(t0.reverse(), t1.reverse(), 2, H)
 
