@@ -90,7 +90,7 @@ def _decision_latency(symbols: list[str]) -> list[dict]:
     from models.risk import OrderRequest, bars_per_year, decide, risk_state
     from models.zoo import probability_and_contributions
     from tasks.live import open_live_run
-    from trading.live import score_last_candle, signal_of
+    from trading.scoring import score_last_candle, signal_of
 
     settings = load_settings()
     now = END - timedelta(hours=2, minutes=55)  # 5 min after the set-up's last collect
@@ -200,14 +200,14 @@ def _flow_runs(home: Path, symbols: list[str]) -> list[dict]:
         start = time.perf_counter()
         result = live_signals(symbols=symbols, now=now, charts=charts)
         seconds = time.perf_counter() - start
-        statuses = sorted({r["status"] for r in result})
+        statuses = sorted({r.status for r in result})
         rows.append(
             {
                 "case": f"live flow, {len(symbols)} symbols, {label}",
                 "seconds": round(seconds, 2),
                 "statuses": ",".join(statuses),
-                "scored_ok": sum(r["status"] == "OK" for r in result if not r["shadow"]),
-                "orders": sum(1 for r in result if r.get("order_id")),
+                "scored_ok": sum(r.status == "OK" for r in result if not r.shadow),
+                "orders": sum(1 for r in result if r.order_id),
                 "target_s": 5.0,
             }
         )

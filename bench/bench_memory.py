@@ -55,12 +55,12 @@ def main() -> None:
         candles = broker.fetch_candles(symbol, "1h", END - timedelta(hours=CANDLES * 1.5), END)
         store.upsert(symbol, "1h", candles.tail(CANDLES))
         inputs = load_inputs(store, symbol, "1h", settings.features)
-        frame, meta = build_dataset(inputs, symbol, "1h", settings.features, settings.labels)
+        dataset = build_dataset(inputs, symbol, "1h", settings.features, settings.labels)
         cfg = dataclasses.replace(
             TrainingConfig.from_settings(settings, symbol, "1h"), trials=args.trials, n_threads=1
         )
-        result = train_dataset(frame, meta, inputs.candles, cfg, home / "optuna")
-        return (frame, meta, inputs), result  # both kept alive, as the flow's futures keep them
+        result = train_dataset(dataset, inputs.candles, cfg, home / "optuna")
+        return (dataset, inputs), result  # both kept alive, as the flow's futures keep them
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         kept = list(pool.map(train, units))

@@ -47,18 +47,18 @@ def one(args: tuple[str, float, int, str, int]) -> dict:
     days = settings.universe.history_days
     store.upsert(symbol, "1h", broker.fetch_candles(symbol, "1h", END - timedelta(days=days), END))
     inputs = load_inputs(store, symbol, "1h", settings.features)
-    frame, meta = build_dataset(inputs, symbol, "1h", settings.features, settings.labels)
+    dataset = build_dataset(inputs, symbol, "1h", settings.features, settings.labels)
     cfg = dataclasses.replace(
         TrainingConfig.from_settings(settings, symbol, "1h"), n_threads=1, trials=trials
     )
-    result = train_dataset(frame, meta, inputs.candles, cfg, home / "optuna")
-    m, seconds = result.metrics, result.extra["seconds"]
+    result = train_dataset(dataset, inputs.candles, cfg, home / "optuna")
+    m, seconds = result.metrics, result.seconds
     checks = gate(m, settings.promotion)
     return {
         "symbol": symbol,
         "edge": edge,
         "seed": seed,
-        "rows": frame.height,
+        "rows": dataset.frame.height,
         "seconds": round(time.perf_counter() - start, 1),
         "tuning_s": round(seconds["tuning"], 1),
         "walk_s": round(seconds["walk_forward"], 1),

@@ -44,20 +44,20 @@ def main() -> None:
     data = {}
     for symbol in SYMBOLS:
         inputs = load_inputs(store, symbol, "1h", settings.features)
-        frame, meta = build_dataset(inputs, symbol, "1h", settings.features, settings.labels)
-        data[symbol] = (frame, meta, inputs.candles)
+        dataset = build_dataset(inputs, symbol, "1h", settings.features, settings.labels)
+        data[symbol] = (dataset, inputs.candles)
     rows = []
 
     def run(symbol: str, n_threads: int, trials: int | None, journal: Path):
         cfg = TrainingConfig.from_settings(settings, symbol, "1h")
         cfg = dataclasses.replace(cfg, n_threads=n_threads, trials=trials or cfg.trials)
-        frame, meta, candles = data[symbol]
-        return train_dataset(frame, meta, candles, cfg, journal)
+        dataset, candles = data[symbol]
+        return train_dataset(dataset, candles, cfg, journal)
 
     start = time.perf_counter()
     result = run("BTCUSD", 2, None, home / "journal-one")
     one = time.perf_counter() - start
-    frame = data["BTCUSD"][0]
+    frame = data["BTCUSD"][0].frame
     rows.append(
         {
             "case": "one symbol, default budget",
@@ -68,7 +68,7 @@ def main() -> None:
         }
     )
 
-    X = frame.select(data["BTCUSD"][1]["feature_columns"]).to_numpy()
+    X = frame.select(data["BTCUSD"][0].meta.feature_columns).to_numpy()
     y = (frame["label"] == 1).to_numpy().astype("int8")
     start = time.perf_counter()
     for family, tuned in result.tuned.items():

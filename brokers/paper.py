@@ -22,8 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
 
 import polars as pl
 import sqlalchemy as sa
@@ -67,12 +66,70 @@ class UpdateReport:
 
 
 @dataclass
+class _Account:
+    """The paper account's row (``paper_accounts``), changed in place during an update."""
+
+    account: str
+    currency: str
+    initial_balance: float
+    balance: float
+    day: date | None
+    day_start_equity: float
+    peak_equity: float
+    updated_at: datetime
+
+
+@dataclass
+class _Position:
+    """One row of the positions table, changed in place as it fills and exits."""
+
+    id: int
+    account: str
+    order_id: str
+    symbol: str
+    timeframe: str
+    candle_ts: datetime
+    side: int
+    quantity: float
+    stop_loss: float | None
+    take_profit: float | None
+    timeout_at: datetime | None
+    status: str
+    entry_ts: datetime | None
+    entry_price: float | None
+    exit_ts: datetime | None
+    exit_price: float | None
+    exit_reason: str | None
+    fees: float
+    realized_pnl: float | None
+    created_at: datetime
+
+    @property
+    def signal_close(self) -> datetime:
+        """When the order's signal candle closed: the earliest a fill may open."""
+        return self.candle_ts + parse_timeframe(self.timeframe).duration
+
+
+@dataclass(frozen=True)
+class _Fill:
+    """An entry or exit of a position, as the fills table books it."""
+
+    kind: str
+    ts: datetime
+    side: int
+    price: float
+    fee: float
+    reason: str
+    realized_pnl: float | None = None  # the exit's gross PnL
+
+
+@dataclass
 class _Book:
     """The mutable working copy of one account during an update (or for a snapshot)."""
 
-    account: dict[str, Any]
+    account: _Account
     marks: dict[str, tuple[datetime, float]]
-    active: list[dict[str, Any]]
+    active: list[_Position]
     changed_marks: set[str] = field(default_factory=set)
 
     @classmethod
@@ -85,44 +142,45 @@ class _Book:
             .order_by(positions.c.id)
         )
         return cls(
-            account=dict(row.mappings().one()),
+            account=_Account(**row.mappings().one()),
             marks={m.symbol: (m.ts, m.close) for m in marks},
-            active=[dict(p) for p in active.mappings()],
+            active=[_Position(**p) for p in active.mappings()],
         )
 
-    def price(self, position: dict[str, Any]) -> float:
-        mark = self.marks.get(position["symbol"])
-        return mark[1] if mark else position["entry_price"]
+    def price(self, position: _Position) -> float:
+        mark = self.marks.get(position.symbol)
+        return mark[1] if mark else position.entry_price
 
-    def unrealized(self, position: dict[str, Any]) -> float:
-        return (
-            position["side"]
-            * position["quantity"]
-            * (self.price(position) - position["entry_price"])
-        )
+    def unrealized(self, position: _Position) -> float:
+        return position.side * position.quantity * (self.price(position) - position.entry_price)
 
     def equity(self) -> float:
-        opened = (p for p in self.active if p["status"] == OPEN)
-        return self.account["balance"] + sum((self.unrealized(p) for p in opened), 0.0)
+        opened = (p for p in self.active if p.status == OPEN)
+        return self.account.balance + sum((self.unrealized(p) for p in opened), 0.0)
 
     def roll_day(self, ts: datetime) -> None:
-        if self.account["day"] is None or ts.date() > self.account["day"]:
-            self.account["day"] = ts.date()
-            self.account["day_start_equity"] = self.equity()
+        if self.account.day is None or ts.date() > self.account.day:
+            self.account.day = ts.date()
+            self.account.day_start_equity = self.equity()
 
     def mark(self, symbol: str, candle: Candle, until: datetime) -> None:
         """The symbol's price is ``candle``'s close, known at ``until`` (its close time)."""
         self.marks[symbol] = (until, candle.close)
         self.changed_marks.add(symbol)
-        self.account["peak_equity"] = max(self.account["peak_equity"], self.equity())
+        self.account.peak_equity = max(self.account.peak_equity, self.equity())
 
     def save(self, conn: Connection) -> None:
-        name = self.account["account"]
-        values = {k: self.account[k] for k in ("balance", "day", "day_start_equity", "peak_equity")}
+        a, name = self.account, self.account.account
         conn.execute(
             paper_accounts.update()
             .where(paper_accounts.c.account == name)
-            .values(**values, updated_at=datetime.now(UTC))
+            .values(
+                balance=a.balance,
+                day=a.day,
+                day_start_equity=a.day_start_equity,
+                peak_equity=a.peak_equity,
+                updated_at=datetime.now(UTC),
+            )
         )
         for symbol in sorted(self.changed_marks):
             ts, close = self.marks[symbol]
@@ -134,31 +192,31 @@ class _Book:
                 )
 
     def snapshot(self) -> AccountSnapshot:
-        opened = [p for p in self.active if p["status"] == OPEN]
+        opened = [p for p in self.active if p.status == OPEN]
         states = tuple(_position_state(p, self.price(p), self.unrealized(p)) for p in opened)
         unrealized = sum((s.unrealized_pnl for s in states), 0.0)
         a = self.account
         return AccountSnapshot(
-            account=a["account"],
-            currency=a["currency"],
-            initial_balance=a["initial_balance"],
-            balance=a["balance"],
-            equity=a["balance"] + unrealized,
+            account=a.account,
+            currency=a.currency,
+            initial_balance=a.initial_balance,
+            balance=a.balance,
+            equity=a.balance + unrealized,
             unrealized_pnl=unrealized,
-            day=a["day"],
-            day_start_equity=a["day_start_equity"],
-            peak_equity=a["peak_equity"],
+            day=a.day,
+            day_start_equity=a.day_start_equity,
+            peak_equity=a.peak_equity,
             as_of=max((ts for ts, _ in self.marks.values()), default=None),
             positions=states,
-            pending_orders=sum(p["status"] == PENDING for p in self.active),
+            pending_orders=sum(p.status == PENDING for p in self.active),
         )
 
 
-def _position_state(p: dict[str, Any], price: float, unrealized: float) -> PositionSnapshot:
-    names = [f.name for f in fields(PositionSnapshot)]
-    own = {k: p[k] for k in names if k in p}
+def _position_state(p: _Position, price: float, unrealized: float) -> PositionSnapshot:
+    names = {f.name for f in fields(PositionSnapshot)} & {f.name for f in fields(_Position)}
+    own = {k: getattr(p, k) for k in names}
     return PositionSnapshot(
-        **own, last_price=price, notional=p["quantity"] * price, unrealized_pnl=unrealized
+        **own, last_price=price, notional=p.quantity * price, unrealized_pnl=unrealized
     )
 
 
@@ -178,11 +236,6 @@ def _new_candles(
             out.append((symbol, Candle(as_utc(ts), o, h, lo, c)))
     out.sort(key=lambda item: (item[1].ts, item[0]))
     return out
-
-
-def _signal_close(position: Mapping[str, Any]) -> datetime:
-    """When the order's signal candle closed: the earliest a fill may open."""
-    return position["candle_ts"] + parse_timeframe(position["timeframe"]).duration
 
 
 class PaperBroker:
@@ -268,7 +321,7 @@ class PaperBroker:
         where = positions.c.order_id == order_id
         return conn.execute(sa.select(positions.c.id).where(where)).first() is not None
 
-    def _position_row(self, order: BrokerOrder) -> dict[str, Any]:
+    def _position_row(self, order: BrokerOrder) -> dict[str, object]:
         return asdict(order) | {
             "account": self.account,
             "symbol": normalize_symbol(order.symbol),
@@ -291,73 +344,62 @@ class PaperBroker:
             for symbol, candle in new:
                 book.roll_day(candle.ts)
                 for position in self._positions_of(book, symbol):
-                    if position["status"] == PENDING and candle.ts >= _signal_close(position):
+                    if position.status == PENDING and candle.ts >= position.signal_close:
                         self._enter(conn, book, position, candle)
                         entries += 1
-                    if position["status"] == OPEN and self._maybe_exit(
-                        conn, book, position, candle
-                    ):
+                    if position.status == OPEN and self._maybe_exit(conn, book, position, candle):
                         exits += 1
                 book.mark(symbol, candle, candle.ts + duration)
             book.save(conn)
         return UpdateReport(candles=len(new), entries=entries, exits=exits)
 
     @staticmethod
-    def _positions_of(book: _Book, symbol: str) -> Iterator[dict[str, Any]]:
-        return (p for p in book.active if p["symbol"] == symbol and p["status"] != CLOSED)
+    def _positions_of(book: _Book, symbol: str) -> Iterator[_Position]:
+        return (p for p in book.active if p.symbol == symbol and p.status != CLOSED)
 
-    def _enter(self, conn: Connection, book: _Book, p: dict[str, Any], candle: Candle) -> None:
-        costs = self._costs(p["symbol"])
-        price = costs.fill_price(candle.open, p["side"])
-        fee = costs.fee(price, p["quantity"])
-        self._fill(
-            conn, p, kind=ENTRY, ts=candle.ts, side=p["side"], price=price, fee=fee, reason=ENTRY
-        )
-        p.update(status=OPEN, entry_ts=candle.ts, entry_price=price, fees=p["fees"] + fee)
-        book.account["balance"] -= fee
+    def _enter(self, conn: Connection, book: _Book, p: _Position, candle: Candle) -> None:
+        costs = self._costs(p.symbol)
+        price = costs.fill_price(candle.open, p.side)
+        fee = costs.fee(price, p.quantity)
+        self._fill(conn, p, _Fill(ENTRY, candle.ts, p.side, price, fee, reason=ENTRY))
+        p.status, p.entry_ts, p.entry_price, p.fees = OPEN, candle.ts, price, p.fees + fee
+        book.account.balance -= fee
         self._save_position(conn, p, "status", "entry_ts", "entry_price", "fees")
 
-    def _maybe_exit(self, conn: Connection, book: _Book, p: dict[str, Any], candle: Candle) -> bool:
-        costs = self._costs(p["symbol"])
-        hit = exit_for_candle(
-            p["side"], p["stop_loss"], p["take_profit"], p["timeout_at"], candle, costs
-        )
+    def _maybe_exit(self, conn: Connection, book: _Book, p: _Position, candle: Candle) -> bool:
+        costs = self._costs(p.symbol)
+        hit = exit_for_candle(p.side, p.stop_loss, p.take_profit, p.timeout_at, candle, costs)
         if hit is None:
             return False
         price, reason = hit
-        fee = costs.fee(price, p["quantity"])
-        gross = p["side"] * p["quantity"] * (price - p["entry_price"])
-        self._fill(
-            conn,
-            p,
-            kind=EXIT,
-            ts=candle.ts,
-            side=-p["side"],
-            price=price,
-            fee=fee,
-            reason=reason,
-            realized_pnl=gross,
-        )
-        fees = p["fees"] + fee
-        p.update(status=CLOSED, exit_ts=candle.ts, exit_price=price, exit_reason=reason)
-        p.update(fees=fees, realized_pnl=gross - fees)
-        book.account["balance"] += gross - fee
+        fee = costs.fee(price, p.quantity)
+        gross = p.side * p.quantity * (price - p.entry_price)
+        self._fill(conn, p, _Fill(EXIT, candle.ts, -p.side, price, fee, reason, gross))
+        p.status, p.exit_ts, p.exit_price, p.exit_reason = CLOSED, candle.ts, price, reason
+        p.fees += fee
+        p.realized_pnl = gross - p.fees
+        book.account.balance += gross - fee
         self._save_position(
             conn, p, "status", "exit_ts", "exit_price", "exit_reason", "fees", "realized_pnl"
         )
         return True
 
-    def _fill(self, conn: Connection, p: dict[str, Any], **values: Any) -> None:
-        common = {k: p[k] for k in ("order_id", "symbol", "quantity")}
-        now = datetime.now(UTC)
+    def _fill(self, conn: Connection, p: _Position, fill: _Fill) -> None:
         conn.execute(
-            fills.insert().values(account=self.account, created_at=now, **common, **values)
+            fills.insert().values(
+                account=self.account,
+                order_id=p.order_id,
+                symbol=p.symbol,
+                quantity=p.quantity,
+                created_at=datetime.now(UTC),
+                **asdict(fill),
+            )
         )
 
     @staticmethod
-    def _save_position(conn: Connection, p: dict[str, Any], *columns: str) -> None:
-        values = {c: p[c] for c in columns}
-        conn.execute(positions.update().where(positions.c.id == p["id"]).values(**values))
+    def _save_position(conn: Connection, p: _Position, *columns: str) -> None:
+        values = {c: getattr(p, c) for c in columns}
+        conn.execute(positions.update().where(positions.c.id == p.id).values(**values))
 
     def state(self) -> AccountSnapshot:
         """The account now: balance, equity marked to the last closes, open positions."""

@@ -3,7 +3,7 @@ this process, and printing a stage's rows (JSON or a table; exit 1 when some uni
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +12,7 @@ import typer
 from cli import output
 from core.config import Settings, load_settings
 from core.errors import CandleflowError, UnitsFailedError
+from core.reports import UnitReport
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 SymbolsOption = Annotated[
@@ -63,21 +64,22 @@ def config_arg(ctx: typer.Context) -> str | None:
 
 
 def report_rows(
-    result: Any,
+    result: Sequence[UnitReport] | CandleflowError,
     json_: bool,
     title: str,
-    columns: tuple[str, ...],
-    after_table: Callable[[list[dict]], None] | None = None,
+    columns: Sequence[str],
+    after_table: Callable[[list[dict[str, object]]], None] | None = None,
+    table_row: Callable[[dict[str, object]], dict[str, object]] | None = None,
 ) -> None:
-    """Print a stage's rows (``after_table`` adds notes below the table); a partial failure
-    still prints them, then exits 1."""
+    """Print a stage's report rows: ``--json``, or a table (``table_row`` reshapes a row for it,
+    ``after_table`` adds notes below it); a partial failure still prints them, then exits 1."""
     if isinstance(result, CandleflowError) and not isinstance(result, UnitsFailedError):
         raise output.fail(str(result))
-    rows = result.rows if isinstance(result, UnitsFailedError) else result
+    rows = [r.row() for r in (result.rows if isinstance(result, UnitsFailedError) else result)]
     if json_:
         output.print_json(rows)
     else:
-        output.print_table(title, rows, columns)
+        output.print_table(title, [table_row(r) for r in rows] if table_row else rows, columns)
         if after_table is not None:
             after_table(rows)
     if isinstance(result, UnitsFailedError):

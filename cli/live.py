@@ -12,18 +12,17 @@ from cli import output
 from cli.common import (
     JsonOption,
     SymbolsOption,
-    config_arg,
     report_rows,
     run_flow,
     settings_of,
     units_of,
 )
-from core.reports import SIGNAL_FIELDS
+from core.reports import SignalReport
 
 report_app = typer.Typer(help="Reports on live trading.", no_args_is_help=True)
 
 # The table: every signal field but the long ones (the reasons print below it).
-SIGNAL_COLUMNS = tuple(f for f in SIGNAL_FIELDS if f not in ("model_version", "reasons"))
+SIGNAL_COLUMNS = SignalReport.table_columns()
 
 
 def signals(
@@ -48,8 +47,7 @@ def signals(
             live_signals,
             symbols=[s for s, _ in units],
             timeframe=tf[0],
-            home=str(settings.home),
-            config=config_arg(ctx),
+            settings=settings,
         )
     report_rows(result, json_, f"Signals ({tf[0]})", SIGNAL_COLUMNS, _reasons)
 

@@ -15,7 +15,6 @@ from cli.common import (
     JsonOption,
     SymbolsOption,
     TimeframeOption,
-    config_arg,
     report_rows,
     run_flow,
     settings_of,
@@ -26,17 +25,15 @@ from cli.live import positions, report_app, signals
 from cli.models import models_app, promote
 from cli.orchestrate import down_command, retrain_check, serve, up
 from cli.pipeline import run
-from core.collect import REPORT_FIELDS
 from core.errors import (
     BrokerError,
     CandleflowError,
-    UnitsFailedError,
     UnknownSymbolError,
     UnsupportedTimeframeError,
 )
+from core.reports import CollectReport, DatasetReport
 from core.symbols import normalize_symbol
 from core.timeframes import TIMEFRAMES, parse_timeframe
-from features.dataset import DATASET_FIELDS
 
 # Offline-safe defaults (the user's own environment wins): no telemetry, and a first ephemeral
 # Prefect server start on a slow machine may take longer than Prefect's 20 s default.
@@ -69,8 +66,8 @@ app.command()(serve)
 app.command()(up)
 app.command("down")(down_command)
 
-# The human table leaves out what --json has for scripts (missing_candles, rows).
-COLLECT_COLUMNS = tuple(f for f in REPORT_FIELDS if f not in ("missing_candles", "rows"))
+# The human table leaves out what --json has for scripts (missing_candles, rows, reasons).
+COLLECT_COLUMNS = CollectReport.table_columns()
 
 
 @app.callback()
@@ -153,8 +150,7 @@ def collect(
             timeframes=sorted({t for _, t in units}),
             start=start_ts,
             end=end_ts,
-            home=str(settings.home),
-            config=config_arg(ctx),
+            settings=settings,
         )
     report_rows(result, json_, f"Candles in {settings.candles_dir}", COLLECT_COLUMNS)
 
@@ -174,9 +170,7 @@ def _check_served(broker: Any, units: list[tuple[str, str]]) -> None:
 
 
 # The human table leaves out what --json has for scripts (the range, the path).
-DATASET_COLUMNS = tuple(
-    f for f in DATASET_FIELDS if f not in ("candle_first", "candle_last", "path")
-)
+DATASET_COLUMNS = DatasetReport.table_columns()
 
 
 @app.command()
@@ -196,8 +190,7 @@ def dataset(
             configured(settings),
             symbols=[s for s, _ in units],
             timeframes=sorted({t for _, t in units}),
-            home=str(settings.home),
-            config=config_arg(ctx),
+            settings=settings,
         )
     report_rows(result, json_, f"Datasets in {settings.home / 'datasets'}", DATASET_COLUMNS)
 
@@ -245,29 +238,21 @@ def train(
             timeframes=sorted({t for _, t in units}),
             trials=trials,
             promote=promote,
-            home=str(settings.home),
-            config=config_arg(ctx),
+            settings=settings,
         )
-    if not json_:  # the table shows the headline metrics as columns
-        rows = result.rows if isinstance(result, UnitsFailedError) else result
-        if isinstance(rows, list):
-            flat = [{**r, **(r.get("metrics") or {})} for r in rows]
-            if isinstance(result, UnitsFailedError):
-                result.rows = flat
-            else:
-                result = flat
     title = f"Models in {settings.home / 'mlflow'} (experiments candleflow/<SYMBOL>/<TF>)"
-    report_rows(result, json_, title, TRAIN_COLUMNS, _promotion_lines)
+    report_rows(result, json_, title, TRAIN_COLUMNS, _promotion_lines, _with_metrics)
 
 
-def _promotion_lines(rows: list[dict]) -> None:
+def _with_metrics(row: dict[str, Any]) -> dict[str, Any]:
+    """The table shows the headline metrics as columns."""
+    return row | (row["metrics"] or {})
+
+
+def _promotion_lines(rows: list[dict[str, Any]]) -> None:
     for r in rows:
-        if r.get("reasons"):
-            verdict = "promoted" if r["promoted"] else "not promoted"
-            output.stderr.print(
-                f"{r['symbol']} {r['timeframe']} v{r['version']} {verdict}: "
-                + "; ".join(r["reasons"])
-            )
+        if r["promotion"] and r["promotion"]["summary"]:
+            output.stderr.print(r["promotion"]["summary"])
 
 
 @app.command("import")
@@ -307,21 +292,19 @@ def import_file(
             symbol=symbol,
             timeframe=timeframe,
             timezone=tz,
-            home=str(settings.home),
-            config=config_arg(ctx),
+            settings=settings,
         )
     if isinstance(result, CandleflowError):
         raise output.fail(str(result))
     if json_:
-        output.print_json(result)
+        output.print_json(result.row())
     else:
-        output.print_table(f"Imported {file.name}", [result], COLLECT_COLUMNS[:-1])
-        if result["quarantined"]:
-            quarantine = settings.home / "quarantine" / result["timeframe"]
+        output.print_table(f"Imported {file.name}", [result.row()], COLLECT_COLUMNS[:-1])
+        if result.quarantined:
+            quarantine = settings.home / "quarantine" / result.timeframe
             output.stderr.print(
-                f"{result['quarantined']} row(s) quarantined with reasons in "
-                f"{quarantine / (result['symbol'] + '.parquet')}: "
-                f"{result['reasons']}"
+                f"{result.quarantined} row(s) quarantined with reasons in "
+                f"{quarantine / (result.symbol + '.parquet')}: {result.reasons}"
             )
 
 

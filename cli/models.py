@@ -12,7 +12,6 @@ from cli.common import (
     JsonOption,
     SymbolsOption,
     TimeframeOption,
-    config_arg,
     report_rows,
     run_flow,
     settings_of,
@@ -57,8 +56,7 @@ def promote(
             promote_models,
             symbols=[s for s, _ in units],
             timeframes=sorted({t for _, t in units}),
-            home=str(settings.home),
-            config=config_arg(ctx),
+            settings=settings,
         )
     report_rows(result, json_, "Promotion decisions", PROMOTE_COLUMNS)
 
@@ -128,6 +126,6 @@ def models_rollback(
 
 def _print_decision(decision, json_: bool) -> None:
     if json_:
-        output.print_json(decision.to_dict() | {"summary": decision.summary()})
+        output.print_json(decision.report().row())
     else:
         output.stderr.print(decision.summary())

@@ -216,8 +216,9 @@ def retrain_check(
         symbols=sorted({s for s, _ in units}),
         timeframes=sorted({t for _, t in units}),
         start=start,
-        home=str(settings.home),
+        home=str(settings.home),  # passed on to a retraining deployment
         config=config_arg(ctx),
+        settings=settings,
     )
     report_rows(result, json_, "Retrain check", RETRAIN_COLUMNS, _reasons)
 

@@ -3,8 +3,6 @@ one parent flow, with a summary table and where to look next."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import typer
 
 from cli import output
@@ -12,15 +10,12 @@ from cli.common import (
     JsonOption,
     SymbolsOption,
     TimeframeOption,
-    config_arg,
     run_flow,
     settings_of,
     units_of,
 )
 from core.errors import CandleflowError, UnitsFailedError
-from core.reports import SUMMARY_FIELDS
-
-SUMMARY_COLUMNS = (*SUMMARY_FIELDS, "error")
+from core.reports import RunReport, SummaryRow
 
 
 def run(
@@ -39,26 +34,21 @@ def run(
             run_pipeline,
             symbols=sorted({s for s, _ in units}),
             timeframes=sorted({t for _, t in units}),
-            home=str(settings.home),
-            config=config_arg(ctx),
+            settings=settings,
         )
     failed = isinstance(result, UnitsFailedError)
     if isinstance(result, CandleflowError) and not failed:
         raise output.fail(str(result))
-    document: dict[str, Any] = result.rows[0] if failed else result
+    report: RunReport = result.rows[0] if failed else result
     if json_:
-        output.print_json(
-            {
-                k: document[k]
-                for k in ("collect", "dataset", "train", "signals", "seconds", "errors")
-            }
-        )
+        output.print_json(report.model_dump(mode="json", exclude={"summary"}))
     else:
-        output.print_table("candleflow run", document["summary"], SUMMARY_COLUMNS)
-        seconds = ", ".join(f"{k} {v:.0f} s" for k, v in document["seconds"].items())
+        rows = [r.row() for r in report.summary]
+        output.print_table("candleflow run", rows, SummaryRow.columns())
+        seconds = ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())
         output.stderr.print(f"Time: {seconds}.")
         output.stderr.print(
-            f"Prefect flow run: {document['flow_run']} (artifacts: pipeline-summary, "
+            f"Prefect flow run: {report.flow_run} (artifacts: pipeline-summary, "
             "training-report, promotion-decisions, live-signals). MLflow experiments: "
             + ", ".join(f"candleflow/{s}/{t}" for s, t in units)
             + f"; registry: candleflow.<SYMBOL>.<TF> in {settings.home / 'mlflow'}."

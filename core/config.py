@@ -16,8 +16,6 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -34,6 +32,7 @@ from pydantic_settings import (
 from core.errors import ConfigError
 from core.feature_spec import FeatureSpec, LabelSpec
 from core.instruments import instrument
+from core.settings_base import Section
 from core.settings_live import LiveSettings, PaperSettings
 from core.settings_orchestration import OrchestrationSettings, RetrainSettings
 from core.settings_trading import RiskSettings, SignalSettings
@@ -60,10 +59,6 @@ def _split_list(value: Any) -> list[Any]:
     if not isinstance(value, list | tuple):
         raise ValueError("expected a list (or a comma-separated string)")
     return list(value)
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class UniverseSettings(Section):

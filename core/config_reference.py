@@ -6,7 +6,6 @@ Regenerate it with ``uv run --frozen python -m core.config_reference > docs/conf
 from __future__ import annotations
 
 import re
-import tomllib
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,18 +13,19 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import annotated_types as at
+import tomlkit
 from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
+from tomlkit.container import Container
+from tomlkit.exceptions import TOMLKitError
+from tomlkit.items import AoT, Comment, Item, Key, Table
 
 from core.config import ENV_PREFIX, Settings, shipped_config_file
 
 GENERATE_COMMAND = "uv run --frozen python -m core.config_reference > docs/configuration.md"
 # A default longer than this goes below the section's table, as a TOML block.
 MAX_INLINE_DEFAULT = 80
-
-_HEADER = re.compile(r"^\[\[?\s*([^\[\]]+?)\s*\]\]?\s*(?:#.*)?$")
-_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_-]*)*)\s*=\s*(.*)$")
 
 
 @dataclass(frozen=True)
@@ -57,59 +57,74 @@ class Row:
     meaning: str
 
 
-def _parses(value: str) -> bool:
-    try:
-        tomllib.loads(f"x = {value}")
-    except tomllib.TOMLDecodeError:
-        return False
-    return True
-
-
-def _split_comment(text: str) -> tuple[str, str]:
-    """``value  # comment`` → (value, comment); a ``#`` inside a string is part of the value."""
-    for i, char in enumerate(text):
-        if char == "#" and _parses(text[:i]):
-            return text[:i].strip(), text[i + 1 :].strip()
-    return text.strip(), ""
+def _comment_text(comment: str) -> str:
+    return comment.lstrip("#").strip()
 
 
 def _dotted(*parts: str) -> str:
     return ".".join(p for p in parts if p)
 
 
+def _key_values(table: str, key: Key, item: Item) -> Iterator[tuple[str, Item]]:
+    """(dotted path, value) of a key; tomlkit stores a dotted key (``a.b = 1``) as nested tables."""
+    path = _dotted(table, key.key)
+    if isinstance(item, Table) and key.is_dotted():
+        for sub_key, sub_item in item.value.body:
+            if sub_key is not None:
+                yield from _key_values(path, sub_key, sub_item)
+    else:
+        yield path, item
+
+
+def _commented_key(text: str) -> tuple[Key, Item] | None:
+    """A comment that is a key left out (``# y = 3  # an optional y``) as its key and value;
+    ``None`` for prose, even prose with an ``=`` in it."""
+    try:
+        body = tomlkit.parse(text).body
+    except TOMLKitError:
+        return None
+    if len(body) != 1 or body[0][0] is None:
+        return None
+    key, item = body[0]
+    return None if _is_header(key, item) else (key, item)
+
+
+def _is_header(key: Key, item: Item) -> bool:
+    """Whether the item is a ``[table]`` or ``[[array of tables]]`` rather than a key's value."""
+    return isinstance(item, AoT) or (isinstance(item, Table) and not key.is_dotted())
+
+
 def parse_toml_comments(text: str) -> TomlComments:
     """Attach each comment of a TOML text to its key or table (see :class:`TomlComments`)."""
     found = TomlComments()
-    lines = text.splitlines()
-    table, block, i = "", [], 0
-    while i < len(lines):
-        line = lines[i].strip()
-        i += 1
-        header = _HEADER.match(line)
-        if header and not line.startswith("#"):
-            table, block = re.sub(r"\s*\.\s*", ".", header[1]), []
-            continue
-        commented = line.startswith("#")
-        body = line.lstrip("#").strip() if commented else line
-        key = _KEY.match(body)
-        value, trailing = _split_comment(key[2]) if key else ("", "")
-        if key and commented and not _parses(value):
-            key = None  # prose that happens to contain " = "
-        if key:
-            while not commented and not _parses(value) and i < len(lines):
-                value, i = f"{value}\n{lines[i]}", i + 1  # a multi-line array
-            if block:
-                found.tables.setdefault(table, " ".join(block))
-            path = _dotted(table, re.sub(r"\s*\.\s*", ".", key[1]))
-            found.keys[path] = KeyComment(trailing, " ".join(block))
-            block = []
-        elif commented:
-            block.append(body.removeprefix("- "))  # a bullet reads as prose once joined
-        else:  # a blank line ends a comment block
-            if block:
-                found.tables.setdefault(table, " ".join(block))
-            block = []
+    _collect_comments(tomlkit.parse(text), "", found)
     return found
+
+
+def _collect_comments(container: Container, table: str, found: TomlComments) -> None:
+    """One table's items in file order: a comment block belongs to the key right below it, and
+    the table's first block is its leading comment. A blank line ends a block; a block left
+    before a table header belongs to nothing."""
+    block: list[str] = []
+    for key, item in container.body:
+        if key is not None and _is_header(key, item):
+            for sub in item.body if isinstance(item, AoT) else [item]:
+                _collect_comments(sub.value, _dotted(table, key.key), found)
+            block = []
+            continue
+        entry = (key, item) if key is not None else None
+        if isinstance(item, Comment):
+            text = _comment_text(item.trivia.comment)
+            entry = _commented_key(text)
+            if entry is None:
+                block.append(text.removeprefix("- "))  # a bullet reads as prose once joined
+                continue
+        if block:
+            found.tables.setdefault(table, " ".join(block))
+        if entry is not None:
+            for path, value in _key_values(table, *entry):
+                found.keys[path] = KeyComment(_comment_text(value.trivia.comment), " ".join(block))
+        block = []
 
 
 def _unwrap(annotation: Any) -> list[Any]:
@@ -182,23 +197,19 @@ def allowed_values(info: FieldInfo) -> str:
 
 
 def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_value(key)
+    return tomlkit.key(key).as_string()
 
 
 def toml_value(value: Any) -> str:
-    """A JSON-able value as it is written in TOML (inline; ``None`` entries are left out)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
+    """A JSON-able value as it is written in TOML, inline tables spaced as in ``candleflow.toml``
+    (``None`` entries are left out)."""
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value if v is not None) + "]"
     if isinstance(value, dict):
         items = [f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items() if v is not None]
         return "{ " + ", ".join(items) + " }" if items else "{}"
+    if isinstance(value, bool | int | float | str):
+        return tomlkit.item(value).as_string()
     raise TypeError(f"no TOML form for {value!r}")
 
 

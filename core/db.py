@@ -1,5 +1,5 @@
-"""Generic SQLAlchemy helpers shared by the databases: a portable UTC datetime column type
-and an engine factory with sensible SQLite defaults."""
+"""Generic SQLAlchemy helpers shared by the databases: a portable UTC datetime column type, an
+engine factory with sensible SQLite defaults, and where a SQLite database's lock file lives."""
 
 from __future__ import annotations
 
@@ -26,15 +26,31 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+def sqlite_file(url: str | sa.URL) -> Path | None:
+    """The file of a SQLite database URL (None: another database, or one in memory)."""
+    sa_url = sa.make_url(url)
+    database = sa_url.database or ""
+    if sa_url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    return None if database.startswith("file:") else Path(database).expanduser()
+
+
+def lock_file(url: str | sa.URL) -> Path | None:
+    """The file beside a SQLite database that processes lock to change its schema one at a time
+    (None: no file to put it beside)."""
+    path = sqlite_file(url)
+    return None if path is None else path.with_name(path.name + ".lock")
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; for a SQLite file its folder is created and writers wait (up to
     30 s) for one another instead of failing at once."""
     sa_url = sa.make_url(url)
     if sa_url.get_backend_name() != "sqlite":
         return sa.create_engine(url, pool_pre_ping=True)
-    database = sa_url.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(sa_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         return sa.create_engine(url, connect_args={"timeout": 30})
-    # In memory: every connection must see the same database.
+    # In memory (or a "file:" URI): every connection must see the same database.
     return sa.create_engine(url, poolclass=sa.StaticPool, connect_args={"check_same_thread": False})

@@ -3,6 +3,10 @@ user can act on. The CLI prints them as one line; anything else is a bug and kee
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+
 
 class CandleflowError(Exception):
     """Base class of every error candleflow raises on purpose."""
@@ -48,6 +52,6 @@ class UnitsFailedError(CandleflowError):
     """Some symbol × timeframe units of a stage failed; ``rows`` holds every unit's report (failed
     ones with their ``error``), so the successful part of a run is never lost."""
 
-    def __init__(self, message: str, rows: list[dict]) -> None:
+    def __init__(self, message: str, rows: Sequence[BaseModel]) -> None:
         super().__init__(message)
-        self.rows = rows
+        self.rows = list(rows)

@@ -7,23 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from core.settings_base import Section
 from core.symbols import normalize_symbol
 
 LIVE_DIR_NAME = "live"
 LIVE_DB_NAME = "live.db"
 
 
-class _Section(BaseModel):
-    # The same model config as ``core.config.Section``; not imported from there because
-    # ``core.config`` imports this module, and the import would be circular.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class LiveSettings(_Section):
+class LiveSettings(Section):
     """The live stage's database and execution broker.
 
     ``database_url``: any SQLAlchemy URL (``postgresql+psycopg://user@host/candleflow`` for a
@@ -71,7 +66,7 @@ class LiveSettings(_Section):
         return f"sqlite:///{Path(home).expanduser().resolve() / LIVE_DIR_NAME / LIVE_DB_NAME}"
 
 
-class PaperSettings(_Section):
+class PaperSettings(Section):
     """The paper account: its name (one database can hold several), starting balance and
     currency. Its fills cost what the backtest charges: the per-instrument cost model of
     ``[costs]`` (one owner; there are no paper-only costs). The balance is read from the settings

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from core.settings_base import Section
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class OrchestrationSettings(_Section):
+class OrchestrationSettings(Section):
     """Task runner and local servers."""
 
     # "threads": a thread pool in the flow's process (the embedded default); "dask": prefect-dask's
@@ -29,7 +27,7 @@ class OrchestrationSettings(_Section):
     startup_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
 
 
-class RetrainSettings(_Section):
+class RetrainSettings(Section):
     """When the hourly retrain check starts a training for a symbol × timeframe."""
 
     # Labelled samples (candles whose triple-barrier outcome is known) since the data end of the

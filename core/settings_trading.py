@@ -6,16 +6,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from core.settings_base import Section
 
 
-class _Section(BaseModel):
-    # The same rules as ``core.config.Section``. Not imported from there: ``core.config`` imports
-    # this module to build ``Settings``, and importing back would be a cycle.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ComponentWeights(_Section):
+class ComponentWeights(Section):
     """Relative weights of the signal-weight components (any scale; they are normalised)."""
 
     confidence: float = Field(
@@ -38,7 +34,7 @@ class ComponentWeights(_Section):
         return self
 
 
-class SignalSettings(_Section):
+class SignalSettings(Section):
     """Signal weight (0–100), recommendation tier and position multiplier."""
 
     weights: ComponentWeights = Field(default_factory=ComponentWeights)
@@ -98,7 +94,7 @@ class SignalSettings(_Section):
         return self
 
 
-class RiskSettings(_Section):
+class RiskSettings(Section):
     """Exits, sizing, exposure caps, loss limits and the manual kill switch."""
 
     sizing: Literal["fixed_units", "percent_risk", "volatility_target"] = Field(

@@ -25,6 +25,7 @@ import polars as pl
 from core.candles import COLUMNS, empty_candles
 from core.errors import StoreError
 from core.locks import exclusive
+from core.reports import CollectReport
 from core.symbols import normalize_symbol
 from core.timeframes import Timeframe, as_utc, parse_timeframe
 from core.validation import VALUE_COLUMNS, validate_candles
@@ -50,11 +51,10 @@ class UpsertReport:
     last_ts: datetime | None
     reasons: dict[str, int]
 
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        for key in ("first_ts", "last_ts"):
-            out[key] = out[key].isoformat() if out[key] else None
-        return out
+    def report(self, fetched: int | None = None) -> CollectReport:
+        """The collect/import report row (``fetched``: candles the broker or file gave)."""
+        data = {k: v for k, v in asdict(self).items() if k != "received"}
+        return CollectReport(**data, fetched=fetched)
 
 
 @dataclass(frozen=True)

@@ -13,37 +13,23 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
+from pydantic import BaseModel, ConfigDict
 
 from core.errors import CandleflowError
 from core.feature_spec import FeatureSpec, LabelSpec
 from core.instruments import instrument
+from core.reports import DatasetReport
 from core.store import CandleStore, write_parquet_atomic
 from core.symbols import normalize_symbol
 from core.timeframes import Timeframe, parse_timeframe
-from features.build import compute_features, correlated_symbols, epoch_us
+from features.build import Features, compute_features, correlated_symbols, epoch_us
 from features.indicators import ZSCORE_WINDOW
 from features.labels import triple_barrier
 
 METADATA_KEY = "candleflow"
-# One row of a dataset report (CLI ``--json``, Prefect artifact), in this order.
-DATASET_FIELDS = (
-    "symbol",
-    "timeframe",
-    "rows",
-    "features",
-    "spec_hash",
-    "label_counts",
-    "dropped",
-    "skipped",
-    "candle_first",
-    "candle_last",
-    "path",
-    "error",
-)
 LABEL_RENAMES = {
     "label": "label",
     "t1": "label_t1",
@@ -66,6 +52,86 @@ class Inputs:
     correlated: dict[str, pl.DataFrame | None] = field(default_factory=dict)
 
 
+class DatasetMeta(BaseModel):
+    """What a dataset was built from and what was dropped, stored with it (and read back)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    symbol: str
+    timeframe: str
+    spec_hash: str
+    feature_spec: FeatureSpec
+    label_spec: LabelSpec
+    candles: int
+    candle_first: datetime
+    candle_last: datetime
+    rows: int
+    features: int
+    feature_columns: list[str]
+    label_columns: list[str]
+    label_counts: dict[str, int]  # -1 / 0 / +1 → rows
+    dropped: dict[str, int]  # warm-up / unlabeled / non-event → rows
+    skipped: list[str]  # what the feature spec asked for and was not built
+    created_at: datetime
+
+    def to_json(self) -> str:
+        """The stored text: the feature spec in its canonical form, keys sorted."""
+        data = self.model_dump(mode="json")
+        data["feature_spec"] = json.loads(self.feature_spec.canonical_json())
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    def model_metadata(self) -> dict[str, object]:
+        """What a trained model keeps of its dataset: the specs live rebuilds features with."""
+        return {
+            "symbol": self.symbol,
+            "timeframe": self.timeframe,
+            "spec_hash": self.spec_hash,
+            "feature_spec": json.loads(self.feature_spec.canonical_json()),
+            "label_spec": self.label_spec.model_dump(mode="json"),
+        }
+
+    def report(self, path: Path | None = None) -> DatasetReport:
+        return DatasetReport(
+            symbol=self.symbol,
+            timeframe=self.timeframe,
+            rows=self.rows,
+            features=self.features,
+            spec_hash=self.spec_hash,
+            label_counts=self.label_counts,
+            dropped=self.dropped,
+            skipped=self.skipped,
+            candle_first=self.candle_first,
+            candle_last=self.candle_last,
+            path=None if path is None else str(path),
+        )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Features and labels of every kept row (``ts``, features, ``label…`` columns) + metadata."""
+
+    frame: pl.DataFrame
+    meta: DatasetMeta
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Triple-barrier outcomes of every candle (``ts``, ``label…`` columns, ``event``)."""
+
+    frame: pl.DataFrame
+    spec: LabelSpec
+
+    @property
+    def labelled(self) -> int:
+        return self.frame.height - self.frame["label"].null_count()
+
+    @property
+    def events(self) -> int:
+        return int(
+            self.frame.select((pl.col("label").is_not_null() & pl.col("event")).sum()).item()
+        )
+
+
 def load_inputs(store: CandleStore, symbol: str, timeframe: str, spec: FeatureSpec) -> Inputs:
     """Everything the spec needs from the store for ``symbol`` × ``timeframe``."""
     symbol = normalize_symbol(symbol)
@@ -79,18 +145,33 @@ def load_inputs(store: CandleStore, symbol: str, timeframe: str, spec: FeatureSp
     return Inputs(candles, higher, correlated)
 
 
-def build_dataset(
-    inputs: Inputs, symbol: str, timeframe: str, feature_spec: FeatureSpec, label_spec: LabelSpec
-) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """The dataset frame and its metadata. Rows are dropped, and counted, in this order: warm-up
-    (a feature undefined), no complete label (the last ``horizon`` bars), not an event (CUSUM)."""
-    symbol, tf = normalize_symbol(symbol), parse_timeframe(timeframe)
-    candles = inputs.candles
-    features = compute_features(
-        candles, feature_spec, tf, symbol=symbol, higher=inputs.higher, correlated=inputs.correlated
+def label_candles(candles: pl.DataFrame, symbol: str, spec: LabelSpec) -> Labels:
+    """Stage 2: the triple-barrier label of every candle, columns named ``label…``."""
+    frame = triple_barrier(candles, spec, pip_size=instrument(normalize_symbol(symbol)).pip_size)
+    return Labels(frame.rename(LABEL_RENAMES), spec)
+
+
+def build_features(inputs: Inputs, symbol: str, timeframe: str, spec: FeatureSpec) -> Features:
+    """Stage 3: the features of every candle (NaN during warm-up), no look-ahead."""
+    return compute_features(
+        inputs.candles,
+        spec,
+        parse_timeframe(timeframe),
+        symbol=normalize_symbol(symbol),
+        higher=inputs.higher,
+        correlated=inputs.correlated,
     )
-    labels = triple_barrier(candles, label_spec, pip_size=instrument(symbol).pip_size)
-    frame = pl.concat([features.frame, labels.drop("ts").rename(LABEL_RENAMES)], how="horizontal")
+
+
+def join_dataset(features: Features, labels: Labels, symbol: str, timeframe: str) -> Dataset:
+    """Features and labels of the same candles, joined. Rows are dropped, and counted, in this
+    order: warm-up (a feature undefined), no complete label (the last ``horizon`` bars), not an
+    event (CUSUM)."""
+    symbol, tf = normalize_symbol(symbol), parse_timeframe(timeframe)
+    ts = labels.frame["ts"]
+    if not ts.equals(features.frame["ts"]):
+        raise DatasetError(f"{symbol} {tf}: features and labels are not of the same candles")
+    frame = pl.concat([features.frame, labels.frame.drop("ts")], how="horizontal")
     cols = features.columns
     warm = pl.any_horizontal([pl.col(c).is_nan() | pl.col(c).is_null() for c in cols])
     counts = frame.select(
@@ -101,29 +182,39 @@ def build_dataset(
     kept = frame.filter(~warm & pl.col("label").is_not_null() & pl.col("event")).drop("event")
     if kept.is_empty():
         raise DatasetError(
-            f"{symbol} {tf}: no rows left from {candles.height} candles (warm-up "
+            f"{symbol} {tf}: no rows left from {ts.len()} candles (warm-up "
             f"{counts['warmup']}, unlabeled {counts['unlabeled']}); collect more history"
         )
-    label_counts = {str(k): v for k, v in kept["label"].value_counts().sort("label").iter_rows()}
-    metadata = {
-        "symbol": symbol,
-        "timeframe": tf.name,
-        "spec_hash": features.spec.hash,
-        "feature_spec": json.loads(features.spec.canonical_json()),
-        "label_spec": label_spec.model_dump(mode="json"),
-        "candles": candles.height,
-        "candle_first": candles["ts"][0].isoformat(),
-        "candle_last": candles["ts"][-1].isoformat(),
-        "rows": kept.height,
-        "features": len(cols),
-        "feature_columns": cols,
-        "label_columns": [c for c in kept.columns if c.startswith("label")],
-        "label_counts": label_counts,
-        "dropped": counts,
-        "skipped": features.skipped,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    return kept, metadata
+    meta = DatasetMeta(
+        symbol=symbol,
+        timeframe=tf.name,
+        spec_hash=features.spec.hash,
+        # The spec in its canonical form (defaults resolved): what is stored and read back.
+        feature_spec=FeatureSpec.model_validate_json(features.spec.canonical_json()),
+        label_spec=labels.spec,
+        candles=ts.len(),
+        candle_first=ts[0],
+        candle_last=ts[-1],
+        rows=kept.height,
+        features=len(cols),
+        feature_columns=cols,
+        label_columns=[c for c in kept.columns if c.startswith("label")],
+        label_counts={str(k): v for k, v in kept["label"].value_counts().sort("label").iter_rows()},
+        dropped=counts,
+        skipped=features.skipped,
+        created_at=datetime.now(UTC).replace(microsecond=0),
+    )
+    return Dataset(kept, meta)
+
+
+def build_dataset(
+    inputs: Inputs, symbol: str, timeframe: str, feature_spec: FeatureSpec, label_spec: LabelSpec
+) -> Dataset:
+    """Labels + features of ``inputs``, joined (the three steps the dataset flow runs as tasks)."""
+    features = build_features(inputs, symbol, timeframe, feature_spec)
+    return join_dataset(
+        features, label_candles(inputs.candles, symbol, label_spec), symbol, timeframe
+    )
 
 
 def dataset_path(home: Path, symbol: str, timeframe: str) -> Path:
@@ -135,11 +226,12 @@ def dataset_path(home: Path, symbol: str, timeframe: str) -> Path:
     )
 
 
-def write_dataset(home: Path, frame: pl.DataFrame, metadata: dict[str, Any]) -> Path:
+def write_dataset(home: Path, dataset: Dataset) -> Path:
     """Atomic write of the dataset and its JSON sidecar; returns the Parquet path."""
-    path = dataset_path(home, metadata["symbol"], metadata["timeframe"])
-    text = json.dumps(metadata, indent=2, sort_keys=True)
-    write_parquet_atomic(frame, path, metadata={METADATA_KEY: text})
+    meta = dataset.meta
+    path = dataset_path(home, meta.symbol, meta.timeframe)
+    text = meta.to_json()
+    write_parquet_atomic(dataset.frame, path, metadata={METADATA_KEY: text})
     sidecar = path.with_suffix(".json")
     tmp = sidecar.with_suffix(".json.tmp")
     tmp.write_text(text + "\n")
@@ -147,12 +239,12 @@ def write_dataset(home: Path, frame: pl.DataFrame, metadata: dict[str, Any]) -> 
     return path
 
 
-def read_dataset(path: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
+def read_dataset(path: Path) -> Dataset:
     """A dataset and its metadata (from the Parquet file itself)."""
-    metadata = pl.read_parquet_metadata(path).get(METADATA_KEY)
-    if metadata is None:
+    text = pl.read_parquet_metadata(path).get(METADATA_KEY)
+    if text is None:
         raise DatasetError(f"{path} is not a candleflow dataset (no '{METADATA_KEY}' metadata)")
-    return pl.read_parquet(path), json.loads(metadata)
+    return Dataset(pl.read_parquet(path), DatasetMeta.model_validate_json(text))
 
 
 def tail_bars(spec: FeatureSpec, timeframe: Timeframe) -> int:

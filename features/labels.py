@@ -92,22 +92,16 @@ def _exit_index(n: int, k: np.ndarray) -> np.ndarray:
     return np.minimum(np.arange(n) + np.minimum(k, n), n - 1)
 
 
-def triple_barrier(
-    frame: pl.DataFrame,
+def _exits(
+    ohlc: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    sigma: np.ndarray,
+    sides: np.ndarray,
     spec: LabelSpec,
-    *,
-    side: np.ndarray | None = None,
-    pip_size: float = 0.0001,
-) -> pl.DataFrame:
-    """Label every bar of ``frame`` (candle schema, sorted by ts). Columns: ``ts``, ``t1``,
-    ``label`` (+1/−1/0), ``barrier`` ("tp"/"sl"/"time"), ``ret``, ``pips``, ``bars``, ``sigma``,
-    ``event`` and, with ``side``, ``side`` and ``meta``. Outcomes are null where incomplete."""
-    o, h, lo, c = (
-        frame[col].to_numpy().astype(np.float64) for col in ("open", "high", "low", "close")
-    )
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per bar: bars to the exit, the exit bar, whether the upper / lower barrier was hit first,
+    and the exit price (the rule of ``core.strategy.exit_for_candle``)."""
+    o, h, lo, c = ohlc
     n, horizon = c.size, spec.horizon
-    sigma = volatility(frame, spec)
-    sides = np.ones(n) if side is None else np.sign(np.asarray(side, dtype=np.float64))
     with np.errstate(invalid="ignore"):
         stop, take = barrier_levels(c, sigma, np.where(sides >= 0, 1, -1), spec.pt, spec.sl)
     upper, lower = np.where(sides >= 0, take, stop), np.where(sides >= 0, stop, take)
@@ -134,6 +128,26 @@ def triple_barrier(
         # beyond it (a stop gapped through fills worse, a take-profit better).
         exit_price = np.where(hit_up, np.maximum(o[exit_i], upper), exit_price)
         exit_price = np.where(hit_dn, np.minimum(o[exit_i], lower), exit_price)
+    return k_exit, exit_i, hit_up, hit_dn, exit_price
+
+
+def triple_barrier(
+    frame: pl.DataFrame,
+    spec: LabelSpec,
+    *,
+    side: np.ndarray | None = None,
+    pip_size: float = 0.0001,
+) -> pl.DataFrame:
+    """Label every bar of ``frame`` (candle schema, sorted by ts). Columns: ``ts``, ``t1``,
+    ``label`` (+1/−1/0), ``barrier`` ("tp"/"sl"/"time"), ``ret``, ``pips``, ``bars``, ``sigma``,
+    ``event`` and, with ``side``, ``side`` and ``meta``. Outcomes are null where incomplete."""
+    o, h, lo, c = (
+        frame[col].to_numpy().astype(np.float64) for col in ("open", "high", "low", "close")
+    )
+    n, horizon = c.size, spec.horizon
+    sigma = volatility(frame, spec)
+    sides = np.ones(n) if side is None else np.sign(np.asarray(side, dtype=np.float64))
+    k_exit, exit_i, hit_up, hit_dn, exit_price = _exits((o, h, lo, c), sigma, sides, spec)
     direction = np.where(hit_up, 1, np.where(hit_dn, -1, 0)).astype(np.int8)
     won_up = direction * np.where(sides >= 0, 1, -1)  # +1 when the touched barrier is the TP
 

@@ -1,5 +1,6 @@
-"""Stages 2 and 3: triple-barrier labels and features → one training dataset per symbol ×
-timeframe, fanned out per unit; one unit's failure does not stop the others."""
+"""Stages 2 and 3: label the candles and build their features (a task each), then join them into
+one training dataset per symbol × timeframe; fanned out per unit, one unit's failure does not stop
+the others."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from prefect import Flow, flow
 
 from core.collect import collection_units
 from core.config import Settings, load_settings
-from features.dataset import DATASET_FIELDS
-from flows._reporting import finish, first_error
+from core.reports import DatasetReport
+from flows._fanout import Chain, fan_out, finish
 from flows._runner import ConfiguredTaskRunner, cpu_workers, task_runner
-from tasks.dataset import build_dataset_frame, load_dataset_inputs, write_dataset_file
+from tasks.dataset import dataset, features, label, load_dataset_inputs
 
 
 @flow(name="build-dataset", task_runner=ConfiguredTaskRunner(cpu_workers))
@@ -19,23 +20,24 @@ def build_datasets(
     timeframes: list[str] | None = None,
     home: str | None = None,
     config: str | None = None,
-) -> list[dict]:
+    settings: Settings | None = None,
+) -> list[DatasetReport]:
     """Build the training dataset of each symbol × timeframe (defaults: the configured universe)
-    with the configured label and feature specs."""
-    settings = load_settings(config, home)
-    features, labels = settings.features, settings.labels
-    units = []
-    for symbol, timeframe in collection_units(settings, symbols, timeframes):
-        inputs = load_dataset_inputs.submit(settings.home, symbol, timeframe, features)
-        built = build_dataset_frame.submit(inputs, symbol, timeframe, features, labels)
-        written = write_dataset_file.submit(settings.home, built)
-        units.append((symbol, timeframe, inputs, built, written))
-    rows = []
-    for symbol, timeframe, inputs, built, written in units:
-        error = first_error(inputs, built, written)
-        row = dict.fromkeys(DATASET_FIELDS) | {"symbol": symbol, "timeframe": timeframe}
-        rows.append(row | ({"error": error} if error else written.result()))
-    return finish(rows, "dataset-report", f"Training datasets (feature spec {features.hash})")
+    with the configured label and feature specs. ``settings``: the configuration already resolved
+    by the caller (else loaded from ``config`` / ``home``)."""
+    settings = settings or load_settings(config, home)
+
+    def chain(symbol: str, timeframe: str) -> Chain:
+        inputs = load_dataset_inputs.submit(settings.home, symbol, timeframe, settings.features)
+        labels = label.submit(inputs, symbol, timeframe, settings.labels)
+        built = features.submit(inputs, symbol, timeframe, settings.features)
+        joined = dataset.submit(settings.home, built, labels, symbol, timeframe)
+        return inputs, labels, built, joined
+
+    rows = fan_out(collection_units(settings, symbols, timeframes), chain, DatasetReport)
+    return finish(
+        rows, "dataset-report", f"Training datasets (feature spec {settings.features.hash})"
+    )
 
 
 def configured(settings: Settings) -> Flow:

@@ -16,8 +16,9 @@ from prefect.tasks import exponential_backoff
 from brokers import create_broker
 from core.collect import collection_units
 from core.config import Settings, load_settings
+from core.reports import CollectReport
 from core.timeframes import as_utc
-from flows._reporting import finish, first_error, unit_row
+from flows._fanout import Chain, fan_out, finish
 from tasks.collect import fetch_candles, plan_fetch, store_candles
 
 
@@ -31,11 +32,14 @@ def collect_candles(
     overlap_bars: int | None = None,
     home: str | None = None,
     config: str | None = None,
-) -> list[dict]:
+    settings: Settings | None = None,
+) -> list[CollectReport]:
     """Collect closed candles for each symbol × timeframe. Parameters left empty take the
     configuration's values (universe, history_days, overlap_bars). ``end`` (default: now, never
-    later) collects as if it were that time: reproducible runs and backfills of a past range."""
-    settings = load_settings(config, home)
+    later) collects as if it were that time: reproducible runs and backfills of a past range.
+    ``settings``: the configuration already resolved by the caller (else loaded from ``config`` /
+    ``home``)."""
+    settings = settings or load_settings(config, home)
     broker = create_broker(settings)
     now = datetime.now(UTC) if end is None else min(as_utc(end), datetime.now(UTC))
     retry = {
@@ -45,18 +49,13 @@ def collect_candles(
     plan, fetch = plan_fetch.with_options(**retry), fetch_candles.with_options(**retry)
     history = history_days or settings.universe.history_days
     overlap = settings.collect.overlap_bars if overlap_bars is None else overlap_bars
-    units = []
-    for symbol, timeframe in collection_units(settings, symbols, timeframes):
+
+    def chain(symbol: str, timeframe: str) -> Chain:
         window = plan.submit(broker, settings.home, symbol, timeframe, now, history, overlap, start)
         candles = fetch.submit(broker, symbol, timeframe, window)
-        report = store_candles.submit(settings.home, symbol, timeframe, candles, now)
-        units.append((symbol, timeframe, window, candles, report))
+        return window, candles, store_candles.submit(settings.home, symbol, timeframe, candles, now)
 
-    rows = []
-    for symbol, timeframe, window, candles, report in units:
-        error = first_error(window, candles, report)
-        fetched = candles.result().height if candles.state.is_completed() else None
-        rows.append(unit_row(symbol, timeframe, fetched, None if error else report.result(), error))
+    rows = fan_out(collection_units(settings, symbols, timeframes), chain, CollectReport)
     return finish(rows, "collect-report", f"Candles collected from broker {broker.name!r}")
 
 

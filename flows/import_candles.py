@@ -7,10 +7,11 @@ from pathlib import Path
 
 from prefect import flow
 
-from core.config import load_settings
+from core.config import Settings, load_settings
+from core.reports import CollectReport
 from core.symbols import normalize_symbol
 from core.timeframes import parse_timeframe
-from flows._reporting import publish_table, unit_row
+from flows._fanout import publish_table
 from tasks.collect import read_candles_file, store_candles
 
 
@@ -22,16 +23,16 @@ def import_candles(
     timezone: str | None = None,
     home: str | None = None,
     config: str | None = None,
-) -> dict:
+    settings: Settings | None = None,
+) -> CollectReport:
     """Validate and store ``file`` as ``symbol`` × ``timeframe``."""
-    settings = load_settings(config, home)
+    settings = settings or load_settings(config, home)
     path = Path(file).expanduser().resolve()
     symbol, tf = normalize_symbol(symbol), parse_timeframe(timeframe).name
     candles = read_candles_file(path, tf, timezone or settings.files.timezone)
-    report = store_candles(
+    row = store_candles(
         settings.home, symbol, tf, candles, source=f"import:{path}", keep_forming=True
     )
-    row = unit_row(symbol, tf, candles.height, report, None)
     publish_table("import-report", [row], f"Imported {path.name}")
     return row
 

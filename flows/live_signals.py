@@ -14,9 +14,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from core.collect import collection_units
 from core.config import Settings, load_settings
 from core.errors import UnitsFailedError
-from core.reports import SIGNAL_FIELDS
+from core.reports import SignalReport
 from features.build import correlated_symbols
-from flows._reporting import first_error, publish_table, raise_if_failed
+from flows._fanout import first_error, publish_table, raise_if_failed
 from flows.collect_candles import collect_candles
 from tasks.live import notify_signals, open_live_run, publish_charts, score_symbol
 
@@ -30,27 +30,29 @@ def live_signals(
     now: datetime | None = None,
     home: str | None = None,
     config: str | None = None,
-) -> list[dict]:
+    settings: Settings | None = None,
+) -> list[SignalReport]:
     """Score the newest closed candle of every symbol (default: the universe) for ``timeframe``
-    (default: the first configured one). ``now``: score as of this time (tests, replays)."""
-    settings = load_settings(config, home)
+    (default: the first configured one). ``now``: score as of this time (tests, replays).
+    ``settings``: the configuration already resolved by the caller (else loaded from ``config``
+    / ``home``)."""
+    settings = settings or load_settings(config, home)
     timeframe = timeframe or settings.universe.timeframes[0]
     units = collection_units(settings, symbols, [timeframe])
     names = [s for s, _ in units]
     if collect:
-        _collect(names + correlated_for(settings, names), timeframe, now, home, config)
+        _collect(names + correlated_for(settings, names), timeframe, now, settings)
     ctx = open_live_run(settings, names, timeframe, now)
     futures = [(s, score_symbol.submit(ctx, s, timeframe)) for s in names]
-    rows = []
-    for symbol, future in futures:
+    rows: list[SignalReport] = []
+    for symbol, future in futures:  # a symbol's rows: its champion's and any shadow's
         error = first_error(future)
         if error:
             rows.append(
-                dict.fromkeys(SIGNAL_FIELDS)
-                | {"symbol": symbol, "timeframe": timeframe, "status": "ERROR", "error": error}
+                SignalReport(symbol=symbol, timeframe=timeframe, status="ERROR", error=error)
             )
         else:
-            rows.extend(r | {"error": _refused(r)} for r in future.result())
+            rows += [r.model_copy(update={"error": _refused(r)}) for r in future.result()]
     publish_table("live-signals", rows, f"Signals for the newest {timeframe} candles")
     if charts:  # a failed chart shows as a failed task; it never holds back the notification
         drawn = publish_charts(ctx, rows, return_state=True)
@@ -60,25 +62,21 @@ def live_signals(
     return raise_if_failed(rows)
 
 
-def _collect(
-    symbols: list[str], timeframe: str, now: datetime | None, home: str | None, config: str | None
-) -> None:
+def _collect(symbols: list[str], timeframe: str, now: datetime | None, settings: Settings) -> None:
     """The collect flow's tasks, run in this flow (a subflow costs ~1 s of its own). A failed
     fetch is not fatal: the symbol's last candle will be judged STALE (the failure shows in the
     collect report and the failed task)."""
     try:
-        collect_candles.fn(
-            symbols=symbols, timeframes=[timeframe], end=now, home=home, config=config
-        )
+        collect_candles.fn(symbols=symbols, timeframes=[timeframe], end=now, settings=settings)
     except UnitsFailedError as exc:
         get_run_logger().warning("collect: %s", exc)
 
 
-def _refused(row: dict) -> str | None:
+def _refused(row: SignalReport) -> str | None:
     """ERROR and SPEC_MISMATCH fail the run (someone must look); STALE and NO_MODEL do not (a
     closed market, a symbol not yet promoted)."""
-    if row["status"] in ("ERROR", "SPEC_MISMATCH"):
-        return f"{row['status']}: " + "; ".join(row.get("reasons") or [])
+    if row.status in ("ERROR", "SPEC_MISMATCH"):
+        return f"{row.status}: " + "; ".join(row.reasons or [])
     return None
 
 

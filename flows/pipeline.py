@@ -1,28 +1,30 @@
-"""The main job: collect → dataset → train (with promotion) → live signals as one parent flow.
-Each stage is its own flow, run here as a subflow, so the Prefect UI shows the chain with each
-stage's state, retries and artifacts. A symbol that fails a stage is left out of the later ones;
-the others go on, and the run ends failed naming what failed."""
+"""The main job: collect → dataset (label, features) → train (record, promote) → live signals as
+one parent flow. Each stage is its own flow, run here as a subflow with the configuration
+resolved once for the run, so the Prefect UI shows the chain with each stage's state, retries and
+artifacts. A symbol that fails a stage is left out of the later ones; the others go on, and the
+run ends failed naming what failed."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TypeVar
 
-from prefect import flow
+from prefect import State, flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from core.collect import collection_units
-from core.config import load_settings
+from core.config import Settings, load_settings
 from core.errors import CandleflowError, UnitsFailedError
-from core.reports import SUMMARY_FIELDS
+from core.reports import RunReport, SummaryRow, UnitReport
 from flows import build_dataset, collect_candles, train_models
 from flows.live_signals import live_signals
 
-STAGES = ("collect", "dataset", "train", "signals")
+R = TypeVar("R", bound=UnitReport)
 
 
-def _rows(state: Any) -> tuple[list[dict], str | None]:
+def _rows(state: State) -> tuple[list[R], str | None]:
     """A stage's rows (also those of a partly failed run) and its error, if any."""
     result = state.result(raise_on_failure=False)
     if isinstance(result, UnitsFailedError):
@@ -34,9 +36,20 @@ def _rows(state: Any) -> tuple[list[dict], str | None]:
     return result, None
 
 
-def _ok(rows: list[dict], symbols: list[str]) -> list[str]:
-    failed = {r["symbol"] for r in rows if r.get("error")}
-    done = {r["symbol"] for r in rows}
+def _stage(
+    report: RunReport, name: str, run: Callable[[list[str]], list[State]], symbols: list[str]
+) -> list[str]:
+    """Run a stage on ``symbols`` (none: every symbol failed an earlier stage), keep its rows,
+    time and error in ``report``; the symbols it succeeded for."""
+    start, rows = time.perf_counter(), []
+    for state in run(symbols) if symbols else []:
+        done, error = _rows(state)
+        rows += done
+        if error:
+            report.errors[name] = error
+    setattr(report, name, rows)
+    report.seconds[name] = round(time.perf_counter() - start, 2)
+    failed, done = {r.symbol for r in rows if r.error}, {r.symbol for r in rows}
     return [s for s in symbols if s in done and s not in failed]
 
 
@@ -47,123 +60,82 @@ def run_pipeline(
     signals: bool = True,
     home: str | None = None,
     config: str | None = None,
-) -> dict[str, Any]:
+    settings: Settings | None = None,
+) -> RunReport:
     """The whole pipeline on the configured universe (or ``symbols`` × ``timeframes``);
     ``signals=False`` stops after training and promotion (a retraining)."""
-    settings = load_settings(config, home)
+    settings = settings or load_settings(config, home)
     units = collection_units(settings, symbols, timeframes)
     names = list(dict.fromkeys(s for s, _ in units))
     tfs = list(dict.fromkeys(t for _, t in units))
-    common = {"timeframes": tfs, "home": home, "config": config, "return_state": True}
-    document: dict[str, Any] = {"seconds": {}, "errors": {}}
-
-    def stage(name: str, fn: Any, **params: Any) -> list[dict]:
-        if not params["symbols"]:  # every symbol failed an earlier stage
-            document[name], document["seconds"][name] = [], 0.0
-            return []
-        start = time.perf_counter()
-        rows, error = _rows(fn(**params))
-        document["seconds"][name] = round(time.perf_counter() - start, 2)
-        document[name] = rows
-        if error:
-            document["errors"][name] = error
-        return rows
-
-    started = time.perf_counter()
-    kept = _ok(
-        stage("collect", collect_candles.configured(settings), symbols=names, **common), names
-    )
-    kept = _ok(stage("dataset", build_dataset.configured(settings), symbols=kept, **common), kept)
-    kept = _ok(stage("train", train_models.configured(settings), symbols=kept, **common), kept)
-    scored: list[dict] = []
-    start = time.perf_counter()
-    for tf in tfs if kept and signals else []:  # one live run per timeframe
-        rows, error = _rows(
+    common = {"timeframes": tfs, "settings": settings, "return_state": True}
+    stages: dict[str, Callable[[list[str]], list[State]]] = {
+        "collect": lambda kept: [collect_candles.configured(settings)(symbols=kept, **common)],
+        "dataset": lambda kept: [build_dataset.configured(settings)(symbols=kept, **common)],
+        "train": lambda kept: [train_models.configured(settings)(symbols=kept, **common)],
+        "signals": lambda kept: [  # one live run per timeframe
             live_signals(
-                symbols=kept,
-                timeframe=tf,
-                collect=False,
-                home=home,
-                config=config,
-                return_state=True,
+                symbols=kept, timeframe=tf, collect=False, settings=settings, return_state=True
             )
-        )
-        scored += rows
-        if error:
-            document["errors"]["signals"] = error
-    document["signals"] = scored
-    document["seconds"]["signals"] = round(time.perf_counter() - start, 2)
-    document["seconds"]["total"] = round(time.perf_counter() - started, 2)
-    document["summary"] = summary(document)
-    document["flow_run"] = flow_run.get_name()
+            for tf in (tfs if signals else [])
+        ],
+    }
+    report, kept, started = RunReport(), names, time.perf_counter()
+    for name, run in stages.items():
+        kept = _stage(report, name, run, kept)
+    report.seconds["total"] = round(time.perf_counter() - started, 2)
+    report.summary = summary(report)
+    report.flow_run = flow_run.get_name()
     create_markdown_artifact(
         key="pipeline-summary",
-        markdown=_markdown(document),
+        markdown=_markdown(report),
         description="candleflow run: one line per symbol",
     )
-    if document["errors"]:
-        raise UnitsFailedError(
-            "; ".join(f"{k}: {v}" for k, v in document["errors"].items()), [document]
-        )
-    return document
+    if report.errors:
+        message = "; ".join(f"{k}: {v}" for k, v in report.errors.items())
+        raise UnitsFailedError(message, [report])
+    return report
 
 
-def summary(document: dict[str, Any]) -> list[dict[str, Any]]:
+def summary(report: RunReport) -> list[SummaryRow]:
     """Per symbol × timeframe: candles, dataset rows, best family, out-of-sample AUC, net
     Sharpe, DSR, promoted?, the latest signal and tier."""
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    rows: dict[tuple[str, str], SummaryRow] = {}
 
-    def at(r: dict) -> dict[str, Any]:
-        return rows.setdefault(
-            (r["symbol"], r["timeframe"]),
-            {
-                "symbol": r["symbol"],
-                "timeframe": r["timeframe"],
-                "candles": None,
-                "dataset_rows": None,
-                "best_family": None,
-                "oos_auc": None,
-                "net_sharpe": None,
-                "dsr": None,
-                "promoted": None,
-                "signal": None,
-                "tier": None,
-                "error": None,
-            },
-        )
+    def at(r: UnitReport) -> SummaryRow:
+        key = (r.symbol, r.timeframe)
+        row = rows.setdefault(key, SummaryRow(symbol=r.symbol, timeframe=r.timeframe))
+        row.error = row.error or r.error
+        return row
 
-    for r in document.get("collect", []):
-        at(r).update(candles=r.get("rows"), error=r.get("error"))
-    for r in document.get("dataset", []):
-        at(r).update(dataset_rows=r.get("rows"), error=r.get("error") or at(r)["error"])
-    for r in document.get("train", []):
-        m, families = r.get("metrics") or {}, r.get("families") or {}
-        best = max(families, key=lambda f: families[f].get("oos_roc_auc", 0), default=None)
-        at(r).update(
-            best_family=best,
-            oos_auc=m.get("oos_auc"),
-            net_sharpe=m.get("oos_sharpe"),
-            dsr=m.get("dsr"),
-            promoted=r.get("promoted"),
-            error=r.get("error") or at(r)["error"],
-        )
-    for r in document.get("signals", []):
-        if not r.get("shadow"):
-            at(r).update(signal=r.get("action") or r.get("status"), tier=r.get("tier"))
-    for row in rows.values():
-        for key in ("oos_auc", "net_sharpe", "dsr"):
-            if isinstance(row[key], float):
-                row[key] = round(row[key], 3)
+    for r in report.collect:
+        at(r).candles = r.rows
+    for r in report.dataset:
+        at(r).dataset_rows = r.rows
+    for r in report.train:
+        m, row = r.metrics or {}, at(r)
+        row.best_family, row.promoted = r.best_family(), r.promoted
+        row.oos_auc, row.net_sharpe = _round(m.get("oos_auc")), _round(m.get("oos_sharpe"))
+        row.dsr = _round(m.get("dsr"))
+    for s in report.signals:
+        if not s.shadow:
+            row = at(s)
+            row.signal, row.tier = s.action or s.status, s.tier
     return list(rows.values())
 
 
-def _markdown(document: dict[str, Any]) -> str:
-    head = SUMMARY_FIELDS
+def _round(value: float | int | None) -> float | None:
+    return None if value is None else round(float(value), 3)
+
+
+def _markdown(report: RunReport) -> str:
+    head = SummaryRow.columns()
     lines = ["# candleflow run", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for r in document["summary"]:
+    for row in report.summary:
+        r = row.row()
         cells = [f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in head]
         lines.append("| " + " | ".join(cells) + " |")
-    seconds = ", ".join(f"{k} {v:.1f} s" for k, v in document["seconds"].items())
+    seconds = ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items())
     return "\n".join([*lines, "", f"Time: {seconds}."])
 
 

@@ -9,11 +9,10 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.collect import collection_units
-from core.config import load_settings
-from flows._reporting import first_error, publish_decisions, raise_if_failed
+from core.config import Settings, load_settings
+from core.reports import PromoteReport
+from flows._fanout import Chain, fan_out, publish_decisions, raise_if_failed
 from tasks.promote import review_challenger
-
-PROMOTE_FIELDS = ("symbol", "timeframe", "version", "promoted", "kind", "reasons", "error")
 
 
 @flow(name="promote-models", task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -22,18 +21,15 @@ def promote_models(
     timeframes: list[str] | None = None,
     home: str | None = None,
     config: str | None = None,
-) -> list[dict]:
+    settings: Settings | None = None,
+) -> list[PromoteReport]:
     """Review the challenger of every symbol × timeframe (defaults: the configured universe)."""
-    settings = load_settings(config, home)
-    units = [
-        (symbol, timeframe, review_challenger.submit(settings, symbol, timeframe))
-        for symbol, timeframe in collection_units(settings, symbols, timeframes)
-    ]
-    rows = []
-    for symbol, timeframe, future in units:
-        error = first_error(future)
-        row = dict.fromkeys(PROMOTE_FIELDS) | {"symbol": symbol, "timeframe": timeframe}
-        rows.append(row | ({"error": error} if error else future.result()))
+    settings = settings or load_settings(config, home)
+
+    def chain(symbol: str, timeframe: str) -> Chain:
+        return (review_challenger.submit(settings, symbol, timeframe),)
+
+    rows = fan_out(collection_units(settings, symbols, timeframes), chain, PromoteReport)
     publish_decisions(rows)
     return raise_if_failed(rows)
 

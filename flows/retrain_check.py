@@ -13,26 +13,10 @@ from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from core.collect import collection_units
-from core.config import load_settings
-from flows._reporting import first_error, publish_table, raise_if_failed
+from core.config import Settings, load_settings
+from core.reports import RetrainReport
+from flows._fanout import Chain, fan_out, first_error, publish_table, raise_if_failed
 from tasks.retrain import assess_retrain, start_retraining
-
-RETRAIN_FIELDS = (
-    "symbol",
-    "timeframe",
-    "champion",
-    "newest",
-    "data_end",
-    "new_samples",
-    "live_resolved",
-    "live_hit_rate",
-    "trained_hours_ago",
-    "retrain",
-    "trigger",
-    "reasons",
-    "flow_run",
-    "error",
-)
 
 
 @flow(name="retrain-check", task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -43,37 +27,34 @@ def retrain_check(
     now: datetime | None = None,
     home: str | None = None,
     config: str | None = None,
-) -> list[dict]:
+    settings: Settings | None = None,
+) -> list[RetrainReport]:
     """Judge every model (defaults: the configured universe); retrain those due — ``start``:
     through the ``retrain.deployment`` (the served default), ``inline`` as a subflow here (no
     server needed), or ``none`` (report only)."""
-    settings = load_settings(config, home)
+    settings = settings or load_settings(config, home)
     now = now or datetime.now(UTC)
-    futures = [
-        (s, t, assess_retrain.submit(settings, s, t, now))
-        for s, t in collection_units(settings, symbols, timeframes)
-    ]
-    rows = []
-    for symbol, timeframe, future in futures:
-        error = first_error(future)
-        row = dict.fromkeys(RETRAIN_FIELDS) | {"symbol": symbol, "timeframe": timeframe}
-        rows.append(row | ({"error": error} if error else future.result()))
+
+    def chain(symbol: str, timeframe: str) -> Chain:
+        return (assess_retrain.submit(settings, symbol, timeframe, now),)
+
+    rows = fan_out(collection_units(settings, symbols, timeframes), chain, RetrainReport)
     due: dict[str, list[str]] = defaultdict(list)
     for row in rows:
-        if row["retrain"]:
-            due[row["timeframe"]].append(row["symbol"])
+        if row.retrain:
+            due[row.timeframe].append(row.symbol)
     params = {k: v for k, v in (("home", home), ("config", config)) if v is not None}
-    for timeframe, names in due.items():
-        started = _start(start, settings.retrain.deployment, names, timeframe, params)
-        for row in rows:
-            if row["retrain"] and row["timeframe"] == timeframe:
-                row.update(started)
+    started = {
+        timeframe: _start(start, settings, names, timeframe, params)
+        for timeframe, names in due.items()
+    }
+    rows = [r.model_copy(update=started[r.timeframe]) if r.retrain else r for r in rows]
     publish_table("retrain-check", rows, "Retrain check: new samples, live hit rate, decision")
     return raise_if_failed(rows)
 
 
 def _start(
-    how: str, deployment: str, symbols: list[str], timeframe: str, params: dict
+    how: str, settings: Settings, symbols: list[str], timeframe: str, params: dict[str, str]
 ) -> dict[str, str | None]:
     """Start the retraining; what was started (or why not) for the report rows."""
     if how == "none":
@@ -82,15 +63,21 @@ def _start(
         from flows.pipeline import run_pipeline
 
         state = run_pipeline(
-            symbols=symbols, timeframes=[timeframe], signals=False, return_state=True, **params
+            symbols=symbols,
+            timeframes=[timeframe],
+            signals=False,
+            settings=settings,
+            return_state=True,
+            **params,
         )
         return {"flow_run": state.name, "error": None if state.is_completed() else state.message}
+    deployment = settings.retrain.deployment
     future = start_retraining.submit(deployment, symbols, timeframe, params)
     error = first_error(future)
     if error:
         hint = " (is it deployed? `candleflow serve`, or `prefect deploy --all`)"
         return {"error": f"starting {deployment}: {error}{hint}"}
-    return {"flow_run": future.result()["flow_run"]}
+    return {"flow_run": future.result().flow_run}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Stage 4: per-symbol training — purged CV, Optuna per family, an ensemble, an honest
-walk-forward out-of-sample evaluation, tracked in MLflow and registered as ``challenger``.
-Fanned out per symbol × timeframe; one unit's failure does not stop the others."""
+"""Stage 4 (and 5): per-symbol training — purged CV, Optuna per family, an ensemble, an honest
+walk-forward out-of-sample evaluation, tracked in MLflow and registered as ``challenger`` — then
+the promotion gate on each new challenger, as its own task. Fanned out per symbol × timeframe;
+one unit's failure does not stop the others."""
 
 from __future__ import annotations
 
@@ -9,23 +10,13 @@ from prefect.artifacts import create_markdown_artifact
 
 from core.collect import collection_units
 from core.config import Settings, load_settings
-from flows._reporting import first_error, publish_decisions, publish_table, raise_if_failed
+from core.reports import TrainReport
+from flows._fanout import Chain, fan_out, publish_decisions, publish_table, raise_if_failed
 from flows._runner import ConfiguredTaskRunner, task_runner, training_workers
 from models.training import TrainingConfig
-from tasks.promote import review_challenger
+from tasks.promote import review_trained
 from tasks.train import read_training_data, record, registered_trials, train
 
-TRAIN_FIELDS = (
-    "symbol",
-    "timeframe",
-    "model_name",
-    "version",
-    "metrics",
-    "trials",
-    "promoted",
-    "reasons",
-    "error",
-)
 SUMMARY = ("cv_auc", "oos_auc", "oos_sharpe", "oos_days", "dsr", "pbo", "trades", "bh_sharpe")
 
 
@@ -37,80 +28,60 @@ def train_models(
     promote: bool = True,
     home: str | None = None,
     config: str | None = None,
-) -> list[dict]:
+    settings: Settings | None = None,
+) -> list[TrainReport]:
     """Train every symbol × timeframe (defaults: the configured universe) from its dataset, then
-    (``promote``) put each new challenger through the promotion gate."""
-    settings = load_settings(config, home)
-    if trials is not None:
-        settings.training.trials = trials
-    journal = settings.home / "optuna"
-    units = []
-    for symbol, timeframe in collection_units(settings, symbols, timeframes):
+    (``promote``) put each new challenger through the promotion gate. ``trials``: Optuna trials
+    per family (default: configured). ``settings``: the configuration already resolved by the
+    caller (else loaded from ``config`` / ``home``)."""
+    settings = settings or load_settings(config, home)
+    if trials is not None:  # a copy: the caller's settings stay as they were
+        training = settings.training.model_copy(update={"trials": trials})
+        settings = settings.model_copy(update={"training": training})
+    home_dir, uri, journal = settings.home, settings.mlflow.tracking_uri, settings.home / "optuna"
+
+    def chain(symbol: str, timeframe: str) -> Chain:
         cfg = TrainingConfig.from_settings(settings, symbol, timeframe)
-        data = read_training_data.submit(settings.home, symbol, timeframe)
-        prior = registered_trials.submit(
-            settings.home, settings.mlflow.tracking_uri, symbol, timeframe
-        )
+        data = read_training_data.submit(home_dir, symbol, timeframe)
+        prior = registered_trials.submit(home_dir, uri, symbol, timeframe)
         result = train.submit(data, cfg, journal, symbol, timeframe, prior)
-        recorded = record.submit(
-            result, cfg, data, settings.home, settings.mlflow.tracking_uri, symbol, timeframe
+        recorded = record.submit(result, cfg, data, home_dir, uri, symbol, timeframe)
+        if not promote:
+            return data, prior, result, recorded
+        return (
+            data,
+            prior,
+            result,
+            recorded,
+            review_trained.submit(settings, recorded, symbol, timeframe),
         )
-        units.append((symbol, timeframe, data, prior, result, recorded))
-    rows, decisions = [], []
-    for symbol, timeframe, data, prior, result, recorded in units:
-        error = first_error(data, prior, result, recorded)
-        row = dict.fromkeys(TRAIN_FIELDS) | {"symbol": symbol, "timeframe": timeframe}
-        row |= {"error": error} if error else recorded.result()
-        if promote and not error and not row.get("reused"):  # a reused version was judged
-            decision = review_challenger.submit(settings, symbol, timeframe, row["version"])
-            decisions.append((row, decision))
-        rows.append(row)
-    outcomes = []
-    for row, decision in decisions:
-        error = first_error(decision)
-        unit = {"symbol": row["symbol"], "timeframe": row["timeframe"]}
-        failed = dict.fromkeys(("promoted", "reasons", "summary")) | unit
-        outcome = failed | {"error": f"promotion: {error}"} if error else decision.result()
-        row.update(
-            promoted=outcome.get("promoted"),
-            reasons=outcome.get("reasons"),
-            error=outcome.get("error"),
-        )
-        outcomes.append(outcome | {"version": row["version"], "error": row["error"]})
-    if outcomes:  # the review's own rows, with its summaries
-        publish_decisions(outcomes)
+
+    rows = fan_out(collection_units(settings, symbols, timeframes), chain, TrainReport)
+    decisions = [r.promotion for r in rows if r.promotion is not None]
+    if decisions:
+        publish_decisions(decisions)
     create_markdown_artifact(
         key="training-report",
         markdown=_markdown(rows),
         description="Out-of-sample evaluation per symbol",
     )
-    table = [
-        {
-            "symbol": r["symbol"],
-            "timeframe": r["timeframe"],
-            "version": r["version"],
-            **(r["metrics"] or {}),
-            "error": r["error"],
-        }
-        for r in rows
-    ]
-    publish_table("training-metrics", table, "Out-of-sample metrics of the trained ensembles")
+    publish_table("training-metrics", rows, "Out-of-sample metrics of the trained ensembles")
     return raise_if_failed(rows)
 
 
-def _markdown(rows: list[dict]) -> str:
+def _markdown(rows: list[TrainReport]) -> str:
     lines = [
         "# Training",
         "",
-        "| symbol | tf | version | " + " | ".join(SUMMARY) + " |",
-        "|---" * (3 + len(SUMMARY)) + "|",
+        "| symbol | tf | version | " + " | ".join(SUMMARY) + " | promoted |",
+        "|---" * (4 + len(SUMMARY)) + "|",
     ]
     for r in rows:
-        m = r["metrics"] or {}
+        m = r.metrics or {}
         cells = [f"{m[k]:.3f}" if isinstance(m.get(k), float) else "-" for k in SUMMARY]
         lines.append(
-            f"| {r['symbol']} | {r['timeframe']} | {r['version'] or r['error']} | "
-            + " | ".join(cells)
+            f"| {r.symbol} | {r.timeframe} | {r.version or r.error} | "
+            + " | ".join([*cells, str(r.promoted)])
             + " |"
         )
     return "\n".join(lines)

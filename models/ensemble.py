@@ -10,15 +10,24 @@ voting, and the fitted ensemble as one object the registry stores and the live s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
+from pydantic import JsonValue
 from scipy.optimize import minimize
+from sklearn.base import BaseEstimator
 from sklearn.metrics import log_loss
 
 from models.zoo import positive_probability
 
 Method = Literal["weighted", "majority"]
+
+
+class Combined(NamedTuple):
+    """The combined families per row: the ensemble's probability, and whether it goes long."""
+
+    probability: np.ndarray
+    long: np.ndarray
 
 
 def fit_weights(oof: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
@@ -43,19 +52,19 @@ def fit_weights(oof: dict[str, np.ndarray], y: np.ndarray) -> dict[str, float]:
 class Ensemble:
     """Fitted family models and how to combine them (pickled into the registered model)."""
 
-    models: dict[str, Any]
+    models: dict[str, BaseEstimator]  # fitted, by family name
     weights: dict[str, float]
     feature_columns: list[str]
     method: Method = "weighted"
     threshold: float = 0.55
     min_agree: int = 2
-    metadata: dict[str, Any] = field(default_factory=dict)  # spec, labels, data range, …
+    metadata: dict[str, JsonValue] = field(default_factory=dict)  # spec, labels, data range, …
 
     def family_probabilities(self, X: np.ndarray) -> dict[str, np.ndarray]:
         return {name: positive_probability(model, X) for name, model in self.models.items()}
 
-    def combine(self, probas: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(probability, long signal) from the families' probabilities."""
+    def combine(self, probas: dict[str, np.ndarray]) -> Combined:
+        """The ensemble's probability and long signal from the families' probabilities."""
         return combine(probas, self.weights, self.method, self.threshold, self.min_agree)
 
 
@@ -65,12 +74,12 @@ def combine(
     method: Method,
     threshold: float,
     min_agree: int,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> Combined:
     names = list(probas)
     if method == "weighted":
         w = np.array([weights[n] for n in names])
         p = np.column_stack([probas[n] for n in names]) @ (w / w.sum())
-        return p, p >= threshold
+        return Combined(p, p >= threshold)
     p = np.mean([probas[n] for n in names], axis=0)
     votes = np.sum([probas[n] >= threshold for n in names], axis=0)
-    return p, votes >= min(min_agree, len(names))
+    return Combined(p, votes >= min(min_agree, len(names)))

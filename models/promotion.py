@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 
 from core.config import PromotionSettings
+from core.reports import CheckReport, PromoteReport
 
 PERIODS_PER_YEAR = 365
 
@@ -102,17 +103,19 @@ class Decision:
             "decision_compared_with": self.champion_version or "",
         }
 
-    def to_dict(self) -> dict:
-        return {
-            "symbol": self.symbol,
-            "timeframe": self.timeframe,
-            "version": self.version,
-            "promoted": self.promoted,
-            "kind": self.kind,
-            "reasons": self.reasons,
-            "champion_version": self.champion_version,
-            "checks": [asdict(c) for c in self.checks],
-        }
+    def report(self) -> PromoteReport:
+        """The decision as a report row (CLI, ``--json``, artifacts)."""
+        return PromoteReport(
+            symbol=self.symbol,
+            timeframe=self.timeframe,
+            version=self.version,
+            promoted=self.promoted,
+            kind=self.kind,
+            reasons=self.reasons,
+            champion_version=self.champion_version,
+            checks=[CheckReport(**asdict(c)) for c in self.checks],
+            summary=self.summary(),
+        )
 
 
 def _value(metrics: Mapping[str, float | None], key: str) -> float:

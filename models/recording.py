@@ -9,8 +9,9 @@ import json
 import math
 import subprocess
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -22,6 +23,8 @@ import polars as pl
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
+from core.reports import TrainReport
+from features.dataset import Dataset, DatasetMeta
 from models.evidence import (
     EVALUATION_DIGEST,
     VERSION_METRICS,
@@ -38,6 +41,9 @@ from models.tracking import (
     setup,
 )
 from models.training import TrainingConfig, TrainingResult
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CHALLENGER = "challenger"
 
@@ -107,103 +113,150 @@ def _metrics(values: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in values.items() if math.isfinite(v)}  # NaN: undefined, not logged
 
 
+@dataclass(frozen=True)
+class TrainingRun:
+    """A training as recorded: the registered version, its MLflow run and experiment."""
+
+    model_name: str
+    version: str
+    run_id: str
+    experiment: str
+    reused: bool  # this exact training was registered before: that version, not a new one
+
+
 def record_training(
     result: TrainingResult,
     cfg: TrainingConfig,
-    metadata: dict[str, Any],
+    dataset: Dataset,
     home: Path,
     tracking_uri: str = "",
-    *,
-    dataset: pl.DataFrame,
-) -> dict[str, Any]:
-    """Log the training and register the ensemble; returns model name, version and run id.
-    ``dataset``: the frame trained on, whose last rows become the model's code fingerprint."""
-    symbol, timeframe = metadata["symbol"], metadata["timeframe"]
+) -> TrainingRun:
+    """Log the training and register the ensemble as ``challenger``. The dataset's last rows
+    become the model's code fingerprint."""
+    meta = dataset.meta
     client = setup(home, tracking_uri)
-    experiment_id = ensure_experiment(client, experiment_name(symbol, timeframe), home)
-    name = registered_name(symbol, timeframe)
-    trials = int(result.metrics["trials"])
-    key = training_key(result, cfg, metadata)
+    experiment = experiment_name(meta.symbol, meta.timeframe)
+    name = registered_name(meta.symbol, meta.timeframe)
+    key = training_key(result, cfg, meta)
     existing = find_version(client, name, key)
     if existing is not None:  # a retried record after a successful registration
         if not existing.aliases:
             client.set_registered_model_alias(name, CHALLENGER, existing.version)
-        return {
-            "model_name": name,
-            "version": str(existing.version),
-            "run_id": existing.run_id,
-            "experiment": experiment_name(symbol, timeframe),
-            "reused": True,
-        }
+        return TrainingRun(name, str(existing.version), existing.run_id, experiment, True)
     tags = {
-        "symbol": symbol,
-        "timeframe": timeframe,
-        "data_first": metadata["candle_first"],
-        "data_last": metadata["candle_last"],
+        "symbol": meta.symbol,
+        "timeframe": meta.timeframe,
+        "data_first": meta.candle_first.isoformat(),
+        "data_last": meta.candle_last.isoformat(),
         "data_hash": result.data_hash,
-        "spec_hash": metadata["spec_hash"],
+        "spec_hash": meta.spec_hash,
         "code_version": code_version(),
-        "trials": str(trials),
+        "trials": str(int(result.metrics["trials"])),
     }
+    experiment_id = ensure_experiment(client, experiment, home)
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"train {symbol} {timeframe}", tags=tags
+        experiment_id=experiment_id, run_name=f"train {meta.symbol} {meta.timeframe}", tags=tags
     ) as parent:
-        mlflow.log_params(
-            {f"training.{k}": v for k, v in cfg.__dict__.items() if k != "strategy"}
-            | {f"costs.{k}": v for k, v in cfg.strategy.costs.__dict__.items()}
-            | {f"risk.{k}": v for k, v in cfg.strategy.risk.model_dump().items()}
-            | {f"labels.{k}": v for k, v in metadata["label_spec"].items()}
-        )
-        mlflow.log_metrics(_metrics(result.metrics))
-        for family, tuned in result.tuned.items():
-            with mlflow.start_run(
-                experiment_id=experiment_id,
-                run_name=family,
-                nested=True,
-                tags=tags | {"family": family},
-            ):
-                mlflow.log_params(tuned.params)
-                mlflow.log_metrics(_metrics(result.family_metrics[family]))
-        digest = _log_artifacts(result, metadata)
+        _log_runs(result, cfg, meta, experiment_id, tags)
+        digest = _log_artifacts(result, meta)
         mlflow.log_param(EVALUATION_DIGEST, digest)  # a param cannot change once logged
-        fingerprint = take(result.ensemble, dataset).to_json()
+        fingerprint = take(result.ensemble, dataset.frame).to_json()
         info = log_ensemble(result.ensemble, _input_example(result), fingerprint)
         # The version and its tags in one call: a retry never meets a version without its key.
-        version_tags = _version_tags(result, metadata, key) | {EVALUATION_DIGEST: digest}
+        version_tags = _version_tags(result, meta, key) | {EVALUATION_DIGEST: digest}
         info = mlflow.register_model(info.model_uri, name, tags=version_tags)
     version = str(info.version)
     client.set_registered_model_alias(name, CHALLENGER, version)
-    return {
-        "model_name": name,
-        "version": version,
-        "run_id": parent.info.run_id,
-        "experiment": experiment_name(symbol, timeframe),
-        "reused": False,
-    }
+    return TrainingRun(name, version, parent.info.run_id, experiment, False)
 
 
-def _version_tags(result: TrainingResult, metadata: dict[str, Any], key: str) -> dict[str, str]:
+# Report names (CLI --json, artifacts) → the metric logged in MLflow (which has them all).
+SUMMARY_METRICS = {
+    "cv_auc": "cv_roc_auc",
+    "oos_auc": "oos_roc_auc",
+    "oos_logloss": "oos_log_loss",
+    "oos_sharpe": "oos_sharpe_annual",
+    "oos_days": "oos_days",
+    "psr": "oos_psr",
+    "dsr": "oos_dsr",
+    "pbo": "pbo",
+    "trials_total": "trials_total",
+    "trades": "oos_trades",
+    "win_rate": "oos_win_rate",
+    "profit_factor": "oos_profit_factor",
+    "max_drawdown": "oos_max_drawdown",
+    "exposure": "oos_exposure",
+    "bh_sharpe": "oos_bh_sharpe_annual",
+    "cv_sharpe": "cv_sharpe_annual",
+}
+
+
+def train_report(run: TrainingRun, result: TrainingResult, meta: DatasetMeta) -> TrainReport:
+    """The training's report row: the version and its headline metrics under report names
+    (NaN, undefined, e.g. without trades, as None)."""
+    m = result.metrics
+    return TrainReport(
+        symbol=meta.symbol,
+        timeframe=meta.timeframe,
+        model_name=run.model_name,
+        version=run.version,
+        run_id=run.run_id,
+        experiment=run.experiment,
+        reused=run.reused,
+        metrics={
+            name: None if m.get(key) is None or math.isnan(m[key]) else m[key]
+            for name, key in SUMMARY_METRICS.items()
+        },
+        families=result.family_metrics,
+        trials=int(m["trials"]),
+    )
+
+
+def _log_runs(
+    result: TrainingResult,
+    cfg: TrainingConfig,
+    meta: DatasetMeta,
+    experiment_id: str,
+    tags: dict[str, str],
+) -> None:
+    """The parameters and metrics of the (active) parent run, and a nested run per family."""
+    mlflow.log_params(
+        {f"training.{k}": v for k, v in cfg.__dict__.items() if k != "strategy"}
+        | {f"costs.{k}": v for k, v in cfg.strategy.costs.__dict__.items()}
+        | {f"risk.{k}": v for k, v in cfg.strategy.risk.model_dump().items()}
+        | {f"labels.{k}": v for k, v in meta.label_spec.model_dump(mode="json").items()}
+    )
+    mlflow.log_metrics(_metrics(result.metrics))
+    for family, tuned in result.tuned.items():
+        with mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=family,
+            nested=True,
+            tags=tags | {"family": family},
+        ):
+            mlflow.log_params(tuned.params)
+            mlflow.log_metrics(_metrics(result.family_metrics[family]))
+
+
+def _version_tags(result: TrainingResult, meta: DatasetMeta, key: str) -> dict[str, str]:
     holdout = result.predictions.filter(pl.col("set") == "oos")["ts"]
     # Display copies of the evaluation (the gate reads the run's evaluation.json, models.evidence).
     tags = {k: tag_text(result.metrics.get(k)) for k in VERSION_METRICS}
     return tags | {
-        "spec_hash": metadata["spec_hash"],
+        "spec_hash": meta.spec_hash,
         "data_hash": result.data_hash,
         "training_key": key,
         "oos_start": holdout.min().isoformat(),
         "oos_end": holdout.max().isoformat(),
-        "data_last": metadata["candle_last"],
+        "data_last": meta.candle_last.isoformat(),
     }
 
 
-def training_key(result: TrainingResult, cfg: TrainingConfig, metadata: dict[str, Any]) -> str:
+def training_key(result: TrainingResult, cfg: TrainingConfig, meta: DatasetMeta) -> str:
     """What makes two trainings the same: data, spec, labels, training config and code."""
-    parts = [result.data_hash, metadata["spec_hash"], metadata["label_spec"], repr(cfg)]
-    text = json.dumps(
-        [*parts, code_version()],
-        sort_keys=True,
-        default=str,
-    )
+    label_spec = meta.label_spec.model_dump(mode="json")
+    parts = [result.data_hash, meta.spec_hash, label_spec, repr(cfg)]
+    text = json.dumps([*parts, code_version()], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -214,24 +267,24 @@ def find_version(client: MlflowClient, name: str, key: str) -> ModelVersion | No
     return client.get_model_version(name, found[0].version) if found else None
 
 
-def _input_example(result: TrainingResult) -> Any:
+def _input_example(result: TrainingResult) -> pd.DataFrame:
     import pandas as pd
 
     columns = result.ensemble.feature_columns
     return pd.DataFrame(np.zeros((2, len(columns))), columns=columns)
 
 
-def _log_artifacts(result: TrainingResult, metadata: dict[str, Any]) -> str:
+def _log_artifacts(result: TrainingResult, meta: DatasetMeta) -> str:
     """The evidence as artifacts under ``evaluation/``; returns the sha256 of evaluation.json."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        spec = json.loads(meta.feature_spec.canonical_json())
         (folder / "feature_spec.json").write_text(
-            json.dumps(
-                {"spec_hash": metadata["spec_hash"], "spec": metadata["feature_spec"]}, indent=2
-            )
+            json.dumps({"spec_hash": meta.spec_hash, "spec": spec}, indent=2)
         )
-        (folder / "label_spec.json").write_text(json.dumps(metadata["label_spec"], indent=2))
-        (folder / "folds.json").write_text(json.dumps(result.folds, indent=2))
+        (folder / "label_spec.json").write_text(meta.label_spec.model_dump_json(indent=2))
+        folds = [asdict(f) for f in result.folds]
+        (folder / "folds.json").write_text(json.dumps(folds, indent=2))
         evaluation = {
             "ensemble": result.metrics,
             "families": result.family_metrics,

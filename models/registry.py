@@ -11,7 +11,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import joblib
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -28,7 +27,7 @@ from models.evidence import (
     tag_disagreements,
 )
 from models.promotion import Check, Comparison, Decision, compare, gate, metrics_from_tags
-from models.tracking import registered_name
+from models.tracking import ENSEMBLE_ARTIFACT, read_ensemble, registered_name
 
 logger = logging.getLogger(__name__)
 
@@ -63,19 +62,18 @@ def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
         raise
 
 
-ENSEMBLE_ARTIFACT = "artifacts/ensemble.joblib"  # in a version logged by tracking.log_ensemble
 _CHECKED_REQUIREMENTS: dict[str, list[str]] = {}  # a model's requirements → unmet ones
 
 
 def load_ensemble(
     name: str, version: str, client: MlflowClient | None = None, uri: str | None = None
 ) -> Ensemble:
-    """The fitted ensemble inside a registered version: its artifact, read as the pyfunc's own
-    ``load_context`` reads it, after the model's pinned requirements are compared with this
-    environment (a mismatch is logged, once per set of requirements). Loading the whole pyfunc
-    costs ~4× more (its MLmodel parsed three times, each requirement resolved anew: 20 models in
-    2.1 s against 0.5 s measured), the largest cost of a live run in a fresh process. A version of
-    another layout loads through the pyfunc. ``uri``: the version's download URI, if known."""
+    """The fitted ensemble inside a registered version, read from its artifact by the pyfunc's
+    own loader (``tracking.read_ensemble``) without loading the whole pyfunc, which parses its
+    MLmodel and resolves every requirement again: the largest cost of a live run in a fresh
+    process. The model's pinned requirements are compared with this environment first (a
+    mismatch is logged, once per set of requirements). A version of another layout loads through
+    the pyfunc. ``uri``: the version's download URI, if known."""
     uri = uri or (client or MlflowClient()).get_model_version_download_uri(name, str(version))
     try:
         path = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/{ENSEMBLE_ARTIFACT}")
@@ -93,7 +91,7 @@ def load_ensemble(
                 version,
                 ", ".join(unmet),
             )
-    return joblib.load(path)
+    return read_ensemble(path)
 
 
 def unmet_requirements(requirements: str) -> list[str]:

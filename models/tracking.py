@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from core.errors import DataFormatError
 from core.locks import exclusive
 from core.symbols import normalize_symbol
 from core.timeframes import parse_timeframe
@@ -88,12 +89,28 @@ def ensure_experiment(client: MlflowClient, name: str, home: Path) -> str:
     return client.create_experiment(name, artifact_location=location.as_uri())
 
 
+# Where a logged model keeps its fitted ensemble (the pyfunc's ``ensemble`` artifact).
+ENSEMBLE_ARTIFACT = "artifacts/ensemble.joblib"
+
+
+def read_ensemble(path: str | Path) -> Ensemble:
+    """The fitted ensemble in a model's ``ensemble`` artifact: the one loader, used by the pyfunc
+    (``load_context``) and by the live stage, which reads the artifact without the pyfunc."""
+    ensemble = joblib.load(path)
+    if not isinstance(ensemble, Ensemble):
+        raise DataFormatError(
+            f"{path} holds a {type(ensemble).__name__}, not a candleflow Ensemble: the model was"
+            " not logged by candleflow's log_ensemble; train and register it again"
+        )
+    return ensemble
+
+
 class CandleflowModel(mlflow.pyfunc.PythonModel):
     """The registered model: features in (the columns of its spec), per-family probabilities,
     the ensemble probability and the long signal out."""
 
     def load_context(self, context: Any) -> None:
-        self.ensemble: Ensemble = joblib.load(context.artifacts["ensemble"])
+        self.ensemble = read_ensemble(context.artifacts["ensemble"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         missing = [c for c in self.ensemble.feature_columns if c not in model_input.columns]

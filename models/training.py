@@ -23,14 +23,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 
 from core.config import Settings
-from core.feature_spec import LabelSpec
 from core.timeframes import parse_timeframe
+from features.dataset import Dataset, DatasetMeta
 from models.backtest import BacktestResult, backtest
 from models.ensemble import Ensemble, fit_weights
 from models.metrics import classification_report, probability_of_backtest_overfitting
@@ -89,36 +88,60 @@ class TrainingConfig:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class FoldRecord:
+    """A development fold or a walk-forward step, as recorded with the training."""
+
+    kind: str  # development | walk_forward
+    fold: int
+    train: int
+    test: int
+    test_start: str
+    test_end: str
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a training reads: the dataset and the candles it came from (the backtest's prices)."""
+
+    dataset: Dataset
+    candles: pl.DataFrame
+
+
 @dataclass
 class TrainingResult:
     ensemble: Ensemble
     tuned: dict[str, Tuned]
     metrics: dict[str, float]  # the ensemble's: cv_*, oos_*, pbo, trials, trials_total, …
     family_metrics: dict[str, dict[str, float]]
-    folds: list[dict[str, Any]]  # development folds and walk-forward steps, for the record
     predictions: pl.DataFrame  # out-of-fold (dev) and out-of-sample probabilities per family
     oos_backtest: BacktestResult
-    data_hash: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    folds: list[FoldRecord] = field(default_factory=list)
+    data_hash: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)  # tuning, walk-forward, final fit
 
 
-def data_hash(frame: pl.DataFrame, metadata: dict[str, Any]) -> str:
+def data_hash(dataset: Dataset) -> str:
     """Identifies the training data: every value of every row, and the specs."""
+    frame, meta = dataset.frame, dataset.meta
     rows = frame.hash_rows(seed=0).sum()  # every column: features, labels, timestamps
-    text = f"{metadata['spec_hash']}|{metadata['label_spec']}|{frame.height}|{rows}"
+    # The label spec as the sorted dict it was hashed as since the first release (hashes, and
+    # the Optuna studies keyed by them, stay valid).
+    label_spec = dict(sorted(meta.label_spec.model_dump(mode="json").items()))
+    text = f"{meta.spec_hash}|{label_spec}|{frame.height}|{rows}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _fold_record(ts: pl.Series, rows: np.ndarray, folds: list[Fold], kind: str) -> list[dict]:
+def _fold_record(ts: pl.Series, rows: np.ndarray, folds: list[Fold], kind: str) -> list[FoldRecord]:
     return [
-        {
-            "kind": kind,
-            "fold": i,
-            "train": int(f.train.size),
-            "test": int(f.test.size),
-            "test_start": ts[int(rows[f.test[0]])].isoformat(),
-            "test_end": ts[int(rows[f.test[-1]])].isoformat(),
-        }
+        FoldRecord(
+            kind,
+            i,
+            int(f.train.size),
+            int(f.test.size),
+            ts[int(rows[f.test[0]])].isoformat(),
+            ts[int(rows[f.test[-1]])].isoformat(),
+        )
         for i, f in enumerate(folds)
     ]
 
@@ -142,9 +165,8 @@ def _bt(
     )
 
 
-def _setup(cfg: TrainingConfig, metadata: dict[str, Any], candles: pl.DataFrame) -> Setup:
-    labels = LabelSpec.model_validate(metadata["label_spec"])
-    return Setup(cfg.strategy, candles, labels, metadata["symbol"], metadata["timeframe"])
+def _setup(cfg: TrainingConfig, meta: DatasetMeta, candles: pl.DataFrame) -> Setup:
+    return Setup(cfg.strategy, candles, meta.label_spec, meta.symbol, meta.timeframe)
 
 
 def _layout(frame: pl.DataFrame, cfg: TrainingConfig) -> tuple[WalkForward, list[Fold]]:
@@ -188,8 +210,7 @@ def _walk(
 
 
 def train_dataset(
-    frame: pl.DataFrame,
-    metadata: dict[str, Any],
+    dataset: Dataset,
     candles: pl.DataFrame,
     cfg: TrainingConfig,
     journal_dir: Path,
@@ -198,17 +219,47 @@ def train_dataset(
     """Tune, combine, walk forward, refit on everything and evaluate (module docstring).
     ``prior_trials``: the N the model's registered evidence already holds (its newest version's
     ``trials_total``), so a lost or deleted journal never lowers it."""
-    columns = metadata["feature_columns"]
-    X = frame.select(columns).to_numpy().astype(np.float64)
+    frame, meta = dataset.frame, dataset.meta
+    X = frame.select(meta.feature_columns).to_numpy().astype(np.float64)
     y = (frame["label"] == 1).to_numpy().astype(np.int8)
     walk, folds = _layout(frame, cfg)
-    dev, oos = walk.development, walk.oos
-    setup, digest = _setup(cfg, metadata, candles), data_hash(frame, metadata)
-    dev_frame = frame[dev]
-    journal = journal_dir / f"{metadata['symbol']}_{metadata['timeframe']}.journal"
-    key = cfg.study_key(digest)
-
+    setup, digest = _setup(cfg, meta, candles), data_hash(dataset)
+    journal = journal_dir / f"{meta.symbol}_{meta.timeframe}.journal"
     clock = time.perf_counter()
+    tuned, oof = _tune(setup, frame[walk.development], X, y, walk, folds, cfg, journal, digest)
+    seconds = {"tuning": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    oos_p = _walk(tuned, X, y, walk, cfg)
+    seconds["walk_forward"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    ensemble = _final(tuned, oof, X, y, y[walk.development], meta, cfg)
+    seconds["final_fit"] = time.perf_counter() - clock
+    journal_n, sharpes = journal_trials(journal)
+    n = max(journal_n, prior_trials + sum(t.new_trials for t in tuned.values()))
+    evidence = _Evidence(
+        frame, walk.development, walk.oos, y, oof, oos_p, len(walk.steps), n, sharpes
+    )
+    result = _evaluate(ensemble, tuned, evidence, setup, cfg)
+    result.folds = _fold_record(frame["ts"], walk.development, folds, "development")
+    result.folds += _fold_record(frame["ts"], np.arange(frame.height), walk.steps, "walk_forward")
+    result.data_hash = digest
+    result.seconds = seconds  # where the time went (bench/bench_promotion.py)
+    return result
+
+
+def _tune(
+    setup: Setup,
+    dev_frame: pl.DataFrame,
+    X: np.ndarray,
+    y: np.ndarray,
+    walk: WalkForward,
+    folds: list[Fold],
+    cfg: TrainingConfig,
+    journal: Path,
+    digest: str,
+) -> tuple[dict[str, Tuned], dict[str, np.ndarray]]:
+    """Each family tuned by purged CV on the development events; its out-of-fold probabilities."""
+    dev, key = walk.development, cfg.study_key(digest)
     tuned, oof = {}, {}
     for family in cfg.families:
 
@@ -229,38 +280,35 @@ def train_dataset(
             study_name=f"{family}-{key}",
             sharpe_of=trial_result,
         )
+    return tuned, oof
+
+
+def _final(
+    tuned: dict[str, Tuned],
+    oof: dict[str, np.ndarray],
+    X: np.ndarray,
+    y: np.ndarray,
+    y_dev: np.ndarray,
+    meta: DatasetMeta,
+    cfg: TrainingConfig,
+) -> Ensemble:
+    """The registered model: the families refitted on every event, weighted on the development
+    out-of-fold probabilities."""
     weights = (
-        fit_weights(oof, y[dev]) if cfg.method == "weighted" else {f: 1 / len(oof) for f in oof}
+        fit_weights(oof, y_dev) if cfg.method == "weighted" else {f: 1 / len(oof) for f in oof}
     )
-    seconds = {"tuning": time.perf_counter() - clock}
-    clock = time.perf_counter()
-    oos_p = _walk(tuned, X, y, walk, cfg)
-    seconds["walk_forward"] = time.perf_counter() - clock
-    clock = time.perf_counter()
     models = {
         f: fit(f, r.params, X, y, seed=cfg.seed, n_threads=cfg.n_threads) for f, r in tuned.items()
     }
-    seconds["final_fit"] = time.perf_counter() - clock
-    meta_keys = ("symbol", "timeframe", "spec_hash", "feature_spec", "label_spec")
-    ensemble = Ensemble(
+    return Ensemble(
         models,
         weights,
-        list(columns),
+        list(meta.feature_columns),
         cfg.method,
         cfg.threshold,
         cfg.min_agree,
-        metadata={k: metadata[k] for k in meta_keys},
+        metadata=meta.model_metadata(),
     )
-    journal_n, sharpes = journal_trials(journal)
-    n = max(journal_n, prior_trials + sum(t.new_trials for t in tuned.values()))
-    evidence = _Evidence(frame, dev, oos, y, oof, oos_p, len(walk.steps), n, sharpes)
-    result = _evaluate(ensemble, tuned, evidence, setup, cfg)
-    result.folds = _fold_record(frame["ts"], dev, folds, "development") + _fold_record(
-        frame["ts"], np.arange(frame.height), walk.steps, "walk_forward"
-    )
-    result.data_hash = digest
-    result.extra["seconds"] = seconds  # where the time went (bench/bench_promotion.py)
-    return result
 
 
 @dataclass(frozen=True)
@@ -343,7 +391,13 @@ def _evaluate(
         }
         for f in tuned
     }
-    predictions = pl.concat(
+    predictions = _predictions(e, oof_p, oos_ens)
+    return TrainingResult(ensemble, tuned, _finite(metrics), family_metrics, predictions, result)
+
+
+def _predictions(e: _Evidence, oof_p: np.ndarray, oos_ens: np.ndarray) -> pl.DataFrame:
+    """Out-of-fold (dev) and out-of-sample probabilities per family and combined, per event."""
+    return pl.concat(
         [
             pl.DataFrame(
                 {
@@ -359,9 +413,6 @@ def _evaluate(
                 ("oos", e.oos, e.oos_p, oos_ens),
             )
         ]
-    )
-    return TrainingResult(
-        ensemble, tuned, _finite(metrics), family_metrics, [], predictions, result, ""
     )
 
 

@@ -1,6 +1,7 @@
-"""Model zoo: four binary-classifier families behind one interface (fast defaults, an Optuna
-search space, an unfitted scikit-learn-compatible estimator), so CV, tuning and ensembles never
-branch on the family. Families are config keys: ``logreg``, ``hgb``, ``xgboost``, ``lightgbm``.
+"""Model zoo: four binary-classifier families behind one interface (``models.family``: fast
+defaults, an Optuna search space, an unfitted scikit-learn-compatible estimator, its scores by the
+library's fastest route), so CV, tuning, ensembles and live scoring never branch on the family.
+Families are config keys: ``logreg``, ``hgb``, ``xgboost``, ``lightgbm``.
 
 The contract of every estimator ``build`` returns (scikit-learn's): the constructor only stores
 parameters; ``fit(X, y, sample_weight=None)`` returns self; ``predict_proba(X)[:, 1]`` is P(y = 1).
@@ -21,23 +22,15 @@ Newton-Cholesky uses BLAS for an ~80 × 80 Hessian and X'WX products: brief, sma
 from __future__ import annotations
 
 import logging
-import numbers
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from functools import cache
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from types import MappingProxyType
-from typing import Any
 
 import lightgbm as lgb
 import numpy as np
-import optuna
 import xgboost as xgb
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
+from numpy.typing import ArrayLike
+from optuna.distributions import FloatDistribution, IntDistribution
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -48,18 +41,9 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import ThreadpoolController
 
 from core.errors import ConfigError
+from models.family import ModelFamily, Params, Scores
 
 logger = logging.getLogger(__name__)
-
-# Set by build()'s keyword arguments or by the caller's sample_weight, never through params.
-RESERVED_PARAMS = MappingProxyType(
-    {
-        "random_state": "pass seed= to build()",
-        "n_jobs": "pass n_threads= to build()",
-        "class_weight": "pass sample_weight=balanced_sample_weight(y) to fit()",
-        "scale_pos_weight": "pass sample_weight=balanced_sample_weight(y) to fit()",
-    }
-)
 
 
 class UnknownModelFamilyError(ConfigError, ValueError):
@@ -84,9 +68,9 @@ def balanced_sample_weight(y: np.ndarray) -> np.ndarray:
 _CONTROLLER: ThreadpoolController | None = None
 
 
-def _openmp_limit(n_threads: int) -> Any:
+def _openmp_limit(n_threads: int) -> AbstractContextManager[object]:
     """An OpenMP thread cap. The controller finds the loaded libraries once: a fresh scan per call
-    (``threadpool_limits``) costs ~5 ms, more than scoring one row."""
+    (``threadpool_limits``) costs more than scoring one row."""
     global _CONTROLLER
     if _CONTROLLER is None:
         _CONTROLLER = ThreadpoolController()
@@ -107,9 +91,11 @@ class ThreadCapped(ClassifierMixin, BaseEstimator):
         tags.input_tags.allow_nan = get_tags(self.estimator).input_tags.allow_nan
         return tags
 
-    def fit(self, X: Any, y: Any, sample_weight: np.ndarray | None = None) -> ThreadCapped:
+    def fit(
+        self, X: ArrayLike, y: ArrayLike, sample_weight: np.ndarray | None = None
+    ) -> ThreadCapped:
         estimator = clone(self.estimator)
-        fit_params: dict[str, Any] = {}
+        fit_params: dict[str, np.ndarray] = {}
         if sample_weight is not None:
             key = "sample_weight"
             if isinstance(estimator, Pipeline):
@@ -122,106 +108,111 @@ class ThreadCapped(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = estimator.n_features_in_
         return self
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self)
         with _openmp_limit(self.n_threads):
             return self.estimator_.predict_proba(X)
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: ArrayLike) -> np.ndarray:
         proba = self.predict_proba(X)  # checks fitted before classes_ is read
         return self.classes_[np.argmax(proba, axis=1)]
 
 
-@dataclass(frozen=True)
-class ModelFamily:
-    """One model family: its defaults, its search space and how to build an unfitted estimator.
+class _Logreg(ModelFamily):
+    """Standardised features, then a logistic regression, under :class:`ThreadCapped`. Its scores
+    are computed step by step as the pipeline itself does, standardising ``X`` once for both: the
+    pipeline's own per-call machinery costs more than the arithmetic of one row."""
 
-    ``build`` merges params over ``default_params``; names must be parameters of ``estimator_cls``
-    (a typo would otherwise be ignored silently by XGBoost/LightGBM). ``suggest`` names each Optuna
-    parameter exactly as ``build`` takes it, so ``study.best_params`` can be passed to ``build``.
-    """
+    def make(self, params: Params, seed: int, n_threads: int) -> BaseEstimator:
+        # The solver is deterministic; random_state is stored so a solver change stays seeded.
+        logreg = self.estimator_cls(random_state=seed, **params)
+        pipeline = Pipeline([("scale", StandardScaler()), ("logreg", logreg)])
+        return ThreadCapped(pipeline, n_threads=n_threads)
 
-    name: str
-    estimator_cls: type
-    default_params: Mapping[str, Any]
-    space: Mapping[str, BaseDistribution]
-    make: Callable[[dict[str, Any], int, int], BaseEstimator]  # (params, seed, n_threads)
+    def owns(self, fitted: BaseEstimator) -> bool:
+        return (
+            isinstance(fitted, ThreadCapped)
+            and isinstance(fitted.estimator, Pipeline)
+            and isinstance(fitted.estimator[-1], self.estimator_cls)
+        )
 
-    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        """This family's search space, sampled by ``trial``."""
-        return {name: _suggest(trial, name, dist) for name, dist in self.space.items()}
+    def feature_contributions(self, fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
+        """Coefficient × standardised value, plus the intercept."""
+        return _linear_contributions(*_standardised(fitted, X))
 
-    def build(
-        self, params: Mapping[str, Any] | None = None, *, seed: int, n_threads: int
-    ) -> BaseEstimator:
-        """An unfitted estimator with ``params`` over the defaults, seeded, capped to n_threads."""
-        params = dict(params or {})
-        self._check_params(params)
-        if (
-            isinstance(n_threads, bool)
-            or not isinstance(n_threads, numbers.Integral)
-            or n_threads < 1
+    def probability_and_contributions(self, fitted: BaseEstimator, X: np.ndarray) -> Scores:
+        model, scaled = _standardised(fitted, X)
+        return Scores(model.predict_proba(scaled)[:, 1], _linear_contributions(model, scaled))
+
+
+def _standardised(fitted: ThreadCapped, X: np.ndarray) -> tuple[LogisticRegression, np.ndarray]:
+    """The fitted logistic regression of a logreg estimator, and ``X`` through the steps before."""
+    check_is_fitted(fitted)
+    pipeline: Pipeline = fitted.estimator_
+    scaled = X
+    for _, step in pipeline.steps[:-1]:
+        if step is not None and step != "passthrough":
+            scaled = step.transform(scaled)
+    return pipeline[-1], scaled
+
+
+def _linear_contributions(model: LogisticRegression, scaled: np.ndarray) -> np.ndarray:
+    scaled = np.asarray(scaled, dtype=np.float64)
+    bias = np.full((scaled.shape[0], 1), model.intercept_[0])
+    return np.hstack([scaled * model.coef_[0], bias])
+
+
+class _Hgb(ModelFamily):
+    """scikit-learn's histogram gradient boosting, under :class:`ThreadCapped`."""
+
+    def make(self, params: Params, seed: int, n_threads: int) -> BaseEstimator:
+        return ThreadCapped(self.estimator_cls(random_state=seed, **params), n_threads=n_threads)
+
+    def owns(self, fitted: BaseEstimator) -> bool:
+        return isinstance(fitted, ThreadCapped) and isinstance(fitted.estimator, self.estimator_cls)
+
+    def feature_contributions(self, fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError(
+            "no per-row feature contributions for HistGradientBoosting: scikit-learn has no "
+            "TreeSHAP for it. Use the lightgbm or xgboost family to explain predictions, or "
+            "sklearn.inspection.permutation_importance for global importance."
+        )
+
+
+class _XGBoost(ModelFamily):
+    """XGBoost, threads as ``n_jobs``."""
+
+    def make(self, params: Params, seed: int, n_threads: int) -> BaseEstimator:
+        return self.estimator_cls(random_state=seed, n_jobs=n_threads, **params)
+
+    def feature_contributions(self, fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
+        """XGBoost's exact TreeSHAP."""
+        booster = fitted.get_booster()
+        matrix = xgb.DMatrix(X, feature_names=booster.feature_names, nthread=fitted.n_jobs)
+        return booster.predict(matrix, pred_contribs=True)
+
+
+class _LightGBM(ModelFamily):
+    """LightGBM, threads as ``n_jobs``. Scores come from its booster directly: what the
+    scikit-learn wrapper calls, after per-call checks that cost more than the trees of the one row
+    live scoring predicts."""
+
+    def make(self, params: Params, seed: int, n_threads: int) -> BaseEstimator:
+        return self.estimator_cls(random_state=seed, n_jobs=n_threads, **params)
+
+    def positive_probability(self, fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
+        if (  # where the wrapper would only pass X on to the booster
+            getattr(fitted, "n_classes_", 0) == 2
+            and not callable(fitted.objective)
+            and isinstance(fitted.n_jobs, int)
+            and fitted.n_jobs > 0
         ):
-            raise ConfigError(f"n_threads must be an integer ≥ 1, got {n_threads!r}")
-        return self.make({**self.default_params, **params}, int(seed), int(n_threads))
+            return np.asarray(fitted.booster_.predict(X, num_threads=fitted.n_jobs))
+        return super().positive_probability(fitted, X)
 
-    def _check_params(self, params: Mapping[str, Any]) -> None:
-        for key in params:
-            if key in RESERVED_PARAMS:
-                raise ConfigError(
-                    f"model family {self.name!r}: params may not set {key!r}; "
-                    f"{RESERVED_PARAMS[key]}"
-                )
-        unknown = sorted(set(params) - self.param_names())
-        if unknown:
-            raise ConfigError(
-                f"model family {self.name!r}: unknown params {unknown}; valid: "
-                f"{sorted(self.param_names() - set(RESERVED_PARAMS))}"
-            )
-
-    def param_names(self) -> frozenset[str]:
-        """Names ``build`` accepts in params (plus the reserved ones, which it refuses)."""
-        return _constructor_params(self.estimator_cls) | set(self.default_params) | set(self.space)
-
-
-@cache
-def _constructor_params(cls: type) -> frozenset[str]:
-    return frozenset(cls().get_params(deep=False))
-
-
-def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
-    if isinstance(dist, FloatDistribution):
-        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    if isinstance(dist, IntDistribution):
-        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
-    if isinstance(dist, CategoricalDistribution):
-        return trial.suggest_categorical(name, dist.choices)
-    raise TypeError(f"unsupported distribution for {name!r}: {dist!r}")
-
-
-def _make_logreg(params: dict[str, Any], seed: int, n_threads: int) -> BaseEstimator:
-    # The solver is deterministic; random_state is stored so a solver change stays seeded.
-    pipeline = Pipeline(
-        [
-            ("scale", StandardScaler()),
-            ("logreg", LogisticRegression(random_state=seed, **params)),
-        ]
-    )
-    return ThreadCapped(pipeline, n_threads=n_threads)
-
-
-def _make_hgb(params: dict[str, Any], seed: int, n_threads: int) -> BaseEstimator:
-    return ThreadCapped(
-        HistGradientBoostingClassifier(random_state=seed, **params), n_threads=n_threads
-    )
-
-
-def _make_xgboost(params: dict[str, Any], seed: int, n_threads: int) -> BaseEstimator:
-    return xgb.XGBClassifier(random_state=seed, n_jobs=n_threads, **params)
-
-
-def _make_lightgbm(params: dict[str, Any], seed: int, n_threads: int) -> BaseEstimator:
-    return lgb.LGBMClassifier(random_state=seed, n_jobs=n_threads, **params)
+    def feature_contributions(self, fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
+        """LightGBM's exact TreeSHAP."""
+        return np.asarray(fitted.booster_.predict(X, pred_contrib=True, num_threads=fitted.n_jobs))
 
 
 def _log_float(low: float, high: float) -> FloatDistribution:
@@ -244,7 +235,7 @@ _L2 = _log_float(1e-3, 10.0)
 # (seeded), 300 rounds at 0.05. Every default lies inside its family's search space.
 FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
     {
-        "logreg": ModelFamily(
+        "logreg": _Logreg(
             name="logreg",
             estimator_cls=LogisticRegression,
             # Newton-Cholesky: exact second-order steps on ~80 features converge in a few
@@ -255,11 +246,10 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
             # Strong regularisation: market features are noisy and collinear; a large C also
             # needs many L-BFGS iterations on them (seconds per fit, for nothing).
             space=MappingProxyType({"C": _log_float(1e-4, 0.1)}),
-            make=_make_logreg,
         ),
         # scikit-learn 1.9 bins weighted data with one weighted quantile per bin edge in Python:
         # with sample_weight, ~8 of ~9 s per fit at 20k × 80 (upstream fix: scikit-learn#34248).
-        "hgb": ModelFamily(
+        "hgb": _Hgb(
             name="hgb",
             estimator_cls=HistGradientBoostingClassifier,
             default_params=MappingProxyType(
@@ -286,9 +276,8 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                     "max_features": FloatDistribution(0.3, 1.0),
                 }
             ),
-            make=_make_hgb,
         ),
-        "xgboost": ModelFamily(
+        "xgboost": _XGBoost(
             name="xgboost",
             estimator_cls=xgb.XGBClassifier,
             default_params=MappingProxyType(
@@ -315,9 +304,8 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                     "reg_lambda": _L2,
                 }
             ),
-            make=_make_xgboost,
         ),
-        "lightgbm": ModelFamily(
+        "lightgbm": _LightGBM(
             name="lightgbm",
             estimator_cls=lgb.LGBMClassifier,
             default_params=MappingProxyType(
@@ -349,7 +337,6 @@ FAMILIES: Mapping[str, ModelFamily] = MappingProxyType(
                     "reg_lambda": _L2,
                 }
             ),
-            make=_make_lightgbm,
         ),
     }
 )
@@ -365,48 +352,25 @@ def get_family(name: str) -> ModelFamily:
         ) from None
 
 
+# For an estimator no family built: the estimator contract only (predict_proba, no contributions).
+_ANY_ESTIMATOR = ModelFamily("estimator", BaseEstimator, MappingProxyType({}), MappingProxyType({}))
+
+
+def family_of(fitted: BaseEstimator) -> ModelFamily:
+    """The family that built ``fitted``: the one whose scoring methods apply to it."""
+    return next((f for f in FAMILIES.values() if f.owns(fitted)), _ANY_ESTIMATOR)
+
+
 def positive_probability(fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
-    """P(y = 1) per row: ``predict_proba(X)[:, 1]``, the same numbers. A binary LightGBM model
-    predicts through its booster (what its wrapper calls after per-call checks that cost ~10× the
-    trees of a one-row live prediction: 0.05 ms against 0.6 ms measured)."""
-    if (
-        isinstance(fitted, lgb.LGBMClassifier)
-        and getattr(fitted, "n_classes_", 0) == 2
-        and not callable(fitted.objective)
-        and isinstance(fitted.n_jobs, int)
-        and fitted.n_jobs > 0
-    ):
-        return np.asarray(fitted.booster_.predict(X, num_threads=fitted.n_jobs))
-    return fitted.predict_proba(X)[:, 1]
+    """P(y = 1) per row: ``predict_proba(X)[:, 1]``, the same numbers, by the family's fastest
+    route (:meth:`ModelFamily.positive_probability`)."""
+    return family_of(fitted).positive_probability(fitted, X)
 
 
-def probability_and_contributions(
-    fitted: BaseEstimator, X: np.ndarray
-) -> tuple[np.ndarray, np.ndarray | None]:
+def probability_and_contributions(fitted: BaseEstimator, X: np.ndarray) -> Scores:
     """:func:`positive_probability` and :func:`feature_contributions` together (None where the
-    family has none), the same numbers: what live scoring wants of each family for one row. The
-    logistic pipeline standardises ``X`` once for both, step by step as the pipeline itself does
-    (its own per-call machinery costs more than the arithmetic of one row)."""
-    inner = fitted.estimator_ if isinstance(fitted, ThreadCapped) else fitted
-    if isinstance(inner, Pipeline) and isinstance(inner[-1], LogisticRegression):
-        check_is_fitted(fitted)
-        scaled = X
-        for _, step in inner.steps[:-1]:
-            if step is not None and step != "passthrough":
-                scaled = step.transform(scaled)
-        model: LogisticRegression = inner[-1]
-        return model.predict_proba(scaled)[:, 1], _linear_contributions(model, scaled)
-    try:
-        contributions = feature_contributions(fitted, X)
-    except NotImplementedError:
-        contributions = None
-    return positive_probability(fitted, X), contributions
-
-
-def _linear_contributions(model: LogisticRegression, scaled: Any) -> np.ndarray:
-    scaled = np.asarray(scaled, dtype=np.float64)
-    bias = np.full((scaled.shape[0], 1), model.intercept_[0])
-    return np.hstack([scaled * model.coef_[0], bias])
+    family has none), the same numbers: what live scoring wants of each family for one row."""
+    return family_of(fitted).probability_and_contributions(fitted, X)
 
 
 def feature_contributions(fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
@@ -417,17 +381,4 @@ def feature_contributions(fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
     the intercept. hgb: not available (scikit-learn has no per-row attribution for it).
     """
     check_is_fitted(fitted)
-    if isinstance(fitted, lgb.LGBMClassifier):  # the booster itself: the wrapper costs ~4× more
-        return np.asarray(fitted.booster_.predict(X, pred_contrib=True, num_threads=fitted.n_jobs))
-    if isinstance(fitted, xgb.XGBClassifier):
-        booster = fitted.get_booster()
-        matrix = xgb.DMatrix(X, feature_names=booster.feature_names, nthread=fitted.n_jobs)
-        return booster.predict(matrix, pred_contribs=True)
-    inner = fitted.estimator_ if isinstance(fitted, ThreadCapped) else fitted
-    if isinstance(inner, Pipeline) and isinstance(inner[-1], LogisticRegression):
-        return _linear_contributions(inner[-1], inner[:-1].transform(X))
-    raise NotImplementedError(
-        f"no per-row feature contributions for {type(inner).__name__}: scikit-learn's "
-        "HistGradientBoosting has no TreeSHAP. Use the lightgbm or xgboost family to explain "
-        "predictions, or sklearn.inspection.permutation_importance for global importance."
-    )
+    return family_of(fitted).feature_contributions(fitted, X)

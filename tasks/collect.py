@@ -5,23 +5,24 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import polars as pl
-from prefect import task
+from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import exponential_backoff
 
 from brokers.base import BaseBroker, is_transient
 from brokers.files import read_candle_file
 from core.candles import empty_candles
 from core.collect import FetchWindow, drop_forming, fetch_window
-from core.store import CandleStore, UpsertReport
+from core.reports import CollectReport
+from core.store import CandleStore
 from core.timeframes import parse_timeframe
 from core.validation import check_spacing
 
 
-def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
+def retry_on_transient(task: Task[..., object], task_run: TaskRun, state: State) -> bool:
     """Retry a broker call only when it failed for a reason worth retrying."""
     try:
         state.result()
@@ -87,13 +88,15 @@ def store_candles(
     now: datetime | None = None,
     source: str = "collect",
     keep_forming: bool = False,
-) -> UpsertReport:
+) -> CollectReport:
     """Validate and upsert candles; bad rows go to quarantine. A still-forming candle is dropped
     (it is fetched again once closed) unless ``keep_forming``, which quarantines it instead."""
     now = now or datetime.now(UTC)
+    fetched = candles.height
     if not keep_forming:
         candles = drop_forming(candles, parse_timeframe(timeframe), now)
-    return CandleStore(home).upsert(symbol, timeframe, candles, now=now, source=source)
+    stored = CandleStore(home).upsert(symbol, timeframe, candles, now=now, source=source)
+    return stored.report(fetched)
 
 
 @task(cache_policy=NO_CACHE, task_run_name="read-{path.name}")

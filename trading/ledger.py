@@ -1,7 +1,8 @@
 """The live stage's records in one database (SQLite in the state directory, or any SQLAlchemy URL):
 signals, orders (placed at most once per candle and model version) and risk events. Their tables
 are in ``trading.records``; fills and positions are the execution broker's own tables
-(``brokers.execution``), which the ledger reads.
+(``brokers.execution``), which the ledger reads. Opening the ledger brings the schema of both to
+the newest revision (``trading.migrations``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
@@ -22,7 +22,6 @@ from sqlalchemy.exc import IntegrityError
 
 from brokers.execution import (
     CLOSED,
-    EXECUTION_METADATA,
     OPEN,
     BrokerOrder,
     ExecutionBroker,
@@ -34,13 +33,15 @@ from core.db import UTCDateTime, make_engine
 from core.settings_live import LiveSettings
 from core.symbols import normalize_symbol
 from core.timeframes import as_utc, parse_timeframe
+from trading import migrations
 from trading.records import (
     FILLED,
-    LEDGER_METADATA,
     NEW,
     REJECTED,
-    SIGNAL_STATUSES,
     SUBMITTED,
+    Cell,
+    OrderRow,
+    SignalRecord,
     json_safe,
     orders,
     risk_events,
@@ -112,7 +113,7 @@ class OrderIntent:
         return "cf-" + hashlib.sha256(text.encode()).hexdigest()[:29]
 
 
-def _dtype(sa_type: Any) -> pl.DataType:
+def _dtype(sa_type: sa.types.TypeEngine[object]) -> pl.DataType:
     if isinstance(sa_type, UTCDateTime):
         return pl.Datetime("us", "UTC")
     for base, dtype in (
@@ -131,68 +132,30 @@ def _now() -> datetime:
 
 
 class Ledger:
-    """The live database. ``create_all`` makes the tables (the execution broker's too)."""
+    """The live database, brought to the newest schema when opened (``trading.migrations``:
+    its tables and the execution broker's)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
+        migrations.upgrade(self.engine)
 
     @classmethod
     def from_settings(cls, live: LiveSettings, home: Path) -> Ledger:
         return cls(live.resolved_database_url(home))
 
     def create_all(self) -> None:
-        """Create the missing tables; existing ones and their rows are left alone."""
-        LEDGER_METADATA.create_all(self.engine)
-        EXECUTION_METADATA.create_all(self.engine)
+        """Bring the schema to the newest revision (done on opening already; kept for callers
+        from before migrations). Rows are kept."""
+        migrations.upgrade(self.engine)
 
     def dispose(self) -> None:
         self.engine.dispose()
 
-    def record_signal(
-        self,
-        *,
-        symbol: str,
-        timeframe: str,
-        ts: datetime,
-        model_name: str,
-        model_version: str,
-        status: str,
-        shadow: bool = False,
-        action: int | None = None,
-        probability: float | None = None,
-        weight: float | None = None,
-        tier: str | None = None,
-        position_multiplier: float | None = None,
-        components: Mapping[str, Any] | None = None,
-        explanation: Mapping[str, Any] | None = None,
-    ) -> tuple[int, bool]:
+    def record_signal(self, record: SignalRecord) -> tuple[int, bool]:
         """Insert the signal, or update the row with the same (symbol, timeframe, ts,
         model_version, shadow); returns (row id, created)."""
-        if status not in SIGNAL_STATUSES:
-            raise ValueError(f"signal status {status!r}: allowed {', '.join(SIGNAL_STATUSES)}")
-        key = {
-            "symbol": normalize_symbol(symbol),
-            "timeframe": parse_timeframe(timeframe).name,
-            "ts": as_utc(ts),
-            "model_version": str(model_version),
-            "shadow": bool(shadow),
-        }
-        values = {
-            "model_name": model_name,
-            "status": status,
-            "action": None if action is None else int(action),
-            "probability": json_safe(probability),
-            "weight": json_safe(weight),
-            "tier": None if tier is None else str(json_safe(tier)),
-            "position_multiplier": json_safe(position_multiplier),
-            "components": json_safe(components),
-            "explanation": json_safe(explanation),
-            "updated_at": _now(),
-        }
-        return self._upsert_signal(key, values)
-
-    def _upsert_signal(self, key: dict[str, Any], values: dict[str, Any]) -> tuple[int, bool]:
+        key, values = record.key(), record.values() | {"updated_at": _now()}
         try:
             with self.engine.begin() as conn:
                 row = signals.insert().values(**key, **values, created_at=values["updated_at"])
@@ -206,7 +169,7 @@ class Ledger:
 
     def place_order_once(
         self, intent: OrderIntent, broker: ExecutionBroker
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[OrderRow, bool]:
         """The order for ``intent.key``, placed at most once; returns (order row, created).
 
         The row is committed (status NEW) before the broker hears of it; an order still NEW
@@ -215,22 +178,19 @@ class Ledger:
         leaves the order NEW for the next run."""
         created = self._insert_order(intent, broker)
         row = self._order_for_key(intent)
-        if row["status"] == NEW:
+        if row.status == NEW:
             self._submit(row, broker)
             row = self._order_for_key(intent)
         elif not created:
             logger.info(
-                "order %s for %s already %s: not placed again",
-                row["order_id"],
-                intent.key,
-                row["status"],
+                "order %s for %s already %s: not placed again", row.order_id, intent.key, row.status
             )
-        if not created and (row["side"], row["quantity"]) != (intent.side, intent.quantity):
+        if not created and (row.side, row.quantity) != (intent.side, intent.quantity):
             logger.warning(
                 "order %s exists with side %s quantity %s; the new intent (%s, %s) was ignored",
-                row["order_id"],
-                row["side"],
-                row["quantity"],
+                row.order_id,
+                row.side,
+                row.quantity,
                 intent.side,
                 intent.quantity,
             )
@@ -238,7 +198,7 @@ class Ledger:
 
     def _insert_order(self, intent: OrderIntent, broker: ExecutionBroker) -> bool:
         now = _now()
-        values = dict(zip(_ORDER_KEY, intent.key, strict=True))
+        values: dict[str, Cell] = dict(zip(_ORDER_KEY, intent.key, strict=True))
         values |= {k: getattr(intent, k) for k in _ORDER_TERMS} | {"order_id": intent.order_id}
         values |= {"broker": broker.name, "dry_run": broker.dry_run, "status": NEW}
         try:
@@ -248,10 +208,10 @@ class Ledger:
             return False
         return True
 
-    def _submit(self, row: Mapping[str, Any], broker: ExecutionBroker) -> None:
-        terms = {k: row[k] for k in ("order_id", "symbol", "timeframe", *_ORDER_TERMS)}
-        order = BrokerOrder(candle_ts=row["ts"], **terms)
-        values: dict[str, Any] = {"broker": broker.name, "dry_run": broker.dry_run}
+    def _submit(self, row: OrderRow, broker: ExecutionBroker) -> None:
+        terms = {k: getattr(row, k) for k in ("order_id", "symbol", "timeframe", *_ORDER_TERMS)}
+        order = BrokerOrder(candle_ts=row.ts, **terms)
+        values: dict[str, Cell] = {"broker": broker.name, "dry_run": broker.dry_run}
         try:
             values |= {"status": SUBMITTED, "broker_order_id": broker.submit(order)}
         except OrderRejectedError as exc:
@@ -267,7 +227,7 @@ class Ledger:
         reason: str,
         *,
         symbol: str | None = None,
-        details: Mapping[str, Any] | None = None,
+        details: Mapping[str, object] | None = None,
         ts: datetime | None = None,
     ) -> int:
         """Store one halt, refusal or reduction; returns its row id."""
@@ -301,17 +261,31 @@ class Ledger:
             positions.c.fees.label("fees"),
         ).select_from(orders.outerjoin(positions, positions.c.order_id == orders.c.order_id))
 
-    def _order_for_key(self, intent: OrderIntent) -> dict[str, Any]:
+    def _order_for_key(self, intent: OrderIntent) -> OrderRow:
         where = sa.and_(*(orders.c[k] == v for k, v in zip(_ORDER_KEY, intent.key, strict=True)))
-        with self.engine.connect() as conn:
-            return dict(conn.execute(self._orders_select().where(where)).mappings().one())
+        order = self._first_order(self._orders_select().where(where))
+        if order is None:
+            raise LookupError(f"no order for {intent.key}")  # it was inserted just before
+        return order
 
-    def order(self, order_id: str) -> dict[str, Any] | None:
-        """One order with its reported status, or None."""
+    def _first_order(self, stmt: sa.Select) -> OrderRow | None:
         with self.engine.connect() as conn:
-            stmt = self._orders_select().where(orders.c.order_id == order_id)
             row = conn.execute(stmt).mappings().first()
-        return None if row is None else dict(row)
+        return None if row is None else OrderRow(**row)
+
+    def order(self, order_id: str) -> OrderRow | None:
+        """One order with its reported status, or None."""
+        return self._first_order(self._orders_select().where(orders.c.order_id == order_id))
+
+    def candle_order(self, symbol: str, timeframe: str, ts: datetime) -> OrderRow | None:
+        """The first order (not rejected) of this candle, whichever model version placed it."""
+        stmt = self._orders_select().where(
+            orders.c.symbol == normalize_symbol(symbol),
+            orders.c.timeframe == parse_timeframe(timeframe).name,
+            orders.c.ts == as_utc(ts),
+        )
+        stmt = stmt.where(stmt.selected_columns.status != REJECTED)
+        return self._first_order(stmt.order_by(orders.c.id))
 
     def orders(
         self, since: datetime | None = None, symbol: str | None = None, status: str | None = None
@@ -366,7 +340,7 @@ class Ledger:
         schema = {c.name: _dtype(c.type) for c in columns}
         json_columns = [c.name for c in columns if isinstance(c.type, sa.JSON)]
         with self.engine.connect() as conn:
-            rows = [dict(r) for r in conn.execute(stmt).mappings()]
+            rows: list[dict[str, Cell]] = [dict(r) for r in conn.execute(stmt).mappings()]
         for row in rows:
             for name in json_columns:
                 if row[name] is not None:

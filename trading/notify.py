@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 import httpx
 
+from core.reports import SignalReport
 from core.settings_live import LiveSettings
 
 logger = logging.getLogger(__name__)
@@ -28,7 +27,6 @@ TIER_RANK: dict[str, int] = {
     "NEUTRAL": 1,
     "AVOID": 0,
 }
-ACTIONS = {1: "BUY", 0: "FLAT", -1: "SELL"}
 MAX_LINES = 40  # one message stays well under Telegram's 4096 characters
 REDACTED = "<webhook-url>"
 
@@ -44,35 +42,32 @@ class NotifyReport:
     error: str | None = None
 
 
-def wanted(signal: Mapping[str, Any], min_tier: str) -> bool:
+def wanted(signal: SignalReport, min_tier: str) -> bool:
     """Whether ``signal`` is announced: a champion (not shadow) OK signal whose tier ranks at or
-    above ``min_tier``. Missing ``status``/``shadow`` keys count as OK / champion."""
-    if signal.get("shadow") or signal.get("status", "OK") != "OK":
+    above ``min_tier``. A signal without a status counts as OK."""
+    if signal.shadow or (signal.status or "OK") != "OK":
         return False
-    rank = TIER_RANK.get(str(signal.get("tier")))
+    rank = TIER_RANK.get(str(signal.tier))
     return rank is not None and rank >= TIER_RANK[min_tier]
 
 
-def _number(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+def _number(value: float | None, fmt: str) -> str:
+    if value is None or not math.isfinite(value):
         return "n/a"
     return format(float(value), fmt)
 
 
-def _line(signal: Mapping[str, Any]) -> str:
-    ts = signal.get("ts")
-    when = ts.strftime("%Y-%m-%d %H:%M %Z").strip() if isinstance(ts, datetime) else str(ts)
-    action = signal.get("action")
-    if isinstance(action, int) and not isinstance(action, bool):
-        action = ACTIONS.get(action, str(action))
+def _line(signal: SignalReport) -> str:
+    ts = signal.ts
+    when = str(ts) if ts is None else ts.strftime("%Y-%m-%d %H:%M %Z").strip()
     return (
-        f"{signal.get('symbol')} {signal.get('timeframe')} {when}: {action} {signal.get('tier')}"
-        f" p={_number(signal.get('probability'), '.3f')}"
-        f" weight={_number(signal.get('weight'), '.1f')}"
+        f"{signal.symbol} {signal.timeframe} {when}: {signal.action} {signal.tier}"
+        f" p={_number(signal.probability, '.3f')}"
+        f" weight={_number(signal.weight, '.1f')}"
     )
 
 
-def format_message(signals: Sequence[Mapping[str, Any]]) -> str:
+def format_message(signals: Sequence[SignalReport]) -> str:
     """The message text: a header, then one line per signal (at most ``MAX_LINES``)."""
     lines = [f"candleflow: {len(signals)} signal(s)"]
     lines += [_line(s) for s in signals[:MAX_LINES]]
@@ -81,7 +76,7 @@ def format_message(signals: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def payload(text: str, settings: LiveSettings) -> dict[str, Any]:
+def payload(text: str, settings: LiveSettings) -> dict[str, str]:
     """The JSON body: Slack ``{"text"}``, Telegram ``{"chat_id", "text"}``."""
     if settings.webhook_format == "telegram":
         return {"chat_id": settings.telegram_chat_id, "text": text}
@@ -142,7 +137,7 @@ def _config_problem(url: str, settings: LiveSettings) -> str | None:
     return None
 
 
-def _post(client: httpx.Client, url: str, body: dict[str, Any], timeout: float) -> str | None:
+def _post(client: httpx.Client, url: str, body: dict[str, str], timeout: float) -> str | None:
     """POST ``body``; None when delivered, else the reason (not yet redacted)."""
     try:
         response = client.post(url, json=body, timeout=timeout)
@@ -156,7 +151,7 @@ def _post(client: httpx.Client, url: str, body: dict[str, Any], timeout: float) 
 
 
 def notify(
-    signals: list[dict[str, Any]], settings: LiveSettings, client: httpx.Client | None = None
+    signals: Sequence[SignalReport], settings: LiveSettings, client: httpx.Client | None = None
 ) -> NotifyReport:
     """Announce the wanted signals (:func:`wanted`) in one message. Never raises on a delivery
     failure: the report carries the reason, the URL redacted."""

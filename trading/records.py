@@ -1,17 +1,26 @@
 """What the live ledger records: the signals, orders and risk-events tables with their status
-vocabularies, and ``json_safe`` to make values storable as portable JSON."""
+vocabularies, the typed rows written to and read from them (``SignalRecord``, ``OrderRow``), and
+``json_safe`` to make values storable as portable JSON."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
-from typing import Any
+from typing import TypeAlias, TypedDict
 
 import sqlalchemy as sa
 
 from core.db import UTCDateTime
+from core.symbols import normalize_symbol
+from core.timeframes import as_utc, parse_timeframe
+
+# Plain JSON, as a JSON column stores it (portable to PostgreSQL).
+Json: TypeAlias = "str | int | float | bool | list[Json] | dict[str, Json] | None"
+# A value bound to a column.
+Cell: TypeAlias = "Json | datetime | date"
 
 SIGNAL_STATUSES = ("OK", "SPEC_MISMATCH", "STALE", "NO_MODEL", "ERROR")
 # Stored order statuses (the submission); ``Ledger.orders()`` reports FILLED / CLOSED from
@@ -84,9 +93,10 @@ risk_events = sa.Table(
 )
 
 
-def json_safe(value: Any) -> Any:
+def json_safe(value: object) -> Json:
     """``value`` as plain JSON (portable to PostgreSQL): NaN/inf → None, numpy scalars → Python
-    numbers, datetimes → ISO text, enums → their value, tuples → lists."""
+    numbers, datetimes → ISO text, enums → their value, tuples → lists; anything else that JSON
+    cannot hold raises ``TypeError``."""
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
@@ -95,8 +105,114 @@ def json_safe(value: Any) -> Any:
         return json_safe(value.value)
     if isinstance(value, datetime | date):
         return value.isoformat()
-    if hasattr(value, "item") and callable(value.item):  # numpy scalar
-        value = value.item()
+    item = getattr(value, "item", None)
+    if callable(item):  # a numpy scalar
+        value = item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    return value
+    if value is None or isinstance(value, str | int | float):
+        return value
+    raise TypeError(f"a {type(value).__name__} cannot be stored as JSON: {value!r}")
+
+
+class Contribution(TypedDict):
+    """One feature's part in a prediction, in log-odds."""
+
+    feature: str
+    value: float
+    contribution: float
+
+
+class Explanation(TypedDict):
+    """The largest contributions to a live prediction (the signals' ``explanation`` column)."""
+
+    method: str
+    families: list[str]
+    top: list[Contribution]
+
+
+@dataclass(frozen=True)
+class SignalRecord:
+    """One row of the signals table: a model's decision (or a refusal) on a candle. Its key is
+    (symbol, timeframe, ts, model_version, shadow); ``model_version`` is "" without a model."""
+
+    symbol: str
+    timeframe: str
+    ts: datetime
+    model_name: str
+    model_version: str
+    status: str
+    shadow: bool = False
+    action: int | None = None  # -1 sell, 0 flat, +1 buy
+    probability: float | None = None
+    weight: float | None = None
+    tier: str | None = None
+    position_multiplier: float | None = None
+    components: Mapping[str, object] | None = None
+    explanation: Explanation | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in SIGNAL_STATUSES:
+            allowed = ", ".join(SIGNAL_STATUSES)
+            raise ValueError(f"signal status {self.status!r}: allowed {allowed}")
+        object.__setattr__(self, "symbol", normalize_symbol(self.symbol))
+        object.__setattr__(self, "timeframe", parse_timeframe(self.timeframe).name)
+        object.__setattr__(self, "ts", as_utc(self.ts))
+        object.__setattr__(self, "model_version", str(self.model_version))
+
+    def key(self) -> dict[str, Cell]:
+        return {
+            "symbol": self.symbol,
+            "timeframe": self.timeframe,
+            "ts": self.ts,
+            "model_version": self.model_version,
+            "shadow": bool(self.shadow),
+        }
+
+    def values(self) -> dict[str, Cell]:
+        """The columns besides the key, as stored (JSON made portable)."""
+        return {
+            "model_name": self.model_name,
+            "status": self.status,
+            "action": None if self.action is None else int(self.action),
+            "probability": json_safe(self.probability),
+            "weight": json_safe(self.weight),
+            "tier": None if self.tier is None else str(json_safe(self.tier)),
+            "position_multiplier": json_safe(self.position_multiplier),
+            "components": json_safe(self.components),
+            "explanation": json_safe(self.explanation),
+        }
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    """An order as the ledger reports it: its own columns, ``status`` as the broker reports it
+    (FILLED / CLOSED once its position opened / closed; else the submission's) and the
+    position's entry, exit and costs."""
+
+    id: int
+    order_id: str
+    symbol: str
+    timeframe: str
+    ts: datetime  # the signal candle's open time
+    model_version: str
+    side: int
+    quantity: float
+    stop_loss: float | None
+    take_profit: float | None
+    timeout_at: datetime | None
+    broker: str
+    broker_order_id: str | None
+    dry_run: bool
+    reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    status: str
+    submission_status: str
+    entry_ts: datetime | None
+    entry_price: float | None
+    exit_ts: datetime | None
+    exit_price: float | None
+    exit_reason: str | None
+    realized_pnl: float | None
+    fees: float | None

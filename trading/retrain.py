@@ -5,9 +5,8 @@ the registry (versions and their data-end tags), the candle store and the live l
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import polars as pl
 from mlflow.entities.model_registry import ModelVersion
@@ -15,6 +14,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from core.feature_spec import LabelSpec
+from core.reports import RetrainReport
 from core.settings_orchestration import RetrainSettings
 from core.store import CandleStore
 from core.timeframes import as_utc
@@ -176,17 +176,21 @@ def _live_results(
     return buys.height, int((buys["label"] == 1).sum())
 
 
-def report_row(evidence: RetrainEvidence, decision: RetrainDecision) -> dict[str, Any]:
+def report_row(evidence: RetrainEvidence, decision: RetrainDecision) -> RetrainReport:
     """One row of the retrain check's report (CLI ``--json``, Prefect artifact)."""
-    e = asdict(evidence)
-    rate = evidence.live_hit_rate
-    return e | {
-        "data_end": None if evidence.data_end is None else evidence.data_end.isoformat(),
-        "trained_hours_ago": None
-        if evidence.trained_hours_ago is None
-        else round(evidence.trained_hours_ago, 1),
-        "live_hit_rate": None if rate is None else round(rate, 4),
-        "retrain": decision.retrain,
-        "trigger": decision.trigger,
-        "reasons": decision.reasons,
-    }
+    e, rate = evidence, evidence.live_hit_rate
+    hours = e.trained_hours_ago
+    return RetrainReport(
+        symbol=e.symbol,
+        timeframe=e.timeframe,
+        champion=e.champion,
+        newest=e.newest,
+        data_end=e.data_end,
+        new_samples=e.new_samples,
+        live_resolved=e.live_resolved,
+        live_hit_rate=None if rate is None else round(rate, 4),
+        trained_hours_ago=None if hours is None else round(hours, 1),
+        retrain=decision.retrain,
+        trigger=decision.trigger,
+        reasons=decision.reasons,
+    )

@@ -155,6 +155,27 @@ w = 1
     assert found.keys["a.w"].above == ""  # a blank line ends a comment block
 
 
+def test_comment_parser_dotted_keys_and_arrays_of_tables() -> None:
+    text = """[a.b]
+# about c.d
+c.d = 1   # the d
+# e.f = 2   # an optional f
+
+[[runs]]
+# first run
+k = 1
+[[runs]]
+k = 2   # the second k
+# [not.a.table]
+"""
+    found = parse_toml_comments(text)
+    assert (found.keys["a.b.c.d"].trailing, found.keys["a.b.c.d"].above) == ("the d", "about c.d")
+    assert found.keys["a.b.e.f"].trailing == "an optional f"
+    assert found.keys["runs.k"].trailing == "the second k"
+    assert found.tables == {"a.b": "about c.d", "runs": "first run"}
+    assert not [key for key in found.keys if "not" in key]
+
+
 def test_cli_prints_the_reference() -> None:
     result = CliRunner().invoke(app, ["config", "reference"], catch_exceptions=False)
     assert result.exit_code == 0

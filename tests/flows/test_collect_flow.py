@@ -32,17 +32,17 @@ def test_collect_twice_is_incremental_and_adds_no_duplicates(
 ) -> None:
     state = _run(symbols=["EURUSD", "btc/usd"])
     assert state.is_completed()
-    rows = {r["symbol"]: r for r in state.result()}
+    rows = {r.symbol: r for r in state.result()}
     assert set(rows) == {"EURUSD", "BTCUSD"}
     btc = rows["BTCUSD"]
-    assert btc["error"] is None and btc["new"] == btc["rows"] > 20 * 24 - 2
-    assert rows["EURUSD"]["gaps"] >= 2  # weekends
+    assert btc.error is None and btc.new == btc.rows > 20 * 24 - 2
+    assert rows["EURUSD"].gaps >= 2  # weekends
     store = CandleStore(tmp_path / "home")
     first = store.read("BTCUSD", "1h")
 
-    again = {r["symbol"]: r for r in _run(symbols=["EURUSD", "BTCUSD"]).result()}
-    assert again["BTCUSD"]["duplicated"] >= 3  # the overlap was re-fetched…
-    assert again["BTCUSD"]["new"] <= 1  # …and at most a newly closed candle was added
+    again = {r.symbol: r for r in _run(symbols=["EURUSD", "BTCUSD"]).result()}
+    assert again["BTCUSD"].duplicated >= 3  # the overlap was re-fetched…
+    assert again["BTCUSD"].new <= 1  # …and at most a newly closed candle was added
     second = store.read("BTCUSD", "1h")
     assert second["ts"].is_unique().all()
     assert second.head(first.height).equals(first)
@@ -51,7 +51,7 @@ def test_collect_twice_is_incremental_and_adds_no_duplicates(
 def test_only_closed_candles_are_stored(short_history: None, tmp_path: Path) -> None:
     started = datetime.now(UTC)
     rows = _run(symbols=["BTCUSD"], timeframes=["4h"]).result()
-    last = datetime.fromisoformat(rows[0]["last_ts"])
+    last = rows[0].last_ts
     assert last + timedelta(hours=4) <= datetime.now(UTC)  # closed…
     assert last + timedelta(hours=8) > started  # …and the newest closed one was stored
     assert CandleStore(tmp_path / "home").quarantine_path("BTCUSD", "4h").exists() is False
@@ -62,8 +62,8 @@ def test_naive_start_and_settings_as_parameters(short_history: None, tmp_path: P
     state = _run(symbols=["BTCUSD"], start=start - timedelta(hours=30), overlap_bars=0)
     assert state.is_completed(), state.message
     row = state.result()[0]
-    assert row["rows"] in (29, 30)  # from the naive (UTC) start, not 20 days of history
-    assert row["first_ts"] == (start - timedelta(hours=30)).isoformat() + "+00:00"
+    assert row.rows in (29, 30)  # from the naive (UTC) start, not 20 days of history
+    assert row.first_ts == (start - timedelta(hours=30)).replace(tzinfo=UTC)
 
 
 def test_configured_flow_uses_max_workers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,9 +88,9 @@ def test_one_unknown_symbol_fails_the_run_but_not_the_others(short_history: None
     error = state.result(raise_on_failure=False)
     assert isinstance(error, UnitsFailedError)
     assert str(error).startswith("1 of 2 failed: NOSUCH 1h (UnknownSymbolError")
-    rows = {r["symbol"]: r for r in error.rows}
-    assert rows["EURUSD"]["error"] is None and rows["EURUSD"]["new"] > 0
-    assert "UnknownSymbolError" in rows["NOSUCH"]["error"]
+    rows = {r.symbol: r for r in error.rows}
+    assert rows["EURUSD"].error is None and rows["EURUSD"].new > 0
+    assert "UnknownSymbolError" in rows["NOSUCH"].error
 
 
 class _ScriptedBroker(SimulatedBroker):
@@ -114,7 +114,7 @@ def test_transient_errors_are_retried(short_history: None, monkeypatch: pytest.M
     state = _run(symbols=["BTCUSD"])
     assert state.is_completed()
     assert broker.calls == 3
-    assert state.result()[0]["new"] > 0
+    assert state.result()[0].new > 0
 
 
 def test_validation_errors_are_not_retried(
@@ -140,18 +140,18 @@ def test_files_broker_collects_a_whole_old_file_then_only_what_is_new(
     monkeypatch.setenv("CANDLEFLOW_BROKER__NAME", "files")
     monkeypatch.setenv("CANDLEFLOW_FILES__DIRECTORY", str(data))
     row = _run(symbols=["EUR/USD"]).result()[0]
-    assert row["fetched"] == 5000  # 2017–2018: older than history_days, still all collected
-    assert (row["new"], row["quarantined"]) == (5000, 0)  # a clean real-world file
-    assert row["first_ts"].startswith("2017-")
+    assert row.fetched == 5000  # 2017–2018: older than history_days, still all collected
+    assert (row.new, row.quarantined) == (5000, 0)  # a clean real-world file
+    assert row.first_ts.year == 2017
     again = _run(symbols=["EURUSD"]).result()[0]
-    assert again["new"] == 0 and again["fetched"] <= 4
+    assert again.new == 0 and again.fetched <= 4
 
     # A row the user broke later is quarantined with its file row, not dropped.
     lines = (data / "EURUSD_1h.csv").read_text().splitlines()
     lines.append("not-a-date," + lines[-1].split(",", 1)[1])
     (data / "EURUSD_1h.csv").write_text("\n".join(lines) + "\n")
     third = _run(symbols=["EURUSD"]).result()[0]
-    assert (third["new"], third["quarantined"]) == (0, 1)
+    assert (third.new, third.quarantined) == (0, 1)
     quarantine = CandleStore(tmp_path / "home").read_quarantine("EURUSD", "1h")
     assert quarantine["source_row"].to_list() == [5001]
     assert quarantine["reason"].to_list() == ["missing or unparsable timestamp"]

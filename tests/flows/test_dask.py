@@ -25,7 +25,7 @@ def collected(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _datasets(home: Path) -> dict[str, pl.DataFrame]:
-    return {s: read_dataset(home / "datasets" / "1h" / f"{s}.parquet")[0] for s in SYMBOLS}
+    return {s: read_dataset(home / "datasets" / "1h" / f"{s}.parquet").frame for s in SYMBOLS}
 
 
 def test_dataset_and_training_fan_out_on_a_local_dask_cluster(
@@ -44,8 +44,8 @@ def test_dataset_and_training_fan_out_on_a_local_dask_cluster(
     flow = build_dataset.configured(settings)
     assert isinstance(flow.task_runner, DaskTaskRunner)
     rows = flow(symbols=SYMBOLS)
-    assert {r["symbol"] for r in rows} == set(SYMBOLS)
-    assert all(r["error"] is None for r in rows)
+    assert {r.symbol for r in rows} == set(SYMBOLS)
+    assert all(r.error is None for r in rows)
     for symbol, frame in _datasets(settings.home).items():
         assert frame.equals(expected[symbol]), symbol
 
@@ -60,5 +60,5 @@ def test_dataset_and_training_fan_out_on_a_local_dask_cluster(
 
     monkeypatch.setattr(_runner, "task_runner", spy)
     rows = train_models.train_models(symbols=SYMBOLS, trials=1, promote=False)
-    assert all(r["error"] is None and r["version"] for r in rows), rows
+    assert all(r.error is None and r.version for r in rows), rows
     assert [type(r) for r in made] == [DaskTaskRunner]

@@ -32,14 +32,14 @@ def test_flow_builds_datasets_and_names_what_failed(collected: None, tmp_path: P
     assert state.is_failed()  # XAUUSD was never collected
     error = state.result(raise_on_failure=False)
     assert isinstance(error, UnitsFailedError)
-    rows = {r["symbol"]: r for r in error.rows}
-    assert "no candles in the store" in rows["XAUUSD"]["error"]
+    rows = {r.symbol: r for r in error.rows}
+    assert "no candles in the store" in rows["XAUUSD"].error
     eth = rows["ETHUSD"]
-    assert eth["error"] is None and eth["rows"] > 500 and eth["features"] > 60
-    assert eth["skipped"] == []  # BTCUSD was collected: the correlated features were built
-    frame, meta = read_dataset(Path(eth["path"]))
-    assert frame.height == eth["rows"] and meta["spec_hash"] == eth["spec_hash"]
-    assert "xBTCUSD_ret_1" in meta["feature_columns"]
+    assert eth.error is None and eth.rows > 500 and eth.features > 60
+    assert eth.skipped == []  # BTCUSD was collected: the correlated features were built
+    stored = read_dataset(Path(eth.path))
+    assert stored.frame.height == eth.rows and stored.meta.spec_hash == eth.spec_hash
+    assert "xBTCUSD_ret_1" in stored.meta.feature_columns
     assert "dataset-report" in str(Artifact.get("dataset-report").key)
 
 

@@ -53,20 +53,20 @@ def test_live_signals_order_once_shadow_and_refusals(champion: None) -> None:
     from trading.ledger import Ledger
 
     rows = _run(END, ["BTCUSD", "ETHUSD"])
-    by = {(r["symbol"], r["shadow"]): r for r in rows}
+    by = {(r.symbol, r.shadow): r for r in rows}
     main, shadow = by[("BTCUSD", False)], by[("BTCUSD", True)]
-    assert main["status"] == "OK" and main["model_version"] == "1"
-    assert (main["champion_kind"], shadow["champion_kind"]) == ("manual", None)  # overridden
-    assert not any("code fingerprint" in r for r in main["reasons"])  # it has one, reproduced
-    assert main["action"] == "BUY" and main["tier"] in ("BUY", "STRONG_BUY"), main["reasons"]
-    assert main["order_id"] and main["stop_loss"] < main["take_profit"]
-    assert shadow["status"] == "OK" and shadow["model_version"] == "2"
-    assert shadow.get("order_id") is None  # shadow signals are never executed
-    assert by[("ETHUSD", False)]["status"] == "NO_MODEL"
-    assert main["ts"] == datetime(2026, 11, 1, 11, tzinfo=UTC)  # the newest closed candle
+    assert main.status == "OK" and main.model_version == "1"
+    assert (main.champion_kind, shadow.champion_kind) == ("manual", None)  # overridden
+    assert not any("code fingerprint" in r for r in main.reasons)  # it has one, reproduced
+    assert main.action == "BUY" and main.tier in ("BUY", "STRONG_BUY"), main.reasons
+    assert main.order_id and main.stop_loss < main.take_profit
+    assert shadow.status == "OK" and shadow.model_version == "2"
+    assert shadow.order_id is None  # shadow signals are never executed
+    assert by[("ETHUSD", False)].status == "NO_MODEL"
+    assert main.ts == datetime(2026, 11, 1, 11, tzinfo=UTC)  # the newest closed candle
 
     again = _run(END, ["BTCUSD"])  # the same candle again: no second order
-    assert next(r for r in again if not r["shadow"])["order_id"] == main["order_id"]
+    assert next(r for r in again if not r.shadow).order_id == main.order_id
     ledger = Ledger.from_settings(load_settings().live, load_settings().home)
     assert ledger.orders().height == 1
     signals = ledger.signals()
@@ -77,12 +77,12 @@ def test_live_signals_order_once_shadow_and_refusals(champion: None) -> None:
     assert len(explanation["top"]) == 5 and "lightgbm" in explanation["families"]
 
     later = _run(END + timedelta(hours=1), ["BTCUSD"])  # next candle: the order fills at its open
-    assert next(r for r in later if not r["shadow"])["order_id"] != main["order_id"]
+    assert next(r for r in later if not r.shadow).order_id != main.order_id
     positions = json.loads(CliRunner().invoke(app, ["positions", "--json"]).stdout)
     assert len(positions["positions"]) >= 1 and positions["positions"][0]["symbol"] == "BTCUSD"
 
     stale = _run(END + timedelta(hours=5), ["BTCUSD"], collect=False)
-    assert {r["status"] for r in stale} == {"STALE"}
+    assert {r.status for r in stale} == {"STALE"}
 
 
 def test_a_failed_chart_holds_back_neither_the_run_nor_the_notification(
@@ -102,9 +102,9 @@ def test_a_failed_chart_holds_back_neither_the_run_nor_the_notification(
     monkeypatch.setattr("trading.charts.signal_chart", broken)
     monkeypatch.setattr("trading.notify.notify", notify)
     rows = _run(END, ["BTCUSD"])
-    main = next(r for r in rows if not r["shadow"])
-    assert main["status"] == "OK" and main["order_id"]
-    assert [r["symbol"] for r in sent[0]] == ["BTCUSD"]
+    main = next(r for r in rows if not r.shadow)
+    assert main.status == "OK" and main.order_id
+    assert [r.symbol for r in sent[0]] == ["BTCUSD"]
     assert "1 chart(s) failed: BTCUSD 1h: OSError: disk full" in caplog.text
 
 

@@ -21,7 +21,7 @@ def test_candleflow_run_tiny_universe(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(app, ["run", "--symbols", "BTCUSD,ETHUSD", "--json"])
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert set(doc) == {"collect", "dataset", "train", "signals", "seconds", "errors"}
+    assert set(doc) == {"collect", "dataset", "train", "signals", "seconds", "errors", "flow_run"}
     assert doc["errors"] == {}
     for stage in ("collect", "dataset", "train"):
         assert sorted(r["symbol"] for r in doc[stage]) == ["BTCUSD", "ETHUSD"], stage
@@ -32,7 +32,50 @@ def test_candleflow_run_tiny_universe(monkeypatch: pytest.MonkeyPatch) -> None:
         assert r["status"] == ("OK" if r["model_version"] else "NO_MODEL")
     assert set(doc["seconds"]) == {"collect", "dataset", "train", "signals", "total"}
     assert doc["seconds"]["total"] >= doc["seconds"]["train"] > 0
+    for symbol in ("BTCUSD", "ETHUSD"):
+        _each_stage_is_a_completed_task_run(doc["flow_run"], symbol)
 
     table = CliRunner().invoke(app, ["run", "--symbols", "BTCUSD"])  # again: incremental
     assert table.exit_code == 0, table.stderr
     assert "candleflow run" in table.stdout and "Time:" in table.stderr
+
+
+STAGES = ("store", "label", "features", "dataset", "train", "record", "promote", "signal")
+
+
+def _each_stage_is_a_completed_task_run(flow_run: str, symbol: str) -> None:
+    """What the Prefect UI shows, read back from its API: per symbol a task run for each stage
+    (collect's store, label, features, dataset, train, record, promote, signal), completed, in
+    the pipeline's order (labels and features both before the dataset that joins them)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterName,
+        FlowRunFilterParentFlowRunId,
+    )
+
+    with get_client(sync_client=True) as client:
+        (parent,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[flow_run]))
+        )
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent.id])
+            )
+        )
+        ids = [parent.id, *(c.id for c in children)]
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=200
+        )
+    by_name = {r.name: r for r in runs}
+    started = {}
+    for stage in STAGES:
+        run = by_name.get(f"{stage}-{symbol}-1h")
+        assert run is not None, (stage, sorted(by_name))
+        assert run.state is not None and run.state.is_completed(), (run.name, run.state)
+        started[stage] = run.start_time
+    order = [started[s] for s in STAGES]
+    assert started["store"] < started["label"] and started["store"] < started["features"]
+    assert max(started["label"], started["features"]) < started["dataset"]
+    assert order[3:] == sorted(order[3:]), dict(zip(STAGES, order, strict=True))

@@ -23,6 +23,8 @@ from statistics import mean
 import polars as pl
 import pytest
 
+from core.reports import TrainReport
+
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 END = datetime(2026, 11, 1, tzinfo=UTC)
@@ -50,14 +52,16 @@ def champions() -> list[str]:
     return [m["model"] for m in models if any("champion" in v["aliases"] for v in m["versions"])]
 
 
-def _aucs(rows: list[dict]) -> list[float]:
-    return [r["metrics"]["oos_auc"] for r in rows]
+def _aucs(rows: list[TrainReport]) -> list[float]:
+    return [r.metrics["oos_auc"] for r in rows]
 
 
 def test_canary_no_edge_promotes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     rows = pipeline(monkeypatch, 0.0, SYMBOLS)
-    assert len(rows) == 6 and not any(r["error"] for r in rows)
-    assert [r["promoted"] for r in rows] == [False] * 6, [r["reasons"] for r in rows]
+    assert len(rows) == 6 and not any(r.error for r in rows)
+    assert [r.promoted for r in rows] == [False] * 6, [
+        r.promotion and r.promotion.reasons for r in rows
+    ]
     assert champions() == []
     aucs = _aucs(rows)
     assert abs(mean(aucs) - 0.5) <= 0.03, aucs
@@ -81,16 +85,16 @@ def test_leak_control_the_canary_catches_a_look_ahead_feature(
     rows = pipeline(monkeypatch, 0.0, ["EURUSD", "BTCUSD"])
     aucs = _aucs(rows)
     assert all(a > 0.58 for a in aucs), aucs  # far outside the canary's band
-    assert any(r["promoted"] for r in rows), [r["reasons"] for r in rows]
+    assert any(r.promoted for r in rows), [r.promotion and r.promotion.reasons for r in rows]
 
 
 def test_recovery_the_planted_edge_is_found_and_promoted(monkeypatch: pytest.MonkeyPatch) -> None:
     from core.config import load_settings
 
     rows = pipeline(monkeypatch, load_settings().simulated.edge, SYMBOLS)
-    assert not any(r["error"] for r in rows)
-    promoted = [r for r in rows if r["promoted"]]
-    assert len(promoted) >= 4, [(r["symbol"], r["reasons"]) for r in rows]
+    assert not any(r.error for r in rows)
+    promoted = [r for r in rows if r.promoted]
+    assert len(promoted) >= 4, [(r.symbol, r.promotion and r.promotion.reasons) for r in rows]
     assert mean(_aucs(rows)) >= 0.55 and all(a > 0.52 for a in _aucs(promoted))
-    assert all(r["metrics"]["oos_sharpe"] > 0 for r in promoted)
-    assert sorted(champions()) == sorted(f"candleflow.{r['symbol']}.1h" for r in promoted)
+    assert all(r.metrics["oos_sharpe"] > 0 for r in promoted)
+    assert sorted(champions()) == sorted(f"candleflow.{r.symbol}.1h" for r in promoted)

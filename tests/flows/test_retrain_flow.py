@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from core.config import load_settings
 from core.errors import UnitsFailedError
+from core.reports import RetrainReport
 from models.tracking import setup
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -48,7 +49,7 @@ def models(monkeypatch: pytest.MonkeyPatch) -> None:
         client.set_registered_model_alias(name, "champion", "1")
 
 
-def _check(start: str) -> list[dict]:
+def _check(start: str) -> list[RetrainReport]:
     from flows.retrain_check import retrain_check
 
     state = retrain_check(symbols=SYMBOLS, start=start, return_state=True)
@@ -60,24 +61,24 @@ def test_report_then_deployment_then_inline(models: None) -> None:
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 
-    rows = {r["symbol"]: r for r in _check("none")}
+    rows = {r.symbol: r for r in _check("none")}
     btc, eth = rows["BTCUSD"], rows["ETHUSD"]
-    assert btc["retrain"] and btc["trigger"] == "new_samples" and btc["new_samples"] >= 900
-    assert "not started" in btc["flow_run"]
-    assert not eth["retrain"] and eth["trigger"] == "none" and eth["new_samples"] < 30
-    assert "0 resolved live BUYs < 30" in eth["reasons"][1]  # no live record yet
+    assert btc.retrain and btc.trigger == "new_samples" and btc.new_samples >= 900
+    assert "not started" in btc.flow_run
+    assert not eth.retrain and eth.trigger == "none" and eth.new_samples < 30
+    assert "0 resolved live BUYs < 30" in eth.reasons[1]  # no live record yet
 
-    missing = {r["symbol"]: r for r in _check("deployment")}  # nothing deployed yet
-    assert "candleflow-run/retrain" in missing["BTCUSD"]["error"]
-    assert "is it deployed?" in missing["BTCUSD"]["error"] and missing["ETHUSD"]["error"] is None
+    missing = {r.symbol: r for r in _check("deployment")}  # nothing deployed yet
+    assert "candleflow-run/retrain" in missing["BTCUSD"].error
+    assert "is it deployed?" in missing["BTCUSD"].error and missing["ETHUSD"].error is None
 
     from flows.pipeline import run_pipeline
 
     deployment_id = run_pipeline.to_deployment(
         name="retrain", parameters={"signals": False}
     ).apply()
-    started = {r["symbol"]: r for r in _check("deployment")}
-    assert started["BTCUSD"]["error"] is None and started["BTCUSD"]["flow_run"]
+    started = {r.symbol: r for r in _check("deployment")}
+    assert started["BTCUSD"].error is None and started["BTCUSD"].flow_run
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(
@@ -85,17 +86,17 @@ def test_report_then_deployment_then_inline(models: None) -> None:
             )
         )
     (run,) = runs
-    assert run.name == started["BTCUSD"]["flow_run"]
+    assert run.name == started["BTCUSD"].flow_run
     assert run.parameters["symbols"] == ["BTCUSD"] and run.parameters["timeframes"] == ["1h"]
 
-    inline = {r["symbol"]: r for r in _check("inline")}  # the pipeline, here, without signals
-    assert inline["BTCUSD"]["error"] is None, inline["BTCUSD"]
+    inline = {r.symbol: r for r in _check("inline")}  # the pipeline, here, without signals
+    assert inline["BTCUSD"].error is None, inline["BTCUSD"]
     settings = load_settings()
     registry = setup(settings.home, settings.mlflow.tracking_uri)
     versions = registry.search_model_versions("name = 'candleflow.BTCUSD.1h'")
     assert len(versions) == 2  # a new training was registered
-    after = {r["symbol"]: r for r in _check("none")}  # its data end is the newest now
-    assert not after["BTCUSD"]["retrain"] and after["BTCUSD"]["newest"] == "2"
+    after = {r.symbol: r for r in _check("none")}  # its data end is the newest now
+    assert not after["BTCUSD"].retrain and after["BTCUSD"].newest == "2"
 
 
 def test_cli_retrain_check_json(models: None) -> None:

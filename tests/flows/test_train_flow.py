@@ -47,7 +47,7 @@ def test_cli_train_registers_a_challenger_that_scores_its_features(dataset: None
         assert key in row["metrics"], key
     assert 0.3 < row["metrics"]["oos_auc"] < 0.8
     # 200 days and 6 trials cannot show a DSR of 0.95: refused, with the numbers.
-    assert row["promoted"] is False and row["reasons"][0].startswith("DSR")
+    assert row["promoted"] is False and row["promotion"]["reasons"][0].startswith("DSR")
 
     settings = load_settings()
     client = setup(settings.home)
@@ -63,9 +63,9 @@ def test_cli_train_registers_a_challenger_that_scores_its_features(dataset: None
         "evaluation/equity_oos.png",
     } <= artifacts
 
-    frame, meta = read_dataset(dataset_path(settings.home, "BTCUSD", "1h"))
+    stored = read_dataset(dataset_path(settings.home, "BTCUSD", "1h"))
     model = mlflow.pyfunc.load_model("models:/candleflow.BTCUSD.1h@challenger")
-    scored = model.predict(frame.select(meta["feature_columns"]).tail(5).to_pandas())
+    scored = model.predict(stored.frame.select(stored.meta.feature_columns).tail(5).to_pandas())
     assert list(scored.columns) == ["proba_logreg", "proba_lightgbm", "proba", "signal"]
     assert scored["proba"].between(0, 1).all()
     assert pl.from_pandas(scored).height == 5

@@ -47,7 +47,7 @@ GOOD = {
 def _record(trained: Trained, home: Path, **metrics: float) -> tuple[Settings, MlflowClient]:
     """v1 in a fresh registry, recorded honestly, its training having shown ``metrics``."""
     result = dataclasses.replace(trained.result, metrics=trained.result.metrics | metrics)
-    record_training(result, trained.cfg, trained.meta, home, dataset=trained.frame)
+    record_training(result, trained.cfg, trained.dataset, home)
     return trained.settings.model_copy(update={"home": home}), setup(home)
 
 
@@ -170,8 +170,7 @@ def test_the_models_n_is_kept_with_its_registered_evidence(
     assert prior_trials(client, "candleflow.NOPE.1h") == 0
     t = trained
     again = train_dataset(
-        t.frame,
-        t.meta,
+        t.dataset,
         CandleStore(t.settings.home).read("BTCUSD", "1h"),
         t.cfg,
         tmp_path / "a-new-journal",

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import features.families
-from core.feature_spec import FeatureSpec
 from core.store import CandleStore
 from models.fingerprint import (
     REFERENCE_ROWS,
@@ -31,11 +30,11 @@ NAME = "candleflow.BTCUSD.1h"
 def recorded(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> tuple:
     """v1 in its own registry: its stored fingerprint, the ensemble read back, its spec."""
     home = tmp_path_factory.mktemp("fingerprinted")
-    record_training(trained.result, trained.cfg, trained.meta, home, dataset=trained.frame)
+    record_training(trained.result, trained.cfg, trained.dataset, home)
     client = setup(home)
     ensemble = load_ensemble(NAME, "1", client)
     fp = load_fingerprint(client.get_model_version_download_uri(NAME, "1"))
-    return fp, ensemble, FeatureSpec.model_validate(trained.meta["feature_spec"])
+    return fp, ensemble, trained.dataset.meta.feature_spec
 
 
 def _verify(recorded: tuple, trained: Trained, ensemble=None) -> str | None:
@@ -46,7 +45,7 @@ def _verify(recorded: tuple, trained: Trained, ensemble=None) -> str | None:
 
 def test_the_fingerprint_holds_the_last_rows_trained_on(recorded: tuple, trained: Trained) -> None:
     fp, ensemble, _ = recorded
-    tail = trained.frame.tail(REFERENCE_ROWS)
+    tail = trained.dataset.frame.tail(REFERENCE_ROWS)
     assert list(fp.ts) == tail["ts"].to_list()
     X = tail.select(ensemble.feature_columns).to_numpy()
     assert np.array_equal(np.array(fp.features), X)  # exact floats through JSON

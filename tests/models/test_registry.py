@@ -33,10 +33,10 @@ def _aliases(client) -> dict[str, str | None]:
 
 
 def test_gate_manual_promotion_comparison_and_rollback(trained: tuple) -> None:
-    settings, result, cfg, meta, frame = trained
+    settings, result, cfg, dataset = trained
     client = setup(settings.home)
     reviewer = Reviewer(settings, client)
-    record_training(result, cfg, meta, settings.home, dataset=frame)  # v1 (reused if replayed)
+    record_training(result, cfg, dataset, settings.home)  # v1 (reused if replayed)
     assert alias_version(client, NAME, CHALLENGER) is not None
 
     # v1 on a tiny sample cannot show a DSR of 0.95: refused, recorded, still the challenger.
@@ -63,7 +63,7 @@ def test_gate_manual_promotion_comparison_and_rollback(trained: tuple) -> None:
     assert reviewer.review("BTCUSD", "1h").kind == "no_challenger"
 
     other = dataclasses.replace(cfg, threshold=0.6)
-    record_training(result, other, meta, settings.home, dataset=frame)  # v2
+    record_training(result, other, dataset, settings.home)  # v2
     compared = reviewer.review("BTCUSD", "1h")
     assert compared.version == "2" and compared.champion_version == "1"
     champion_check = next(c for c in compared.checks if c.name == "champion")
@@ -102,8 +102,8 @@ def test_the_ensemble_read_directly_is_the_pyfunc_s(
 
     import models.registry as registry
 
-    settings, result, cfg, meta, frame = trained
-    record_training(result, cfg, meta, settings.home, dataset=frame)  # v1 (reused if recorded)
+    settings, result, cfg, dataset = trained
+    record_training(result, cfg, dataset, settings.home)  # v1 (reused if recorded)
     setup(settings.home)
     direct = load_ensemble(NAME, "1")
     served = mlflow.pyfunc.load_model(f"models:/{NAME}/1").unwrap_python_model().ensemble

@@ -11,12 +11,13 @@ import pytest
 
 from core.strategy import Costs
 from models.training import train_dataset
+from tests.models.conftest import Small
 
 
-def test_same_data_config_and_seed_give_the_same_metrics(small: tuple, tmp_path: Path) -> None:
-    frame, meta, candles, cfg = small
-    first = train_dataset(frame, meta, candles, cfg, tmp_path / "a")
-    second = train_dataset(frame, meta, candles, cfg, tmp_path / "b")  # a fresh journal
+def test_same_data_config_and_seed_give_the_same_metrics(small: Small, tmp_path: Path) -> None:
+    dataset, candles, cfg = small
+    first = train_dataset(dataset, candles, cfg, tmp_path / "a")
+    second = train_dataset(dataset, candles, cfg, tmp_path / "b")  # a fresh journal
     assert first.metrics.keys() == second.metrics.keys()
     for key, value in first.metrics.items():
         assert value == pytest.approx(second.metrics[key], nan_ok=True), key
@@ -24,36 +25,36 @@ def test_same_data_config_and_seed_give_the_same_metrics(small: tuple, tmp_path:
 
 
 def test_every_trial_counts_and_a_resumed_study_reuses_its_trials(
-    small: tuple, tmp_path: Path
+    small: Small, tmp_path: Path
 ) -> None:
-    frame, meta, candles, cfg = small
-    result = train_dataset(frame, meta, candles, cfg, tmp_path)
+    dataset, candles, cfg = small
+    result = train_dataset(dataset, candles, cfg, tmp_path)
     assert result.metrics["trials"] == 6 == sum(t.trials for t in result.tuned.values())
-    again = train_dataset(frame, meta, candles, cfg, tmp_path)  # same journal: budget spent
+    again = train_dataset(dataset, candles, cfg, tmp_path)  # same journal: budget spent
     assert again.metrics["trials"] == 6
     assert {f: t.params for f, t in again.tuned.items()} == {
         f: t.params for f, t in result.tuned.items()
     }
     assert again.metrics["trials_total"] == 6  # nothing new was tried
     # A retraining with another objective is a new draw: its trials add to the model's N.
-    retrained = train_dataset(
-        frame, meta, candles, dataclasses.replace(cfg, threshold=0.6), tmp_path
-    )
+    retrained = train_dataset(dataset, candles, dataclasses.replace(cfg, threshold=0.6), tmp_path)
     assert retrained.metrics["trials"] == 6 and retrained.metrics["trials_total"] == 12
 
 
-def test_oos_is_after_development_and_rows_are_accounted(small: tuple, tmp_path: Path) -> None:
-    frame, meta, candles, cfg = small
-    result = train_dataset(frame, meta, candles, cfg, tmp_path)
+def test_oos_is_after_development_and_rows_are_accounted(small: Small, tmp_path: Path) -> None:
+    dataset, candles, cfg = small
+    result = train_dataset(dataset, candles, cfg, tmp_path)
     preds = result.predictions
     dev = preds.filter(preds["set"] == "dev")
     oos = preds.filter(preds["set"] == "oos")
     assert dev["ts"].max() < oos["ts"].min()
     # Every event after the development period is predicted out of sample, once.
-    assert oos.height == frame.height - round(frame.height * cfg.development)
+    assert oos.height == dataset.frame.height - round(dataset.frame.height * cfg.development)
     assert oos["ts"].is_unique().all() and oos["ts"].is_sorted()
-    assert dev.height + oos.height <= frame.height  # the purge drops a few rows at the boundary
-    steps = [f for f in result.folds if f["kind"] == "walk_forward"]
+    assert (
+        dev.height + oos.height <= dataset.frame.height
+    )  # the purge drops a few rows at the boundary
+    steps = [f for f in result.folds if f.kind == "walk_forward"]
     assert len(steps) == result.metrics["refits"] >= 2
     assert result.metrics["oos_days"] >= (oos["ts"].max() - oos["ts"].min()).days
     assert result.metrics["trials_total"] == result.metrics["trials"]  # a fresh journal
@@ -63,8 +64,8 @@ def test_oos_is_after_development_and_rows_are_accounted(small: tuple, tmp_path:
     assert preds["proba"].is_between(0, 1).all()
 
 
-def test_a_changed_split_or_objective_never_reuses_a_study(small: tuple) -> None:
-    cfg = small[3]
+def test_a_changed_split_or_objective_never_reuses_a_study(small: Small) -> None:
+    cfg = small.cfg
     key = cfg.study_key("data")
     costly = dataclasses.replace(cfg.strategy, costs=Costs(fee_bps=50.0))
     for change in (

@@ -12,6 +12,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import roc_auc_score
 from sklearn.utils import estimator_checks
@@ -26,6 +27,7 @@ from models.zoo import (
     ThreadCapped,
     UnknownModelFamilyError,
     balanced_sample_weight,
+    family_of,
     feature_contributions,
     get_family,
     positive_probability,
@@ -341,3 +343,27 @@ def test_probability_and_contributions_are_the_two_functions_at_once(
 def test_feature_contributions_need_a_fitted_model(family: ModelFamily) -> None:
     with pytest.raises(NotFittedError):
         feature_contributions(family.build(seed=0, n_threads=1), np.zeros((2, 3)))
+
+
+def test_each_family_owns_what_it_builds_and_nothing_else(family: ModelFamily, planted) -> None:
+    """Scoring dispatches on the family that built the estimator, fitted or not."""
+    X, y, _, _ = planted
+    built = family.build(seed=0, n_threads=1)
+    assert family_of(built) is family
+    assert family_of(built.fit(X[:300], y[:300])) is family
+    others = [other for other in FAMILIES.values() if other is not family]
+    assert not [other.name for other in others if other.owns(built)]
+
+
+def test_an_estimator_no_family_built_is_scored_by_the_contract(planted) -> None:
+    X, y, X_test, _ = planted
+    model = DummyClassifier(strategy="prior").fit(X, y)
+    assert family_of(model).name not in FAMILIES
+    np.testing.assert_array_equal(
+        positive_probability(model, X_test), model.predict_proba(X_test)[:, 1]
+    )
+    proba, contributions = probability_and_contributions(model, X_test)
+    np.testing.assert_array_equal(proba, model.predict_proba(X_test)[:, 1])
+    assert contributions is None
+    with pytest.raises(NotImplementedError, match="DummyClassifier"):
+        feature_contributions(model, X_test)

@@ -17,7 +17,7 @@ from brokers.paper import PaperBroker
 from core.config import CostSpec, CostsSettings
 from core.settings_live import LiveSettings, PaperSettings
 from trading.ledger import Ledger, OrderIntent
-from trading.records import orders, signals
+from trading.records import OrderRow, SignalRecord, orders, signals
 
 T0 = datetime(2024, 1, 2, 20, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -91,9 +91,7 @@ def count(ledger: Ledger, table: sa.Table) -> int:
 
 
 def test_create_all_is_idempotent_and_keeps_rows(ledger: Ledger) -> None:
-    ledger.record_signal(
-        symbol="EURUSD", timeframe="1h", ts=T0, model_name="m", model_version="1", status="OK"
-    )
+    ledger.record_signal(SignalRecord("EURUSD", "1h", T0, "m", "1", "OK"))
     ledger.create_all()
     tables = set(sa.inspect(ledger.engine).get_table_names())
     assert {"signals", "orders", "fills", "positions", "risk_events"} <= tables
@@ -108,14 +106,14 @@ def test_record_signal_upserts_on_its_key(ledger: Ledger) -> None:
         "model_name": "m",
         "model_version": "3",
     }
-    first, created = ledger.record_signal(**key, status="ERROR")
+    first, created = ledger.record_signal(SignalRecord(**key, status="ERROR"))
     assert created
     comps = {"confidence": 0.5, "regime": float("nan"), "at": T0}
     again, created = ledger.record_signal(
-        **key, status="OK", action=1, probability=0.61, tier="BUY", components=comps
+        SignalRecord(**key, status="OK", action=1, probability=0.61, tier="BUY", components=comps)
     )
     assert (again, created) == (first, False)
-    _, created = ledger.record_signal(**key, status="OK", shadow=True)
+    _, created = ledger.record_signal(SignalRecord(**key, status="OK", shadow=True))
     assert created
     frame = ledger.signals(shadow=False)
     assert frame.height == 1 and frame.schema["ts"] == pl.Datetime("us", "UTC")
@@ -134,15 +132,16 @@ def test_record_signal_upserts_on_its_key(ledger: Ledger) -> None:
     assert ledger.signals().height == 2
     assert ledger.signals(since=T0 + H).is_empty() and ledger.signals(symbol="GBPUSD").is_empty()
     with pytest.raises(ValueError, match="allowed"):
-        ledger.record_signal(**key, status="MAYBE")
+        ledger.record_signal(SignalRecord(**key, status="MAYBE"))
 
 
 def test_same_key_twice_places_one_order(ledger: Ledger, paper: PaperBroker) -> None:
     broker = Counting(paper)
     row, created = ledger.place_order_once(intent(), broker)
-    assert created and row["status"] == "SUBMITTED" and row["symbol"] == "EURUSD"
+    assert isinstance(row, OrderRow)
+    assert created and row.status == "SUBMITTED" and row.symbol == "EURUSD"
     again, created = ledger.place_order_once(intent(quantity=99.0), broker)
-    assert not created and again["order_id"] == row["order_id"] and again["quantity"] == 10.0
+    assert not created and again.order_id == row.order_id and again.quantity == 10.0
     assert broker.calls == 1 and count(ledger, orders) == 1 and count(ledger, positions) == 1
     _, created = ledger.place_order_once(intent(model_version="4"), broker)
     assert created and count(ledger, orders) == 2
@@ -168,10 +167,12 @@ def test_crash_between_insert_and_submission(ledger: Ledger, paper: PaperBroker,
     assert count(ledger, positions) == (1 if when == "after" else 0)
 
     row, created = ledger.place_order_once(intent(stop_loss=99.0, take_profit=102.0), paper)
-    assert not created and row["status"] == "SUBMITTED"
-    assert row["broker_order_id"] == f"paper:paper:{row['order_id']}"
+    assert not created and row.status == "SUBMITTED"
+    assert row.broker_order_id == f"paper:paper:{row.order_id}"
     paper.update({"EURUSD": BARS.head(2)}, "1h")
-    assert ledger.order(row["order_id"])["status"] == "FILLED"
+    filled = ledger.order(row.order_id)
+    assert filled is not None and filled.status == "FILLED" and filled.entry_price == 100.0
+    assert filled.submission_status == "SUBMITTED" and ledger.order("no-such-order") is None
     paper.update({"EURUSD": BARS}, "1h")
     paper.update({"EURUSD": BARS}, "1h")
     ledger.place_order_once(intent(stop_loss=99.0, take_profit=102.0), paper)
@@ -186,17 +187,31 @@ def test_crash_between_insert_and_submission(ledger: Ledger, paper: PaperBroker,
 def test_rejected_order_is_recorded_and_not_resubmitted(ledger: Ledger) -> None:
     broker = Counting(reject=True)
     row, _ = ledger.place_order_once(intent(), broker)
-    assert (row["status"], row["reason"]) == ("REJECTED", "market closed")
+    assert (row.status, row.reason) == ("REJECTED", "market closed")
     row, created = ledger.place_order_once(intent(), broker)
-    assert not created and row["status"] == "REJECTED" and broker.calls == 1
+    assert not created and row.status == "REJECTED" and broker.calls == 1
     assert ledger.orders(status="REJECTED").height == 1
     assert ledger.orders(status="FILLED").is_empty()
 
 
+def test_the_order_of_a_candle_is_its_first_not_rejected(
+    ledger: Ledger, paper: PaperBroker
+) -> None:
+    assert ledger.candle_order("EURUSD", "1h", T0) is None
+    ledger.place_order_once(intent(model_version="1"), Counting(reject=True))
+    assert ledger.candle_order("EURUSD", "1h", T0) is None  # a rejected order does not count
+    placed, _ = ledger.place_order_once(intent(model_version="2"), paper)
+    ledger.place_order_once(intent(model_version="3"), paper)
+    found = ledger.candle_order("eur/usd", "60m", T0)
+    assert found is not None and (found.order_id, found.model_version) == (placed.order_id, "2")
+    assert ledger.candle_order("EURUSD", "4h", T0) is None
+    assert ledger.candle_order("EURUSD", "1h", T0 + H) is None
+
+
 def test_dry_run_broker_is_recorded(ledger: Ledger) -> None:
     row, _ = ledger.place_order_once(intent(side=-1), Counting())
-    assert row["dry_run"] is True and row["broker_order_id"].startswith("dry-")
-    assert row["status"] == "SUBMITTED" and row["side"] == -1
+    assert row.dry_run is True and row.broker_order_id.startswith("dry-")
+    assert row.status == "SUBMITTED" and row.side == -1
 
 
 def test_queries_return_typed_frames(ledger: Ledger, paper: PaperBroker) -> None:

@@ -17,6 +17,7 @@ import pytest
 from brokers.paper import PaperBroker
 from core.config import load_settings
 from core.feature_spec import FeatureSpec
+from core.reports import SignalReport
 from core.store import CandleStore
 from core.timeframes import parse_timeframe
 from features.build import compute_features
@@ -28,16 +29,14 @@ from models.signal import regime_from_candles
 from models.tuning import fit
 from tests.features.test_features import market
 from trading.ledger import Ledger, OrderIntent
-from trading.live import (
+from trading.live import LiveContext, pending_positions, run_symbol
+from trading.live_models import LiveModel
+from trading.scoring import (
     OK,
     SPEC_MISMATCH,
     STALE,
-    LiveContext,
     LiveError,
-    LiveModel,
     _is_event,
-    pending_positions,
-    run_symbol,
     score_last_candle,
     signal_of,
 )
@@ -50,20 +49,21 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     store = CandleStore(home)
     store.upsert("BTCUSD", "1h", market("BTCUSD", days=330))
     inputs = load_inputs(store, "BTCUSD", "1h", settings.features)
-    frame, meta = build_dataset(inputs, "BTCUSD", "1h", settings.features, settings.labels)
-    X = frame.select(meta["feature_columns"]).to_numpy()
+    dataset = build_dataset(inputs, "BTCUSD", "1h", settings.features, settings.labels)
+    frame, columns = dataset.frame, dataset.meta.feature_columns
+    X = frame.select(columns).to_numpy()
     y = (frame["label"] == 1).to_numpy().astype(np.int8)
     model = fit("logreg", {"C": 0.03}, X, y, seed=1, n_threads=1)
     ensemble = Ensemble(
         {"logreg": model},
         {"logreg": 1.0},
-        meta["feature_columns"],
+        columns,
         threshold=0.01,  # every bar votes BUY: orders are exercised
         min_agree=1,
-        metadata={k: meta[k] for k in ("symbol", "timeframe", "spec_hash", "feature_spec")}
-        | {"label_spec": meta["label_spec"]},
+        metadata=dataset.meta.model_metadata(),
     )
-    spec = FeatureSpec.model_validate(meta["feature_spec"])  # the effective spec, as registered
+    # the effective spec, as registered
+    spec = FeatureSpec.model_validate(ensemble.metadata["feature_spec"])
     live = LiveModel("candleflow.BTCUSD.1h", "1", ensemble, spec, settings.labels)
     return settings, store, live, inputs
 
@@ -172,7 +172,8 @@ def test_stale_and_spec_mismatch_are_refused(world: tuple) -> None:
     ctx_like.now = last + timedelta(hours=3)
     ctx_like.cache = type("Both", (), {"get": lambda self, name, alias: live})()
     rows = run_symbol(ctx_like, "BTCUSD", "1h")  # champion and shadow, both refused as STALE
-    assert [(r["status"], r["shadow"]) for r in rows] == [(STALE, False), (STALE, True)]
+    assert all(isinstance(r, SignalReport) for r in rows)
+    assert [(r.status, r.shadow) for r in rows] == [(STALE, False), (STALE, True)]
     with pytest.raises(LiveError) as stale:
         score_last_candle(live, store, "BTCUSD", "1h", last + timedelta(hours=2))
     assert stale.value.status == STALE
@@ -193,10 +194,17 @@ def test_one_order_per_candle_and_version(world: tuple, tmp_path: Path) -> None:
     settings, store, live, _ = world
     ctx = _context(settings, store, live, tmp_path)
     (row,) = run_symbol(ctx, "BTCUSD", "1h")
-    assert row["status"] == OK and row["order_id"], row["reasons"]
+    assert row.status == OK and row.order_id, row.reasons
+    assert row.quantity and row.quantity > 0 and row.action == "BUY" and row.champion_kind == "gate"
     ctx.account = ctx.broker.state()
     (again,) = run_symbol(ctx, "BTCUSD", "1h")
-    assert again["order_id"] == row["order_id"] and ctx.ledger.orders().height == 1
+    assert again.order_id == row.order_id and ctx.ledger.orders().height == 1
+    assert (again.quantity, again.stop_loss, again.take_profit) == (
+        row.quantity,
+        row.stop_loss,
+        row.take_profit,
+    )
+    assert any("placed for this candle on an earlier run" in r for r in again.reasons or [])
 
 
 @pytest.mark.parametrize(
@@ -211,8 +219,8 @@ def test_kill_switch_and_limits_block_orders(
     if "max_open_positions" in risk:  # one position already held: the limit is reached
         ctx.placed.append(Position("ETHUSD", 1000.0, 1))
     (row,) = run_symbol(ctx, "BTCUSD", "1h")
-    assert row.get("order_id") is None and ctx.ledger.orders().height == 0
-    assert any(reason in r for r in row["reasons"]), row["reasons"]
+    assert row.order_id is None and ctx.ledger.orders().height == 0
+    assert any(reason in r for r in row.reasons or []), row.reasons
     assert ctx.ledger.risk_events().height >= 1
 
 
@@ -221,13 +229,13 @@ def test_kill_file_and_daily_loss_circuit_breaker(world: tuple, tmp_path: Path) 
     ctx = _context(settings, store, live, tmp_path)
     (tmp_path / "KILL").write_text("stop")
     (row,) = run_symbol(ctx, "BTCUSD", "1h")
-    assert row.get("order_id") is None and any("kill file" in r for r in row["reasons"])
+    assert row.order_id is None and any("kill file" in r for r in row.reasons or [])
     (tmp_path / "KILL").unlink()
     a = ctx.account
     ctx.account = dataclasses.replace(a, equity=a.day_start_equity * 0.95)  # −5 % today
     (row,) = run_symbol(ctx, "BTCUSD", "1h")
-    assert row.get("order_id") is None and row["tier"] == "AVOID"
-    assert any("daily loss" in r for r in row["reasons"]), row["reasons"]
+    assert row.order_id is None and row.tier == "AVOID"
+    assert any("daily loss" in r for r in row.reasons or []), row.reasons
     assert pl.DataFrame(ctx.ledger.orders()).height == 0
 
 
@@ -239,7 +247,7 @@ def test_orders_of_earlier_runs_not_yet_filled_count_as_exposure(
     ts = store.last_ts("BTCUSD", "1h") - timedelta(hours=5)
     intent = OrderIntent("BTCUSD", "1h", ts, "1", 1, 0.5, timeout_bars=24)
     order, _ = earlier.ledger.place_order_once(intent, earlier.broker)
-    assert order["status"] == "SUBMITTED"  # accepted, fills on the candle after ts
+    assert order.status == "SUBMITTED"  # accepted, fills on the candle after ts
 
     ctx = _context(settings, store, live, tmp_path, max_open_positions=1)
     ctx.pending = pending_positions(ctx.ledger, ctx.store)
@@ -248,8 +256,8 @@ def test_orders_of_earlier_runs_not_yet_filled_count_as_exposure(
         Position("BTCUSD", 0.5 * close, 1),
     )
     (row,) = run_symbol(ctx, "BTCUSD", "1h")  # the pending order is the one position allowed
-    assert row.get("order_id") is None and ctx.ledger.orders().height == 1
-    assert any("max open positions 1 reached (1 open)" in r for r in row["reasons"])
+    assert row.order_id is None and ctx.ledger.orders().height == 1
+    assert any("max open positions 1 reached (1 open)" in r for r in row.reasons or [])
 
     ctx.broker.update({"BTCUSD": store.read("BTCUSD", "1h")}, "1h")  # filled: not pending now
     assert pending_positions(ctx.ledger, ctx.store) == ()
@@ -260,13 +268,13 @@ def test_a_candle_ordered_by_one_version_is_not_ordered_again_by_another(
 ) -> None:
     settings, store, live, _ = world
     (first,) = run_symbol(_context(settings, store, live, tmp_path), "BTCUSD", "1h")
-    assert first["order_id"] and first["model_version"] == "1"
+    assert first.order_id and first.model_version == "1"
 
     promoted = dataclasses.replace(live, version="2")  # a new champion, same candle
     ctx = _context(settings, store, promoted, tmp_path)
     (row,) = run_symbol(ctx, "BTCUSD", "1h")
-    assert row["status"] == OK and row["model_version"] == "2" and row.get("order_id") is None
-    assert any("already ordered by v1" in r for r in row["reasons"]), row["reasons"]
+    assert row.status == OK and row.model_version == "2" and row.order_id is None
+    assert any("already ordered by v1" in r for r in row.reasons or []), row.reasons
     assert ctx.ledger.orders().height == 1
     events = ctx.ledger.risk_events()
     assert events.filter(pl.col("kind") == "candle_ordered").height == 1

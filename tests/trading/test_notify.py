@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from core.config import Settings
+from core.reports import SignalReport
 from core.settings_live import LiveSettings
 from models.signal import Tier
 from trading.notify import TIER_RANK, NotifyReport, notify, wanted
@@ -21,19 +22,19 @@ TELEGRAM_URL = f"https://api.telegram.example/bot{BOT_TOKEN}/sendMessage"
 TS = datetime(2024, 3, 1, 10, tzinfo=UTC)
 
 
-def _signal(symbol: str, tier: str, **extra: Any) -> dict[str, Any]:
+def _signal(symbol: str, tier: str | None, **extra: Any) -> SignalReport:
     row = {
         "symbol": symbol,
         "timeframe": "1h",
         "ts": TS,
-        "action": 1,
+        "action": "BUY",
         "tier": tier,
         "probability": 0.6234,
         "weight": 71.25,
         "status": "OK",
         "shadow": False,
     }
-    return row | extra
+    return SignalReport(**(row | extra))
 
 
 class Recorder:
@@ -107,7 +108,7 @@ def test_filters_by_tier_status_and_shadow() -> None:
     signals = [
         _signal("A", "STRONG_BUY"),
         _signal("B", "BUY"),
-        _signal("C", "NEUTRAL", action=0),
+        _signal("C", "NEUTRAL", action="FLAT"),
         _signal("D", "AVOID"),
         _signal("E", "STRONG_BUY", shadow=True),
         _signal("F", "STRONG_BUY", status="STALE"),
@@ -132,9 +133,10 @@ def test_nothing_wanted_sends_nothing() -> None:
 
 
 def test_sell_tiers_rank_with_their_buy_mirror() -> None:
-    assert wanted(_signal("X", "SELL", action=-1), "BUY")
-    assert not wanted(_signal("X", "SELL", action=-1), "STRONG_BUY")
-    assert wanted(_signal("X", "STRONG_SELL", action=-1), "STRONG_BUY")
+    assert wanted(_signal("X", "SELL", action="SELL"), "BUY")
+    assert not wanted(_signal("X", "SELL", action="SELL"), "STRONG_BUY")
+    assert wanted(_signal("X", "STRONG_SELL", action="SELL"), "STRONG_BUY")
+    assert wanted(_signal("X", "BUY", status=None), "BUY")  # no status: counted as OK
 
 
 def test_every_tier_and_setting_value_is_ranked() -> None:

@@ -3,7 +3,7 @@ and the evidence it is built from: registry versions, known outcomes, the champi
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -11,10 +11,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from core.feature_spec import LabelSpec
+from core.reports import RetrainReport
 from core.settings_orchestration import RetrainSettings
 from core.store import CandleStore
 from tests.features.test_features import NOW, market
 from trading.ledger import Ledger
+from trading.records import SignalRecord
 from trading.retrain import (
     DECAY,
     NEW_SAMPLES,
@@ -23,6 +25,7 @@ from trading.retrain import (
     RetrainEvidence,
     decide_retrain,
     gather_evidence,
+    report_row,
 )
 from trading.shadow import known_outcomes
 
@@ -49,6 +52,19 @@ def test_live_decay_retrains_once_enough_outcomes_are_known() -> None:
     assert (healthy.retrain, healthy.trigger) == (False, NONE)
     too_few = decide_retrain(evidence(live_resolved=9, live_wins=0), CFG)
     assert not too_few.retrain and "9 resolved live BUYs < 10" in too_few.reasons[1]
+
+
+def test_the_report_row_is_a_retrain_report() -> None:
+    end = datetime(2024, 3, 1, 12, tzinfo=UTC)
+    e = evidence(live_resolved=20, live_wins=7, data_end=end, trained_hours_ago=200.04)
+    row = report_row(e, decide_retrain(e, CFG))
+    assert isinstance(row, RetrainReport) and (row.symbol, row.timeframe) == ("BTCUSD", "1h")
+    assert (row.champion, row.newest, row.data_end, row.new_samples) == ("3", "3", end, 10)
+    assert (row.live_resolved, row.live_hit_rate, row.trained_hours_ago) == (20, 0.35, 200.0)
+    assert (row.retrain, row.trigger, row.error) == (True, DECAY, None)
+    assert row.reasons and "35.0%" in row.reasons[0]
+    unknown = report_row(evidence(trained_hours_ago=None), decide_retrain(evidence(), CFG))
+    assert (unknown.live_hit_rate, unknown.trained_hours_ago) == (None, None)
 
 
 def test_neither_reports_both_reasons() -> None:
@@ -105,25 +121,9 @@ def test_evidence_counts_outcomes_after_the_newest_versions_data_end(world: tupl
     # The champion's live BUYs: 3 on bars whose outcome is known, one the shadow's (ignored).
     known = all_known.filter(pl.col("ts") > ends[0]).head(3)
     for ts in known["ts"]:
-        ledger.record_signal(
-            symbol="BTCUSD",
-            timeframe="1h",
-            ts=ts,
-            model_name=name,
-            model_version="1",
-            status="OK",
-            action=1,
-        )
-    ledger.record_signal(
-        symbol="BTCUSD",
-        timeframe="1h",
-        ts=known["ts"][0],
-        model_name=name,
-        model_version="2",
-        status="OK",
-        shadow=True,
-        action=1,
-    )
+        ledger.record_signal(SignalRecord("BTCUSD", "1h", ts, name, "1", "OK", action=1))
+    shadow = SignalRecord("BTCUSD", "1h", known["ts"][0], name, "2", "OK", shadow=True, action=1)
+    ledger.record_signal(shadow)
     e = gather_evidence(client, store, ledger, "BTCUSD", "1h", labels, now + timedelta(days=1))
     assert (e.champion, e.newest) == ("1", "2")
     assert e.data_end == ends[1].replace(tzinfo=UTC)

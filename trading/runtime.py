@@ -1,0 +1,85 @@
+"""What a process keeps between live runs, in one object: the ledger (its engine open, its schema
+migrated once) per database URL, the candle store (whole-file reads kept until a file changes) and
+the loaded registered models per state directory. A long-lived ``candleflow serve`` process
+starts each run from them (:meth:`LiveRuntime.open_run`) instead of loading them again."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from brokers.paper import PaperBroker
+from core.config import Settings
+from core.store import CandleStore
+from models.tracking import setup
+from trading.ledger import Ledger
+from trading.live import LiveContext, pending_positions
+from trading.live_models import ModelCache
+
+STORE_CACHE_MB = 512
+
+
+class LiveRuntime:
+    """The live stage's long-lived state for one process (thread-safe)."""
+
+    def __init__(self, store_cache_mb: int = STORE_CACHE_MB) -> None:
+        self.store_cache_mb = store_cache_mb
+        self._ledgers: dict[str, Ledger] = {}
+        self._stores: dict[Path, CandleStore] = {}
+        self._models: dict[Path, ModelCache] = {}
+        self._lock = threading.Lock()
+
+    def ledger(self, url: str) -> Ledger:
+        """The ledger of ``url``: one engine (connection pool) per database for the process."""
+        with self._lock:
+            if url not in self._ledgers:
+                self._ledgers[url] = Ledger(url)
+            return self._ledgers[url]
+
+    def store(self, home: Path) -> CandleStore:
+        with self._lock:
+            if home not in self._stores:
+                self._stores[home] = CandleStore(home, cache_mb=self.store_cache_mb)
+            return self._stores[home]
+
+    def models(self, home: Path, client: MlflowClient) -> ModelCache:
+        """The registered models loaded for ``home`` (read with the first run's ``client``)."""
+        with self._lock:
+            if home not in self._models:
+                self._models[home] = ModelCache(client)
+            return self._models[home]
+
+    def open_run(
+        self, settings: Settings, symbols: list[str], timeframe: str, now: datetime | None = None
+    ) -> LiveContext:
+        """A live run's context: the paper account brought up to the newest candles (fills,
+        exits) and snapshotted, the orders still pending, the registry's aliases read once."""
+        ledger = self.ledger(settings.live.resolved_database_url(settings.home))
+        broker = PaperBroker(ledger.engine, settings.paper, settings.costs)
+        store = self.store(settings.home)
+        broker.update({s: store.read(s, timeframe) for s in symbols}, timeframe)
+        client = setup(settings.home, settings.mlflow.tracking_uri)  # also MLflow's URI, for loads
+        cache = self.models(settings.home, client)
+        cache.refresh()  # the run's aliases, in one registry query
+        return LiveContext(
+            settings,
+            store,
+            ledger,
+            broker,
+            cache,
+            broker.state(),
+            now or datetime.now(UTC),
+            pending=pending_positions(ledger, store),  # after the update: fills are positions
+        )
+
+    def close(self) -> None:
+        """Close the engines and forget everything (the next run loads afresh)."""
+        with self._lock:
+            for ledger in self._ledgers.values():
+                ledger.dispose()
+            self._ledgers.clear()
+            self._stores.clear()
+            self._models.clear()
