@@ -5,10 +5,13 @@ A venue module is small: its capabilities plus ``_fetch_range``."""
 from __future__ import annotations
 
 import logging
+import random
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import polars as pl
 
@@ -21,6 +24,37 @@ if TYPE_CHECKING:
     from core.config import Settings
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudget:
+    """How one fetch rides out transient venue failures: each failed request is retried in place
+    (the pages already fetched are kept), up to ``retries`` retries for the whole fetch, each after
+    a fully jittered delay that doubles from ``delay`` seconds (at most ``max_delay``)."""
+
+    retries: int = 3
+    delay: float = 2.0
+    max_delay: float = 60.0
+
+    def runner(self, what: str) -> Callable[[Callable[[], T]], T]:
+        """A caller of one fetch's requests, sharing this budget between them."""
+        left, failures = self.retries, 0
+
+        def call(request: Callable[[], T]) -> T:
+            nonlocal left, failures
+            while True:
+                try:
+                    return request()
+                except Exception as exc:
+                    if left <= 0 or not is_transient(exc):
+                        raise
+                    left, failures = left - 1, failures + 1
+                    pause = random.uniform(0, min(self.max_delay, self.delay * 2 ** (failures - 1)))
+                    logger.warning("%s: %s; retrying in %.1f s (%d left)", what, exc, pause, left)
+                    time.sleep(pause)
+
+        return call
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +96,8 @@ class BaseBroker(ABC):
 
     name: ClassVar[str]
     capabilities: ClassVar[BrokerCapabilities]
+    # Per fetch (``fetch_candles``); ``create_broker`` sets the configured one.
+    retry_budget: RetryBudget = RetryBudget()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BaseBroker:
@@ -83,7 +119,8 @@ class BaseBroker(ABC):
     def fetch_candles(
         self, symbol: str, timeframe: str | Timeframe, start: datetime, end: datetime
     ) -> pl.DataFrame:
-        canonical = self.check_symbol(symbol)
+        call = self.retry_budget.runner(f"{self.name} {symbol} {timeframe}")
+        canonical = call(lambda: self.check_symbol(symbol))
         tf = self.check_timeframe(timeframe)
         start, end = tf.floor(as_utc(start)), as_utc(end)
         if self.capabilities.history_start is not None:
@@ -97,7 +134,7 @@ class BaseBroker(ABC):
             # quarantine.
             conform(page).filter(((ts >= lo) & (ts < hi)) | ts.is_null())
             for lo, hi in self._page_windows(tf, start, end)
-            for page in [self._fetch_range(canonical, tf, lo, hi)]
+            for page in [call(lambda lo=lo, hi=hi: self._fetch_range(canonical, tf, lo, hi))]
         ]
         return pl.concat(pages, how="vertical") if pages else empty_candles()
 

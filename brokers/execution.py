@@ -113,7 +113,9 @@ class BrokerOrder:
 class ExecutionBroker(Protocol):
     """Where orders go. ``submit`` is idempotent per ``order_id`` and returns the broker's order
     id; it raises :class:`OrderRejectedError` for a refusal, anything else for a failure worth
-    resubmitting. A ``dry_run`` broker sends nothing (real adapters default to it)."""
+    resubmitting. ``known`` says whether the broker holds an order of that client id (accepted
+    earlier, whatever became of it): a venue answers it from its order lookup by client id. A
+    ``dry_run`` broker sends nothing (real adapters default to it)."""
 
     @property
     def name(self) -> str: ...
@@ -122,6 +124,8 @@ class ExecutionBroker(Protocol):
     def dry_run(self) -> bool: ...
 
     def submit(self, order: BrokerOrder) -> str: ...
+
+    def known(self, order_id: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,11 +57,11 @@ def read_candle_file(path: Path | str, *, timezone: str = "UTC") -> pl.DataFrame
     the file, blank lines included, so a quarantined row can be found in the user's own file).
 
     Rows are not judged: an unreadable price or volume is null, an unreadable timestamp leaves
-    ``ts`` null, nothing is dropped but blank lines. A file that is strictly newest-first is
-    turned around. Naive times are wall clock in ``timezone`` unless the header names the zone
-    (``Gmt time``); dates without a time of day stay dates, at 00:00 UTC. A file without a volume
-    column gets volume 0.0 (FX files often have none). A file that cannot be read as candles
-    raises :class:`DataFormatError`."""
+    ``ts`` null, nothing is dropped but blank lines. Rows are put in time order (a newest-first
+    file is turned around, any other order sorted). Naive times are wall clock in ``timezone``
+    unless the header names the zone (``Gmt time``); dates without a time of day stay dates, at
+    00:00 UTC. A file without a volume column gets volume 0.0 (FX files often have none). A file
+    that cannot be read as candles raises :class:`DataFormatError`."""
     path = Path(path)
     check_timezone(timezone)
     raw, separator = _read_table(path)
@@ -221,14 +221,23 @@ def _values(raw: pl.DataFrame, columns: ColumnMap, *, decimal_comma: bool) -> li
 
 
 def _in_time_order(frame: pl.DataFrame, timezone: str) -> pl.DataFrame:
-    """UTC ``ts``; a file written newest first (at least 2/3 of its steps go back in time) is
-    turned around, ``source_row`` still pointing at the file's rows. The few rows out of place in
-    either direction are left for the store's validator to quarantine."""
+    """UTC ``ts`` in time order, ``source_row`` still pointing at the file's rows. A file written
+    newest first (at least 2/3 of its steps go back in time) is turned around; any other order is
+    sorted (stably: rows of one timestamp keep their order, so the validator still collapses
+    copies and quarantines conflicting ones). Rows without a timestamp keep their place in a
+    file already in order, and go last in a sorted one."""
     steps = frame["ts"].drop_nulls().diff().drop_nulls()
     back, forward = int((steps < timedelta(0)).sum()), int((steps > timedelta(0)).sum())
+    # Before the time-zone step: a repeated DST hour is told apart by the order of the rows.
     if back and back >= NEWEST_FIRST_SHARE * (back + forward):
-        frame = frame.reverse()  # before the time-zone step: a repeated DST hour needs the order
-    return frame.with_columns(to_utc(frame["ts"], timezone).alias("ts"))
+        frame = frame.reverse()
+    elif back:
+        logger.info("rows not in time order (%d steps back): sorted by time", back)
+        frame = frame.sort("ts", nulls_last=True, maintain_order=True)
+    frame = frame.with_columns(to_utc(frame["ts"], timezone).alias("ts"))
+    if not frame["ts"].drop_nulls().is_sorted():  # wall clock across a DST fall-back
+        frame = frame.sort("ts", nulls_last=True, maintain_order=True)
+    return frame
 
 
 NEWEST_FIRST_SHARE = 2 / 3

@@ -240,8 +240,9 @@ def _new_candles(
 
 class PaperBroker:
     """A paper account in the live database, implementing :class:`ExecutionBroker` (the fill
-    model is in the module docstring). Run one ``update`` per account at a time: a concurrent
-    one fails on the unique constraints rather than booking anything twice."""
+    model is in the module docstring). Concurrent ``update`` calls of one account run one after
+    the other (the first claims the account's row); the unique constraints would refuse a
+    second booking anyway."""
 
     name = "paper"
     dry_run = False  # paper trading books simulated fills; it never reaches a market
@@ -316,6 +317,12 @@ class PaperBroker:
                     raise
         return broker_id
 
+    def known(self, order_id: str) -> bool:
+        """Whether an order of this client id was accepted (booked as a position)."""
+        self._ensure_account()
+        with self.engine.connect() as conn:
+            return self._known(conn, order_id)
+
     @staticmethod
     def _known(conn: Connection, order_id: str) -> bool:
         where = positions.c.order_id == order_id
@@ -339,6 +346,7 @@ class PaperBroker:
         self._ensure_account()
         entries = exits = 0
         with self.engine.begin() as conn:
+            self._claim(conn)
             book = _Book.load(conn, self.account)
             new = _new_candles(candles_by_symbol, book.marks)
             for symbol, candle in new:
@@ -352,6 +360,12 @@ class PaperBroker:
                 book.mark(symbol, candle, candle.ts + duration)
             book.save(conn)
         return UpdateReport(candles=len(new), entries=entries, exits=exits)
+
+    def _claim(self, conn: Connection) -> None:
+        """Write the account's row before reading anything: a concurrent update (another run,
+        thread or process) waits here for this one to commit, then reads what it booked."""
+        where = paper_accounts.c.account == self.account
+        conn.execute(paper_accounts.update().where(where).values(updated_at=datetime.now(UTC)))
 
     @staticmethod
     def _positions_of(book: _Book, symbol: str) -> Iterator[_Position]:

@@ -35,5 +35,11 @@ def broker_class(name: str) -> type[BaseBroker]:
 
 
 def create_broker(settings: Settings, name: str | None = None) -> BaseBroker:
-    """The broker named by ``name`` (default: ``settings.broker.name``), built from ``settings``."""
-    return broker_class(name or settings.broker.name).from_settings(settings)
+    """The broker named by ``name`` (default: ``settings.broker.name``), built from ``settings``,
+    riding out transient failures with the configured budget (``collect.retries`` per fetch)."""
+    from brokers.base import RetryBudget
+
+    broker = broker_class(name or settings.broker.name).from_settings(settings)
+    c = settings.collect
+    broker.retry_budget = RetryBudget(c.retries, c.retry_delay_seconds)
+    return broker

@@ -17,6 +17,8 @@ from cli.common import (
     settings_of,
     units_of,
 )
+from core.config import Settings
+from core.errors import CandleflowError, UnknownSymbolError
 from core.reports import SignalReport
 
 report_app = typer.Typer(help="Reports on live trading.", no_args_is_help=True)
@@ -42,6 +44,7 @@ def signals(
     tf = sorted({t for _, t in units})
     if len(tf) != 1:
         raise output.fail(f"signals scores one timeframe per run, got {', '.join(tf)}")
+    _check_known(settings, units)
     with output.stderr.status(f"Scoring {len(units)} symbol(s)…"):
         result = run_flow(
             live_signals,
@@ -50,6 +53,33 @@ def signals(
             settings=settings,
         )
     report_rows(result, json_, f"Signals ({tf[0]})", SIGNAL_COLUMNS, _reasons)
+
+
+def _check_known(settings: Settings, units: list[tuple[str, str]]) -> None:
+    """Fail fast on a symbol with no stored candles that the configured broker cannot serve
+    either (a typo, not a symbol to score). A broker that cannot be reached now is not the
+    user's error: the flow's collect retries it."""
+    from brokers import create_broker
+    from core.store import CandleStore
+
+    store = CandleStore(settings.home)
+    unstored = [(s, t) for s, t in units if not store.path(s, t).exists()]
+    if not unstored:
+        return
+    try:
+        broker = create_broker(settings)
+    except CandleflowError as exc:  # collect reports it; stored candles are scored meanwhile
+        output.stderr.print(f"could not check the symbols now ({exc})")
+        return
+    for symbol, tf in unstored:
+        try:
+            broker.check_symbol(symbol)
+        except UnknownSymbolError as exc:
+            where = store.path(symbol, tf).parent
+            raise output.fail(f"{symbol}: no {tf} candles in {where} and {exc}") from None
+        except CandleflowError as exc:
+            output.stderr.print(f"could not check {symbol} {tf} now ({exc}); collect will retry")
+            return
 
 
 def _reasons(rows: list[dict[str, Any]]) -> None:

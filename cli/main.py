@@ -21,6 +21,7 @@ from cli.common import (
     split_csv,
     units_of,
 )
+from cli.errors import CandleflowGroup
 from cli.live import positions, report_app, signals
 from cli.models import models_app, promote
 from cli.orchestrate import down_command, retrain_check, serve, up
@@ -45,6 +46,7 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 
 app = typer.Typer(
+    cls=CandleflowGroup,
     name="candleflow",
     help="Turn market candles into trading signals, honestly. Runs offline on a simulated market.",
     no_args_is_help=True,
@@ -90,6 +92,8 @@ def main_options(
         ),
     ] = None,
 ) -> None:
+    if home is not None and home.exists() and not home.is_dir():
+        raise output.fail(f"--home {home}: a file, not a directory; name a state directory")
     ctx.obj = {"home": home, "config": config}
 
 
@@ -131,6 +135,8 @@ def collect(
     """Collect closed candles from the configured broker into the local store."""
     settings = settings_of(ctx)
     start_ts, end_ts = _parse_date(start), _parse_date(end, "--end")
+    if start_ts is not None and end_ts is not None and start_ts >= end_ts:
+        raise output.fail(f"--start {start} is not before --end {end}: nothing to collect")
     from brokers import create_broker
     from core.collect import collection_units
 
@@ -265,9 +271,16 @@ def import_file(
         str | None,
         typer.Option("--tz", help="Time zone of naive timestamps (default: files.timezone)"),
     ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Put the file in place of every stored candle")
+    ] = False,
+    allow_corrections: Annotated[
+        bool, typer.Option("--allow-corrections", help="Let the file change stored candles")
+    ] = False,
     json_: JsonOption = False,
 ) -> None:
-    """Validate a user file and store it through the same path as collect."""
+    """Validate a user file and store it through the same path as collect; refused, writing
+    nothing, into candles of another source or over ones it would change (unless the options)."""
     settings = settings_of(ctx)
     if not file.is_file():
         raise output.fail(f"{file}: {'is a directory' if file.is_dir() else 'no such file'}")
@@ -293,6 +306,8 @@ def import_file(
             timeframe=timeframe,
             timezone=tz,
             settings=settings,
+            replace=replace,
+            allow_corrections=allow_corrections,
         )
     if isinstance(result, CandleflowError):
         raise output.fail(str(result))

@@ -7,7 +7,6 @@ Invalid values fail at load time with the key, the bad value and what is allowed
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from contextvars import ContextVar
@@ -26,6 +25,7 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -33,6 +33,8 @@ from core.errors import ConfigError
 from core.feature_spec import FeatureSpec, LabelSpec
 from core.instruments import instrument
 from core.settings_base import Section
+from core.settings_data import ValidationSettings
+from core.settings_env import ENV_PREFIX, EnvSource, describe_env_error, split_list
 from core.settings_live import LiveSettings, PaperSettings
 from core.settings_orchestration import OrchestrationSettings, RetrainSettings
 from core.settings_trading import RiskSettings, SignalSettings
@@ -40,25 +42,8 @@ from core.strategy import Costs
 from core.symbols import normalize_symbol
 from core.timeframes import parse_timeframe
 
-ENV_PREFIX = "CANDLEFLOW_"
 CONFIG_FILE_NAME = "candleflow.toml"
 DEFAULT_SYMBOLS = ["EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD", "ETHUSD", "US500"]
-
-
-def _split_list(value: Any) -> list[Any]:
-    """A list, a JSON list or a comma-separated string (``EURUSD,BTCUSD``) → a list."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError:
-                raise ValueError("not a valid JSON list") from None
-        else:
-            return [part for part in (p.strip() for p in text.split(",")) if part]
-    if not isinstance(value, list | tuple):
-        raise ValueError("expected a list (or a comma-separated string)")
-    return list(value)
 
 
 class UniverseSettings(Section):
@@ -71,7 +56,7 @@ class UniverseSettings(Section):
     @field_validator("symbols", mode="before")
     @classmethod
     def _symbols(cls, value: Any) -> list[str]:
-        symbols = [normalize_symbol(s) for s in _split_list(value)]
+        symbols = [normalize_symbol(s) for s in split_list(value)]
         if not symbols:
             raise ValueError("at least one symbol is needed")
         return list(dict.fromkeys(symbols))
@@ -79,7 +64,7 @@ class UniverseSettings(Section):
     @field_validator("timeframes", mode="before")
     @classmethod
     def _timeframes(cls, value: Any) -> list[str]:
-        timeframes = [parse_timeframe(t).name for t in _split_list(value)]
+        timeframes = [parse_timeframe(t).name for t in split_list(value)]
         if not timeframes:
             raise ValueError("at least one timeframe is needed")
         return list(dict.fromkeys(timeframes))
@@ -274,6 +259,7 @@ class Settings(BaseSettings):
     files: FilesSettings = Field(default_factory=FilesSettings)
     ccxt: CcxtSettings = Field(default_factory=CcxtSettings)
     collect: CollectSettings = Field(default_factory=CollectSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
     costs: CostsSettings = Field(default_factory=CostsSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
@@ -302,7 +288,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_file = _ACTIVE_CONFIG_FILE.get()
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, EnvSource(settings_cls)]
         if toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
@@ -352,6 +338,8 @@ def load_settings(
         return Settings(**kwargs)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
+    except SettingsError as exc:
+        raise ConfigError(describe_env_error(exc)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except (UnicodeDecodeError, OSError) as exc:

@@ -310,8 +310,8 @@ Strongest first:
 4. the defaults below.
 
 A partial file or variable keeps the other keys' values: tables merge key by key. In a variable,
-lists and tables are JSON (`{ENV_PREFIX}TRAINING__FAMILIES='["hgb", "xgboost"]'`);
-`universe.symbols` and `universe.timeframes` also take a comma-separated list. *unset* marks an
+tables are JSON; a list is JSON (`{ENV_PREFIX}TRAINING__FAMILIES='["hgb", "xgboost"]'`), a
+comma-separated list (`hgb,xgboost`) or a single value (`hgb`). *unset* marks an
 optional key without a default (leave it out; its meaning says what applies then). Unknown keys
 and sections, and values outside *Allowed*, fail at load time naming the key.
 """

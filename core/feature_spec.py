@@ -3,7 +3,8 @@
 A spec names what to compute, not how: TA-Lib functions by name and parameters (any of TA-Lib's
 functions), built-in families, higher timeframes and correlated symbols. It has a canonical JSON
 form and a hash; every dataset and model records the hash of the *effective* spec (what was
-actually built). Unknown TA-Lib functions or parameters fail at load time, naming the choices.
+actually built). Unknown TA-Lib functions or parameters, and parameter values TA-Lib refuses, fail
+at load time, naming the choices or the allowed range.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 from functools import cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.talib_params import param_ranges
 from core.timeframes import parse_timeframe
 
 Scale = Literal["auto", "none", "level", "diff", "close", "zscore"]
@@ -73,6 +76,17 @@ class IndicatorSpec(_Spec):
         if unknown:
             choices = ", ".join(f"{k} (default {v})" for k, v in allowed.items()) or "none"
             raise ValueError(f"{self.function}: unknown parameter(s) {unknown}; valid: {choices}")
+        ranges = param_ranges(self.function, len(allowed)) or {}
+        for name, value in sorted(self.params.items()):
+            problem = "not a finite number" if not math.isfinite(value) else None
+            problem = problem or (ranges[name].problem(value) if name in ranges else None)
+            if problem:
+                raise ValueError(f"{self.function} parameter {name} = {value:g}: {problem}")
+        params = tuple(sorted(self.params.items()))
+        if not _accepted(self.function, params):  # where the ranges were not available
+            raise ValueError(
+                f"{self.function}: TA-Lib refuses the parameters {self.resolved_params}"
+            )
         return self
 
     @property
@@ -94,6 +108,19 @@ def _resolved(function: str, params: tuple[tuple[str, float], ...]) -> tuple[tup
     defaults = dict(talib_functions()[function]["parameters"])
     # TA-Lib checks types: a parameter whose default is an int takes an int.
     return tuple((k, type(default)(given.get(k, default))) for k, default in defaults.items())
+
+
+@cache
+def _accepted(function: str, params: tuple[tuple[str, float], ...]) -> bool:
+    """TA-Lib's own check of a parameter set: its lookback is -1 for a value it refuses."""
+    from talib import abstract
+
+    try:
+        probe = abstract.Function(function)
+        probe.set_parameters(dict(_resolved(function, params)))
+        return probe.lookback >= 0
+    except (TypeError, ValueError, OverflowError):  # e.g. a value past a C int: refused as well
+        return False
 
 
 @cache

@@ -33,6 +33,11 @@ class LiveSettings(Section):
     ``notify_min_tier``: the weakest tier announced, by conviction STRONG_BUY > BUY > NEUTRAL >
     AVOID, a SELL tier ranking with its BUY mirror. The URL's form and the chat id are checked when
     sending, not here: a load-time error would echo the raw value into the error message.
+
+    ``new_order_max_age_bars``: an order the broker never confirmed (NEW: a run stopped between
+    recording it and sending it) is sent again under its client order id by the next run while its
+    signal candle closed at most this many bars ago; older, it is expired with a recorded reason
+    and no longer counts as exposure (a market order sent that late is another trade).
     """
 
     database_url: str = ""
@@ -43,6 +48,8 @@ class LiveSettings(Section):
     telegram_chat_id: str = ""
     notify_min_tier: Literal["STRONG_BUY", "BUY", "NEUTRAL", "AVOID"] = "BUY"
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    # ≥ 1: an order being sent by a concurrent run (its candle closed < 1 bar ago) is never expired.
+    new_order_max_age_bars: int = Field(default=1, ge=1, le=1000)
 
     @field_validator("database_url")
     @classmethod

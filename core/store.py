@@ -1,9 +1,11 @@
 """The local candle store: one Parquet file per symbol × timeframe, sorted and unique by ``ts``.
 
-Layout under the state directory: ``candles/<tf>/<SYMBOL>.parquet``; for rows that failed
-validation, ``quarantine/<tf>/<SYMBOL>.parquet`` (with the reason per row); ``locks/`` for writers.
-Writes are atomic (temp file in the same directory + rename) and serialised per dataset with a
-file lock, so a crash or a concurrent collect leaves the old or the new file, never a torn one.
+Layout under the state directory: ``candles/<tf>/<SYMBOL>.parquet`` (its sources in the file's
+metadata, see ``core.provenance``); for rows that failed validation,
+``quarantine/<tf>/<SYMBOL>.parquet`` (with the reason per row); ``locks/`` for writers. Writes are
+atomic (temp file in the same directory + rename) and serialised per dataset with a file lock, so
+a crash or a concurrent collect leaves the old or the new file, never a torn one; the next write
+removes the temp files a killed one left.
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
+import re
+import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -25,10 +26,18 @@ import polars as pl
 from core.candles import COLUMNS, empty_candles
 from core.errors import StoreError
 from core.locks import exclusive
+from core.provenance import ImportPolicy, Provenance, Source, StoredDataset, check_import
+from core.read_cache import ReadCache
 from core.reports import CollectReport
 from core.symbols import normalize_symbol
 from core.timeframes import Timeframe, as_utc, parse_timeframe
-from core.validation import VALUE_COLUMNS, validate_candles
+from core.validation import (
+    VALUE_COLUMNS,
+    Plausibility,
+    ValidationResult,
+    plausibility_for,
+    validate_candles,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +77,12 @@ class DatasetInfo:
     path: Path
 
 
+# A temp file of a killed write (``.<name>.<32 hex>.tmp``) is removed once this old and its
+# dataset's lock is free: a live writer holds the lock until its temp file is renamed.
+STALE_TEMP_SECONDS = 300.0
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[0-9a-f]{32}\.tmp$")
+
+
 def write_parquet_atomic(
     frame: pl.DataFrame, path: Path, metadata: dict[str, str] | None = None
 ) -> None:
@@ -101,42 +116,6 @@ def find_gaps(ts: pl.Series, timeframe: Timeframe) -> pl.DataFrame:
     )
 
 
-class _ReadCache:
-    """Whole-file reads kept while the file is unchanged (same inode, size and mtime: a write is
-    an atomic replace, so a new version is a new inode), least recently used first out of a byte
-    budget. For long-lived readers that read the same files many times (the live stage)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._frames: OrderedDict[Path, tuple[tuple[int, int, int], pl.DataFrame, int]] = (
-            OrderedDict()
-        )
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def read(self, path: Path, load: Callable[[], pl.DataFrame]) -> pl.DataFrame:
-        # The signature is taken before the read: a file replaced in between is read again
-        # next time (its new signature misses), never served stale.
-        st = path.stat()
-        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
-        with self._lock:
-            hit = self._frames.get(path)
-            if hit is not None and hit[0] == signature:
-                self._frames.move_to_end(path)
-                return hit[1]
-        frame = load()
-        size = int(frame.estimated_size())
-        with self._lock:
-            old = self._frames.pop(path, None)
-            self._bytes -= old[2] if old else 0
-            if size <= self.max_bytes:
-                self._frames[path] = (signature, frame, size)
-                self._bytes += size
-            while self._bytes > self.max_bytes:
-                self._bytes -= self._frames.popitem(last=False)[1][2]
-        return frame
-
-
 class CandleStore:
     """Parquet candle store rooted at the state directory (see the module docstring).
     ``cache_mb`` > 0 keeps whole-file reads in memory until the file changes (for a long-lived
@@ -144,7 +123,7 @@ class CandleStore:
 
     def __init__(self, home: Path | str, cache_mb: float = 0) -> None:
         self.home = Path(home)
-        self._cache = _ReadCache(int(cache_mb * 2**20)) if cache_mb > 0 else None
+        self._cache = ReadCache(int(cache_mb * 2**20)) if cache_mb > 0 else None
 
     # -- paths -----------------------------------------------------------------------------
     def path(self, symbol: str, timeframe: str | Timeframe) -> Path:
@@ -158,6 +137,16 @@ class CandleStore:
     def _locked(self, symbol: str, timeframe: str | Timeframe) -> AbstractContextManager[None]:
         tf = parse_timeframe(timeframe)
         return exclusive(self.home / "locks" / f"{tf.name}-{normalize_symbol(symbol)}.lock")
+
+    def provenance(self, symbol: str, timeframe: str | Timeframe) -> Provenance:
+        """The recorded sources of a dataset (an absent dataset has none)."""
+        path = self.path(symbol, timeframe)
+        if not path.exists():
+            return Provenance()
+        try:
+            return Provenance.from_metadata(pl.read_parquet_metadata(path))
+        except (OSError, ValueError, KeyError, pl.exceptions.PolarsError) as exc:
+            raise StoreError(f"cannot read {path}: {exc}; move it away to re-collect") from exc
 
     # -- reading ---------------------------------------------------------------------------
     def read(
@@ -225,21 +214,27 @@ class CandleStore:
         *,
         now: datetime | None = None,
         source: str = "collect",
+        bounds: Plausibility | None = None,
+        policy: ImportPolicy | None = None,
     ) -> UpsertReport:
-        """Validate ``candles``, quarantine bad rows, merge good ones (the newest value wins)."""
+        """Validate ``candles`` (``bounds``: default, those of the symbol's asset class),
+        quarantine bad rows, merge good ones (the newest value wins). ``source``: ``broker:<name>``
+        or ``import:<path>``, recorded with the dataset. ``policy`` marks an import: it is
+        checked against the stored candles first (``core.provenance``) and refused, leaving the
+        store as it was, when it would mix sources or change stored candles."""
         symbol, tf = normalize_symbol(symbol), parse_timeframe(timeframe)
         now = as_utc(now) if now else datetime.now(UTC)
-        checked = validate_candles(candles, tf, now)
+        for folder in (self.path(symbol, tf).parent, self.quarantine_path(symbol, tf).parent):
+            self._sweep_temps(folder, tf)
         with self._locked(symbol, tf):
+            stored = StoredDataset(symbol, tf, self.read(symbol, tf), self.provenance(symbol, tf))
+            bounds = bounds or plausibility_for(symbol)
+            checked = validate_candles(candles, tf, now, bounds, stored.candles)
+            if policy is not None:
+                check_import(stored, checked.good, source, policy)
             if not checked.bad.is_empty():
                 self._quarantine(symbol, tf, checked.bad, source, now)
-            existing = self.read(symbol, tf)
-            counts = _merge_counts(existing, checked.good)
-            merged = _merge(existing, checked.good)
-            if counts["new"] or counts["replaced"]:
-                write_parquet_atomic(merged, self.path(symbol, tf))
-        window = _gap_window(merged, checked.good, tf)
-        gaps = find_gaps(window, tf)
+            merged, counts = self._write(stored, checked.good, source, now, policy)
         if checked.bad.height:
             logger.warning(
                 "%s %s: %d candle(s) quarantined in %s: %s",
@@ -249,21 +244,58 @@ class CandleStore:
                 self.quarantine_path(symbol, tf),
                 checked.reasons,
             )
-        return UpsertReport(
-            symbol=symbol,
-            timeframe=tf.name,
-            received=candles.height,
-            new=counts["new"],
-            replaced=counts["replaced"],
-            duplicated=counts["duplicated"] + checked.duplicates,
-            quarantined=checked.bad.height,
-            gaps=gaps.height,
-            missing_candles=int(gaps["missing"].sum()) if gaps.height else 0,
-            rows=merged.height,
-            first_ts=merged["ts"].min() if merged.height else None,
-            last_ts=merged["ts"].max() if merged.height else None,
-            reasons=checked.reasons,
-        )
+        return _report(stored, merged, checked, counts, candles.height)
+
+    def _write(
+        self,
+        stored: StoredDataset,
+        good: pl.DataFrame,
+        source: str,
+        now: datetime,
+        policy: ImportPolicy | None,
+    ) -> tuple[pl.DataFrame, dict[str, int]]:
+        """Merge ``good`` into the stored candles (or put it in their place when the policy
+        replaces them) and write the file with its provenance when anything changed."""
+        replacing = policy is not None and policy.replace and not stored.candles.is_empty()
+        base = empty_candles() if replacing else stored.candles
+        counts = _merge_counts(base, good)
+        merged = _merge(base, good)
+        written = counts["new"] + counts["replaced"]
+        if written or replacing:
+            provenance = (Provenance() if replacing else stored.provenance).written(
+                source, now, written
+            )
+            path = self.path(stored.symbol, stored.timeframe)
+            write_parquet_atomic(merged, path, metadata=provenance.to_metadata())
+        if replacing:
+            logger.warning(
+                "%s: its %d candles from %s were replaced by %d from %s",
+                stored.name,
+                stored.candles.height,
+                stored.provenance.describe(),
+                merged.height,
+                Source.parse(source).label,
+            )
+        return merged, counts
+
+    def _sweep_temps(self, folder: Path, tf: Timeframe) -> None:
+        """Remove the temp files killed writes left in ``folder``: those older than
+        ``STALE_TEMP_SECONDS``, each under its dataset's lock (taken before this writer's own,
+        so no two writers wait on each other)."""
+        if not folder.is_dir():
+            return
+        cutoff = time.time() - STALE_TEMP_SECONDS
+        for tmp in folder.glob(".*.tmp"):
+            match = _TEMP_NAME.match(tmp.name)
+            try:
+                if match is None or tmp.stat().st_mtime > cutoff:
+                    continue
+                with self._locked(match["target"].removesuffix(".parquet"), tf):
+                    tmp.unlink(missing_ok=True)
+            except (OSError, ValueError) as exc:  # gone meanwhile, or not a dataset's name
+                logger.debug("left %s: %s", tmp, exc)
+                continue
+            logger.info("removed %s, left by a write that did not finish", tmp)
 
     def _quarantine(
         self, symbol: str, tf: Timeframe, bad: pl.DataFrame, source: str, now: datetime
@@ -296,7 +328,7 @@ def _between(start: datetime | None, end: datetime | None) -> pl.Expr | None:
     return bounds[0] if len(bounds) == 1 else bounds[0] & bounds[1]
 
 
-def _cached(cache: _ReadCache, path: Path) -> pl.DataFrame | None:
+def _cached(cache: ReadCache, path: Path) -> pl.DataFrame | None:
     """The whole file through ``cache``; None when it was removed since the caller looked."""
     try:
         return cache.read(path, lambda: _collect(pl.scan_parquet(path), path))
@@ -310,6 +342,32 @@ def _collect(lazy: pl.LazyFrame, path: Path) -> pl.DataFrame:
         return lazy.collect()
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise StoreError(f"cannot read {path}: {exc}; move it away to re-collect") from exc
+
+
+def _report(
+    stored: StoredDataset,
+    merged: pl.DataFrame,
+    checked: ValidationResult,
+    counts: dict[str, int],
+    received: int,
+) -> UpsertReport:
+    window = _gap_window(merged, checked.good, stored.timeframe)
+    gaps = find_gaps(window, stored.timeframe)
+    return UpsertReport(
+        symbol=stored.symbol,
+        timeframe=stored.timeframe.name,
+        received=received,
+        new=counts["new"],
+        replaced=counts["replaced"],
+        duplicated=counts["duplicated"] + checked.duplicates,
+        quarantined=checked.bad.height,
+        gaps=gaps.height,
+        missing_candles=int(gaps["missing"].sum()) if gaps.height else 0,
+        rows=merged.height,
+        first_ts=merged["ts"].min() if merged.height else None,
+        last_ts=merged["ts"].max() if merged.height else None,
+        reasons=checked.reasons,
+    )
 
 
 def _merge_counts(existing: pl.DataFrame, good: pl.DataFrame) -> dict[str, int]:

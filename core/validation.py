@@ -1,6 +1,7 @@
 """Candle validation before anything is stored: every row is either good or quarantined with the
 reasons it failed. Nothing is dropped silently; exact duplicate rows within a batch collapse into
-one (counted), conflicting duplicates are all quarantined."""
+one (counted), conflicting duplicates are all quarantined; finite but absurd values (a volume of
+1e308, a price far from the candles around it) fail the plausibility bounds of the asset class."""
 
 from __future__ import annotations
 
@@ -13,9 +14,41 @@ import polars as pl
 
 from core.candles import COLUMNS, PRICE_COLUMNS, TRACE_COLUMNS, conform
 from core.errors import DataFormatError
+from core.instruments import instrument
 from core.timeframes import TIMEFRAMES, Timeframe, as_utc
 
 VALUE_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
+# A candle's prices are judged against the median close of this many candles on each side of it
+# (itself included): one absurd candle, or a few in a row, cannot move that median, while a real
+# lasting move of the market soon holds the majority of the window.
+JUMP_NEIGHBOURS = 5
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    """Bounds past which a finite value is not believed: ``max_volume`` per candle, and
+    ``max_price_jump``, the multiple a candle's high may be above (its low below) the median close
+    of the candles around it."""
+
+    max_volume: float = 1e15
+    max_price_jump: float = 5.0
+
+
+DEFAULT_PLAUSIBILITY = Plausibility()
+# Hourly moves the market has made (the 2015 franc de-peg: about 1.4x within the hour; crypto
+# crashes) stay inside; a price off by a decimal place or from another instrument does not.
+PLAUSIBILITY_BY_ASSET_CLASS: dict[str, Plausibility] = {
+    "fx": Plausibility(max_price_jump=1.5),
+    "metal": Plausibility(max_price_jump=2.0),
+    "index": Plausibility(max_price_jump=2.0),
+    "crypto": Plausibility(max_price_jump=5.0),
+}
+
+
+def plausibility_for(symbol: str) -> Plausibility:
+    """The built-in bounds of ``symbol``'s asset class (the configuration can override them)."""
+    asset_class = instrument(symbol).asset_class.value
+    return PLAUSIBILITY_BY_ASSET_CLASS.get(asset_class, DEFAULT_PLAUSIBILITY)
 
 
 @dataclass(frozen=True)
@@ -33,7 +66,7 @@ class ValidationResult:
         return dict(zip(counts["reason"].to_list(), counts["count"].to_list(), strict=True))
 
 
-def _row_rules(tf: Timeframe, now: datetime) -> list[pl.Expr]:
+def _row_rules(tf: Timeframe, now: datetime, bounds: Plausibility) -> list[pl.Expr]:
     ts = pl.col("ts")
     rules = [pl.when(ts.is_null()).then(pl.lit("missing or unparsable timestamp"))]
     for col in VALUE_COLUMNS:
@@ -51,6 +84,9 @@ def _row_rules(tf: Timeframe, now: datetime) -> list[pl.Expr]:
             pl.lit("low above open/close")
         ),
         pl.when(pl.col("volume") < 0).then(pl.lit("negative volume")),
+        pl.when(pl.col("volume").is_finite() & (pl.col("volume") > bounds.max_volume)).then(
+            pl.lit(f"volume above the plausible maximum {bounds.max_volume:g}")
+        ),
         pl.when(ts.dt.epoch("us") % (tf.seconds * 1_000_000) != 0).then(
             pl.lit(f"timestamp not aligned to {tf.name}")
         ),
@@ -91,16 +127,25 @@ def _joined(rules: list[pl.Expr]) -> pl.Expr:
     return pl.concat_str(rules, separator="; ", ignore_nulls=True)
 
 
-def validate_candles(frame: pl.DataFrame, timeframe: Timeframe, now: datetime) -> ValidationResult:
+def validate_candles(
+    frame: pl.DataFrame,
+    timeframe: Timeframe,
+    now: datetime,
+    bounds: Plausibility = DEFAULT_PLAUSIBILITY,
+    stored: pl.DataFrame | None = None,
+) -> ValidationResult:
     """Split ``frame`` (candle columns, plus extras such as ``source_row``) into good and bad.
 
     Order of judgement: each row on its own; then exact copies of an earlier good row collapse
     (counted); then a timestamp held by good rows with different values quarantines all of them;
-    then the good rows outside the longest run in time order are out of order."""
+    then the good rows outside the longest run in time order are out of order; then a good row
+    whose prices jump beyond ``bounds`` from the closes around it (``stored``: the dataset's
+    candles, whose neighbours of the batch count too) is implausible."""
     now = as_utc(now)
     extras = [c for c in frame.columns if c not in COLUMNS and c not in TRACE_COLUMNS]
     typed = conform(frame).with_columns(frame.select(extras)) if extras else conform(frame)
-    checked = typed.with_columns(reason=_joined(_row_rules(timeframe, now)).replace("", None))
+    rules = _row_rules(timeframe, now, bounds)
+    checked = typed.with_columns(reason=_joined(rules).replace("", None))
     row_ok = pl.col("reason").is_null()
     copy = row_ok & ~pl.struct(*COLUMNS).is_first_distinct()
     checked = checked.with_columns(_copy=copy)
@@ -108,26 +153,71 @@ def validate_candles(frame: pl.DataFrame, timeframe: Timeframe, now: datetime) -
     checked = checked.filter(~pl.col("_copy")).drop("_copy")
     values = pl.struct(*VALUE_COLUMNS)
     conflict = row_ok & (values.n_unique().over("ts", row_ok) > 1)
-    checked = checked.with_columns(
-        reason=pl.when(conflict)
-        .then(pl.lit("conflicting duplicate timestamp"))
-        .otherwise(pl.col("reason"))
-    )
-    candidates = checked["reason"].is_null().to_numpy()
-    in_order = np.ones(checked.height, dtype=bool)
-    in_order[candidates] = in_longest_ordered_run(
-        checked["ts"].dt.epoch("us").to_numpy()[candidates]
-    )
-    checked = checked.with_columns(
-        reason=pl.when(pl.Series(~in_order))
-        .then(pl.lit("out-of-order timestamp"))
-        .otherwise(pl.col("reason"))
-    )
+    checked = _mark(checked, conflict, "conflicting duplicate timestamp")
+    checked = _mark(checked, pl.Series(~_in_order(checked)), "out-of-order timestamp")
+    jump = f"price jump beyond {bounds.max_price_jump:g}x the closes around it"
+    checked = _mark(checked, _jumps(checked, stored, bounds.max_price_jump), jump)
     return ValidationResult(
         good=checked.filter(pl.col("reason").is_null()).select(COLUMNS).sort("ts"),
         bad=checked.filter(pl.col("reason").is_not_null()),
         duplicates=duplicates,
     )
+
+
+def _mark(checked: pl.DataFrame, where: pl.Expr | pl.Series, reason: str) -> pl.DataFrame:
+    """Give the rows ``where`` holds ``reason`` (they are good so far: their reason is null)."""
+    where = pl.lit(where) if isinstance(where, pl.Series) else where
+    return checked.with_columns(
+        reason=pl.when(where).then(pl.lit(reason)).otherwise(pl.col("reason"))
+    )
+
+
+def _in_order(checked: pl.DataFrame) -> np.ndarray:
+    """Mask: the row is not a good row outside the longest run of good rows in time order."""
+    candidates = checked["reason"].is_null().to_numpy()
+    in_order = np.ones(checked.height, dtype=bool)
+    in_order[candidates] = in_longest_ordered_run(
+        checked["ts"].dt.epoch("us").to_numpy()[candidates]
+    )
+    return in_order
+
+
+def _jumps(checked: pl.DataFrame, stored: pl.DataFrame | None, max_jump: float) -> pl.Series:
+    """Mask of the good rows whose high is above ``max_jump`` × the median close of the candles
+    around it, or whose low is below that median / ``max_jump``."""
+    rows = checked.with_row_index("_row").filter(pl.col("reason").is_null())
+    if rows.is_empty():
+        return pl.Series([False] * checked.height, dtype=pl.Boolean)
+    context = _stored_around(stored, rows["ts"].min(), rows["ts"].max())
+    context = context.join(rows.select("ts"), on="ts", how="anti")  # a new value wins
+    window = 2 * JUMP_NEIGHBOURS + 1
+    series = (
+        pl.concat([rows.select("_row", "ts", "close"), context], how="diagonal_relaxed")
+        .sort("ts")
+        .with_columns(ref=pl.col("close").rolling_median(window, min_samples=1, center=True))
+    )
+    judged = rows.join(series.select("_row", "ref"), on="_row").select(
+        "_row",
+        jump=(pl.col("high") > max_jump * pl.col("ref"))
+        | (pl.col("low") * max_jump < pl.col("ref")),
+    )
+    mask = np.zeros(checked.height, dtype=bool)
+    mask[judged["_row"].to_numpy()] = judged["jump"].to_numpy()
+    return pl.Series(mask)
+
+
+def _stored_around(stored: pl.DataFrame | None, first: datetime, last: datetime) -> pl.DataFrame:
+    """``ts`` and ``close`` of the stored candles from ``JUMP_NEIGHBOURS`` before ``first`` to as
+    many after ``last`` (``stored`` is sorted by ``ts``)."""
+    if stored is None or stored.is_empty():
+        return pl.DataFrame(schema={"ts": pl.Datetime("us", "UTC"), "close": pl.Float64})
+    ts = pl.col("ts")
+    parts = (
+        stored.filter(ts < first).tail(JUMP_NEIGHBOURS),
+        stored.filter(ts.is_between(first, last)),
+        stored.filter(ts > last).head(JUMP_NEIGHBOURS),
+    )
+    return pl.concat([p.select("ts", "close") for p in parts])
 
 
 def dominant_step(ts: pl.Series) -> timedelta | None:

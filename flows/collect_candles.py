@@ -53,7 +53,16 @@ def collect_candles(
     def chain(symbol: str, timeframe: str) -> Chain:
         window = plan.submit(broker, settings.home, symbol, timeframe, now, history, overlap, start)
         candles = fetch.submit(broker, symbol, timeframe, window)
-        return window, candles, store_candles.submit(settings.home, symbol, timeframe, candles, now)
+        stored = store_candles.submit(
+            settings.home,
+            symbol,
+            timeframe,
+            candles,
+            now,
+            source=f"broker:{broker.name}",
+            bounds=settings.validation.bounds(symbol),
+        )
+        return window, candles, stored
 
     rows = fan_out(collection_units(settings, symbols, timeframes), chain, CollectReport)
     return finish(rows, "collect-report", f"Candles collected from broker {broker.name!r}")

@@ -36,7 +36,9 @@ from models.fingerprint import take
 from models.tracking import (
     ensure_experiment,
     experiment_name,
+    fail_orphaned_runs,
     log_ensemble,
+    process_tags,
     registered_name,
     setup,
 )
@@ -138,6 +140,8 @@ def record_training(
     experiment = experiment_name(meta.symbol, meta.timeframe)
     name = registered_name(meta.symbol, meta.timeframe)
     key = training_key(result, cfg, meta)
+    experiment_id = ensure_experiment(client, experiment, home)
+    fail_orphaned_runs(client, experiment_id)  # runs a killed recording left RUNNING
     existing = find_version(client, name, key)
     if existing is not None:  # a retried record after a successful registration
         if not existing.aliases:
@@ -152,8 +156,7 @@ def record_training(
         "spec_hash": meta.spec_hash,
         "code_version": code_version(),
         "trials": str(int(result.metrics["trials"])),
-    }
-    experiment_id = ensure_experiment(client, experiment, home)
+    } | process_tags()
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=f"train {meta.symbol} {meta.timeframe}", tags=tags
     ) as parent:

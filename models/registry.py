@@ -1,12 +1,14 @@
 """The model registry side of promotion: aliases ``champion`` / ``challenger`` / ``previous`` on
 ``candleflow.<SYMBOL>.<TF>``, the review of a challenger through the gate, manual promotion and
-rollback, each decision recorded as model-version tags (and the latest one on the model)."""
+rollback, each decision recorded as model-version tags (and the latest one on the model). Each
+of them first repairs what a crash mid-promotion leaves (:func:`repair_aliases`)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -117,14 +119,44 @@ def _record(client: MlflowClient, name: str, decision: Decision) -> None:
     logger.info("%s", decision.summary())
 
 
+def _champion(client: MlflowClient, name: str) -> str | None:
+    champion = alias_version(client, name, CHAMPION)
+    return None if champion is None else str(champion.version)
+
+
+def repair_aliases(client: MlflowClient, name: str) -> list[str]:
+    """Restore what a crash between two alias moves breaks: every alias names an existing
+    version; the champion is neither challenger nor previous (that alias goes). Repairs are
+    logged and recorded on the model (tag ``alias_repair``); returns them (none: consistent)."""
+    existing = {str(v.version) for v in client.search_model_versions(f"name='{name}'")}
+    if not existing:  # no model yet (MLflow drops the aliases of a deleted version)
+        return []
+    aliases = {a: str(v) for a, v in (client.get_registered_model(name).aliases or {}).items()}
+    notes = []
+    for alias, version in sorted(aliases.items()):
+        if version not in existing:
+            client.delete_registered_model_alias(name, alias)
+            notes.append(f"{alias} named v{version}, which does not exist: {alias} removed")
+            del aliases[alias]
+    champion = aliases.get(CHAMPION)
+    for alias in (CHALLENGER, PREVIOUS):
+        if champion is not None and aliases.get(alias) == champion:
+            client.delete_registered_model_alias(name, alias)
+            notes.append(f"v{champion} was champion and {alias} (a cut promotion): {alias} removed")
+    if notes:
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        client.set_registered_model_tag(name, "alias_repair", f"{at}: {'; '.join(notes)}"[:4900])
+        logger.warning("%s: aliases repaired: %s", name, "; ".join(notes))
+    return notes
+
+
 def _crown(
     client: MlflowClient, name: str, version: str, expected: str | bool | None = False
 ) -> str | None:
     """Make ``version`` champion; the old champion becomes ``previous``. Returns the old one.
     ``expected``: the champion the decision was made against (``False``: not checked); if another
     run moved the alias meanwhile, nothing changes and the review must be made again."""
-    old = alias_version(client, name, CHAMPION)
-    old_version = None if old is None else str(old.version)
+    old_version = _champion(client, name)
     if expected is not False and old_version != expected:
         raise RegistryError(
             f"{name}: the champion moved to v{old_version} during the review of v{version} "
@@ -151,13 +183,13 @@ class Reviewer:
         gate reads the training run's hashed evaluation (``models.evidence``), never the
         version's tags: tags that disagree with the run refuse the version."""
         name = registered_name(symbol, timeframe)
+        repair_aliases(self.client, name)
         mv = self._candidate(name, version)
         if mv is None:
             check = Check("challenger", False, None, None, "no challenger to review")
             return Decision(symbol, timeframe, "", False, [check], kind="no_challenger")
         version = str(mv.version)
-        champion = alias_version(self.client, name, CHAMPION)
-        champion_version = None if champion is None else str(champion.version)
+        champion_version = _champion(self.client, name)
         if champion_version == version:
             return Decision(symbol, timeframe, version, True, kind="already_champion")
         if mv.tags.get("decision") == "rolled back":
@@ -243,24 +275,27 @@ class Reviewer:
                 "decision, and every signal of the champion says it was overridden"
             )
         name = registered_name(symbol, timeframe)
+        repair_aliases(self.client, name)
         mv = get_version(self.client, name, version)
         gate_record = _gate_record(self.client, mv)
-        old = _crown(self.client, name, str(version))
+        old = _champion(self.client, name)
         override = Check(
             "manual", True, None, None, f"manual override (gate not applied): {reason}"
         )
         checks = [override, gate_record]
         decision = Decision(symbol, timeframe, str(version), True, checks, old, kind="manual")
-        _record(self.client, name, decision)
+        _record(self.client, name, decision)  # first: a champion cut short still says "manual"
+        _crown(self.client, name, str(version), old)
         return decision
 
     def rollback(self, symbol: str, timeframe: str) -> Decision:
         """``previous`` becomes ``champion`` again; the demoted champion becomes ``previous``."""
         name = registered_name(symbol, timeframe)
+        repair_aliases(self.client, name)
         previous = alias_version(self.client, name, PREVIOUS)
         if previous is None:
             raise RegistryError(f"{name} has no 'previous' version to roll back to")
-        old = _crown(self.client, name, str(previous.version))
+        old = _champion(self.client, name)
         message = f"rollback: v{previous.version} replaces champion v{old}"
         decision = Decision(
             symbol,
@@ -272,6 +307,7 @@ class Reviewer:
             kind="rollback",
         )
         _record(self.client, name, decision)
+        _crown(self.client, name, str(previous.version), old)
         if old is not None:
             self.client.set_model_version_tag(name, old, "decision", "rolled back")
         return decision

@@ -6,13 +6,16 @@ A study is named by family and a key of everything that shapes its folds and obj
 specs, evaluation layout, folds, embargo, threshold, strategy and costs, seed): the same data and
 config resume (and, once its budget is spent, reuse) the same study, so a re-run gives the same
 parameters; any change starts a new study. Every study of a model stays in its journal, so the
-trials of all its trainings are counted (:func:`journal_trials`).
+trials of all its trainings are counted (:func:`journal_trials`). A journal torn by a kill or a
+full disk mid-append is repaired when opened (:func:`open_journal`): only the torn bytes go.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from sklearn.metrics import roc_auc_score
 
 from models.splits import Fold
@@ -145,8 +148,7 @@ def tune(
     sharpe_of: SharpeOf,
 ) -> tuple[Tuned, np.ndarray]:
     """Tune ``family``; return its result and the best parameters' out-of-fold probabilities."""
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(str(journal)))
+    storage = open_journal(journal)
     study = optuna.create_study(
         study_name=study_name,
         storage=storage,
@@ -194,7 +196,7 @@ def journal_trials(journal: Path) -> tuple[int, list[float]]:
     that completed: the N and the spread of the Deflated Sharpe Ratio."""
     if not journal.exists():
         return 0, []
-    storage = JournalStorage(JournalFileBackend(str(journal)))
+    storage = open_journal(journal)
     n, sharpes = 0, []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
@@ -207,3 +209,78 @@ def journal_trials(journal: Path) -> tuple[int, list[float]]:
             and t.user_attrs.get("sharpe") is not None
         ]
     return n, sharpes
+
+
+def open_journal(journal: Path) -> JournalStorage:
+    """The journal's storage, its torn lines cut first (:func:`repair_journal`)."""
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    if journal.exists() and _torn(journal.read_bytes()):
+        lock = JournalFileSymlinkLock(str(journal))  # Optuna's own: no append is under way
+        lock.acquire()
+        try:
+            repair_journal(journal)
+        finally:
+            lock.release()
+    return JournalStorage(JournalFileBackend(str(journal)))
+
+
+_OP_START = b'{"op_code":'  # how every journal operation's line starts
+
+
+def _intact(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+        return False
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """The journal's lines with their newline; a last one without is torn."""
+    *whole, tail = data.split(b"\n")
+    return [line + b"\n" for line in whole] + ([tail] if tail else [])
+
+
+def _torn(data: bytes) -> bool:
+    return any(not (line.endswith(b"\n") and _intact(line)) for line in _lines(data))
+
+
+def _mend(line: bytes) -> bytes:
+    """What stays of one journal line: all of an intact one; of a torn one, the whole operation
+    an appender wrote after it (a torn line has no newline, so the next append continued it);
+    else nothing."""
+    if not line.endswith(b"\n"):
+        return b""
+    if _intact(line):
+        return line
+    start = line.rfind(_OP_START)
+    return line[start:] if start > 0 and _intact(line[start:]) else b""
+
+
+def repair_journal(journal: Path) -> int:
+    """Cut the torn lines of an Optuna journal (a kill or a full disk mid-append) and keep every
+    intact operation, so no trial recorded whole is lost from the count. Optuna's readers skip
+    a torn last line, but the next append continues it and from then on every read fails with a
+    bare JSONDecodeError. Only the torn bytes go: every later appender saw them as absent, so
+    the operations it appended after them stay as written. Returns the bytes cut (0: intact)."""
+    data = journal.read_bytes()
+    lines = _lines(data)
+    kept = [_mend(line) for line in lines]
+    if kept == lines:
+        return 0
+    repaired = b"".join(kept)
+    tmp = journal.with_name(journal.name + ".repair")
+    with open(tmp, "wb") as f:
+        f.write(repaired)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, journal)
+    cut = sum(1 for old, new in zip(lines, kept, strict=True) if old != new)
+    logger.warning(
+        "Optuna journal %s was torn (a kill or a full disk mid-append): cut %d byte(s) from %d"
+        " line(s), kept %d intact operation(s)",
+        journal,
+        len(data) - len(repaired),
+        cut,
+        sum(1 for line in kept if line),
+    )
+    return len(data) - len(repaired)

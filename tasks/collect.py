@@ -16,10 +16,11 @@ from brokers.base import BaseBroker, is_transient
 from brokers.files import read_candle_file
 from core.candles import empty_candles
 from core.collect import FetchWindow, drop_forming, fetch_window
+from core.provenance import ImportPolicy
 from core.reports import CollectReport
 from core.store import CandleStore
 from core.timeframes import parse_timeframe
-from core.validation import check_spacing
+from core.validation import Plausibility, check_spacing
 
 
 def retry_on_transient(task: Task[..., object], task_run: TaskRun, state: State) -> bool:
@@ -88,14 +89,22 @@ def store_candles(
     now: datetime | None = None,
     source: str = "collect",
     keep_forming: bool = False,
+    bounds: Plausibility | None = None,
+    policy: ImportPolicy | None = None,
 ) -> CollectReport:
     """Validate and upsert candles; bad rows go to quarantine. A still-forming candle is dropped
-    (it is fetched again once closed) unless ``keep_forming``, which quarantines it instead."""
+    (it is fetched again once closed) unless ``keep_forming``, which quarantines it instead.
+    ``source``: ``broker:<name>`` or ``import:<path>``; ``bounds``: the plausibility bounds
+    (default: the asset class's built-in ones); ``policy``: set for an import, which is refused
+    when it would mix sources or change stored candles (a broker's own overlap re-fetch corrects
+    its candles freely)."""
     now = now or datetime.now(UTC)
     fetched = candles.height
     if not keep_forming:
         candles = drop_forming(candles, parse_timeframe(timeframe), now)
-    stored = CandleStore(home).upsert(symbol, timeframe, candles, now=now, source=source)
+    stored = CandleStore(home).upsert(
+        symbol, timeframe, candles, now=now, source=source, bounds=bounds, policy=policy
+    )
     return stored.report(fetched)
 
 

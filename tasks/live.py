@@ -1,5 +1,6 @@
-"""Tasks of the live-signals stage: open the run (paper account brought up to date, account
-snapshot, pending orders, the registry's aliases), score each symbol, publish charts, notify."""
+"""Tasks of the live-signals stage: open the run (unsent orders of earlier runs sent again or
+expired, paper account brought up to date, account snapshot, pending orders, the registry's
+aliases), score each symbol, publish charts, notify."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def live_runtime() -> LiveRuntime:
 def open_live_run(
     settings: Settings, symbols: list[str], timeframe: str, now: datetime | None = None
 ) -> LiveContext:
-    """Bring the paper account up to the newest candles (fills, exits) and snapshot it."""
+    """Recover unsent orders, bring the paper account up to the newest candles (fills, exits)
+    and snapshot it; a symbol whose candles cannot be read is left to fail on its own row."""
     return live_runtime().open_run(settings, symbols, timeframe, now)
 
 

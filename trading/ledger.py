@@ -35,6 +35,7 @@ from core.symbols import normalize_symbol
 from core.timeframes import as_utc, parse_timeframe
 from trading import migrations
 from trading.records import (
+    EXPIRED,
     FILLED,
     NEW,
     REJECTED,
@@ -131,6 +132,24 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _risk_event(
+    kind: str,
+    reason: str,
+    symbol: str | None,
+    details: Mapping[str, object] | None,
+    ts: datetime | None,
+) -> sa.Insert:
+    now = _now()
+    return risk_events.insert().values(
+        ts=as_utc(ts) if ts else now,
+        symbol=normalize_symbol(symbol) if symbol else None,
+        kind=kind,
+        reason=reason,
+        details=json_safe(details),
+        created_at=now,
+    )
+
+
 class Ledger:
     """The live database, brought to the newest schema when opened (``trading.migrations``:
     its tables and the execution broker's)."""
@@ -145,8 +164,7 @@ class Ledger:
         return cls(live.resolved_database_url(home))
 
     def create_all(self) -> None:
-        """Bring the schema to the newest revision (done on opening already; kept for callers
-        from before migrations). Rows are kept."""
+        """Bring the schema to the newest revision (done on opening already). Rows are kept."""
         migrations.upgrade(self.engine)
 
     def dispose(self) -> None:
@@ -175,7 +193,7 @@ class Ledger:
         The row is committed (status NEW) before the broker hears of it; an order still NEW
         (an earlier run stopped in between) is submitted again under the same client order id,
         which the broker deduplicates. A refusal is stored as REJECTED; any other failure
-        leaves the order NEW for the next run."""
+        leaves the order NEW for the next run (``trading.orders.recover_orders``)."""
         created = self._insert_order(intent, broker)
         row = self._order_for_key(intent)
         if row.status == NEW:
@@ -219,7 +237,42 @@ class Ledger:
             values |= {"status": REJECTED, "reason": str(exc)}
         where = (orders.c.order_id == order.order_id) & (orders.c.status == NEW)
         with self.engine.begin() as conn:
-            conn.execute(orders.update().where(where).values(**values, updated_at=_now()))
+            done = conn.execute(orders.update().where(where).values(**values, updated_at=_now()))
+        if done.rowcount == 0:  # expired meanwhile: cannot happen within the order's age limit
+            logger.warning("order %s was no longer NEW when %s answered", row.order_id, broker.name)
+
+    def unsent_orders(self, broker: str, timeframe: str, symbols: list[str]) -> list[OrderRow]:
+        """Orders of ``broker`` it never confirmed (stored NEW) of these symbols, oldest first."""
+        stmt = self._orders_select().where(
+            orders.c.status == NEW,
+            orders.c.broker == broker,
+            orders.c.timeframe == parse_timeframe(timeframe).name,
+            orders.c.symbol.in_([normalize_symbol(s) for s in symbols]),
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt.order_by(orders.c.ts, orders.c.id)).mappings().all()
+        return [OrderRow(**row) for row in rows]
+
+    def resubmit(self, row: OrderRow, broker: ExecutionBroker) -> OrderRow:
+        """Send an unsent order again under its client order id, unless it is no longer NEW
+        (sent or expired meanwhile); the order as now stored."""
+        current = self.order(row.order_id)
+        if current is not None and current.submission_status == NEW:
+            self._submit(current, broker)
+            current = self.order(row.order_id)
+        if current is None:
+            raise LookupError(f"no order {row.order_id}")
+        return current
+
+    def expire(self, row: OrderRow, reason: str, details: Mapping[str, object]) -> bool:
+        """Mark an unsent order EXPIRED with ``reason`` and an ``order_expired`` risk event."""
+        where = (orders.c.order_id == row.order_id) & (orders.c.status == NEW)
+        values = {"status": EXPIRED, "reason": reason, "updated_at": _now()}
+        with self.engine.begin() as conn:
+            done = conn.execute(orders.update().where(where).values(**values)).rowcount
+            if done:
+                conn.execute(_risk_event("order_expired", reason, row.symbol, details, row.ts))
+        return bool(done)
 
     def record_risk_event(
         self,
@@ -231,16 +284,8 @@ class Ledger:
         ts: datetime | None = None,
     ) -> int:
         """Store one halt, refusal or reduction; returns its row id."""
-        now = _now()
-        row = risk_events.insert().values(
-            ts=as_utc(ts) if ts else now,
-            symbol=normalize_symbol(symbol) if symbol else None,
-            kind=kind,
-            reason=reason,
-            details=json_safe(details),
-            created_at=now,
-        )
         with self.engine.begin() as conn:
+            row = _risk_event(kind, reason, symbol, details, ts)
             return conn.execute(row).inserted_primary_key[0]
 
     # Queries ------------------------------------------------------------------------------
@@ -286,6 +331,13 @@ class Ledger:
         )
         stmt = stmt.where(stmt.selected_columns.status != REJECTED)
         return self._first_order(stmt.order_by(orders.c.id))
+
+    def signal(self, key: Mapping[str, Cell]) -> dict[str, Cell] | None:
+        """The stored signal of ``key`` (``SignalRecord.key()``), JSON columns decoded, or None."""
+        where = sa.and_(*(signals.c[k] == v for k, v in key.items()))
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(signals).where(where)).mappings().first()
+        return None if row is None else dict(row)
 
     def orders(
         self, since: datetime | None = None, symbol: str | None = None, status: str | None = None

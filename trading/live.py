@@ -5,6 +5,10 @@ per candle: a model version other than the one that ordered it is refused), and 
 refusals included — is recorded in the ledger. Where a challenger exists it scores the same
 candle in shadow (recorded, never executed).
 
+A re-run of a candle this model version ordered already reports that order with the earlier
+run's record (unchanged): the decision is not made again. A symbol whose candle file cannot be
+read is ``ERROR`` on its own row; the other symbols go on.
+
 Statuses: ``OK``; ``NO_MODEL`` (no champion); ``STALE`` (the last stored candle opened 2 × the
 timeframe or more ago: no order); ``SPEC_MISMATCH`` (the model's spec does not rebuild to the hash
 it was trained with, or yields other columns, or this code does not reproduce the model's code
@@ -22,13 +26,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-import polars as pl
-
 from brokers.execution import AccountSnapshot, ExecutionBroker
 from core.config import Settings
 from core.errors import CandleflowError
 from core.reports import SignalReport
 from core.store import CandleStore
+from core.symbols import normalize_symbol
 from core.timeframes import as_utc, parse_timeframe
 from models.registry import CHALLENGER, CHAMPION
 from models.risk import (
@@ -39,14 +42,12 @@ from models.risk import (
     decide,
     risk_state,
 )
-from models.signal import (
-    Signal,
-    Vote,
-)
+from models.signal import Side, Signal, Vote
 from models.tracking import registered_name
 from trading.ledger import Ledger, OrderIntent
 from trading.live_models import LiveModel, ModelCache
-from trading.records import NEW, REJECTED, SUBMITTED, OrderRow, SignalRecord
+from trading.orders import Recovery
+from trading.records import NEW, REJECTED, Cell, OrderRow, SignalRecord
 from trading.scoring import (
     ERROR,
     NO_MODEL,
@@ -73,6 +74,8 @@ class LiveContext:
     now: datetime
     pending: tuple[Position, ...] = ()  # earlier runs' orders, not yet filled
     placed: list[Position] = field(default_factory=list)  # this run's orders, not yet filled
+    unreadable: dict[str, str] = field(default_factory=dict)  # symbol → why not read
+    recovery: Recovery = field(default_factory=Recovery)  # what became of unsent orders
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -85,21 +88,6 @@ class LiveContext:
         held = tuple(Position(p.symbol, p.notional, p.side) for p in a.positions)
         exposure = held + self.pending + tuple(self.placed)
         return AccountState(a.equity, a.day_start_equity, a.peak_equity, exposure, a.balance)
-
-
-def pending_positions(ledger: Ledger, store: CandleStore) -> tuple[Position, ...]:
-    """Orders not filled yet (NEW: the broker has not accepted them yet; SUBMITTED: accepted,
-    waiting for a candle), each at its signal candle's close: the notional it was sized at."""
-    frames = [ledger.orders(status=status) for status in (NEW, SUBMITTED)]
-    pending = []
-    for row in pl.concat(frames).iter_rows(named=True):
-        end = as_utc(row["ts"]) + parse_timeframe(row["timeframe"]).duration
-        close = store.read(row["symbol"], row["timeframe"], end=end)["close"].tail(1)
-        if close.is_empty():  # no candle to price it: it still counts as an open position
-            logger.warning("pending order %s: no candle to price it at", row["order_id"])
-        notional = row["quantity"] * (float(close[0]) if close.len() else 0.0)
-        pending.append(Position(row["symbol"], notional, row["side"]))
-    return tuple(pending)
 
 
 @dataclass(frozen=True)
@@ -133,6 +121,9 @@ class LiveDecision:
 def run_symbol(ctx: LiveContext, symbol: str, timeframe: str) -> list[SignalReport]:
     """The champion's decision (and the challenger's shadow signal) for the newest candle."""
     name = registered_name(symbol, timeframe)
+    unreadable = ctx.unreadable.get(normalize_symbol(symbol))
+    if unreadable is not None:  # whatever the models: someone must look at the file
+        return [_record(ctx, LiveDecision(symbol, timeframe, name, ERROR, [unreadable]))]
     reports = []
     champion = ctx.cache.get(name, CHAMPION)
     if champion is None:
@@ -147,7 +138,8 @@ def run_symbol(ctx: LiveContext, symbol: str, timeframe: str) -> list[SignalRepo
             reports.append(_decide(ctx, symbol, timeframe, challenger, shadow=True))
     except Exception as exc:
         logger.exception("%s %s: the challenger's shadow signal failed", symbol, timeframe)
-        failed = LiveDecision(symbol, timeframe, name, ERROR, [f"shadow: {exc}"], shadow=True)
+        reason = f"shadow: {one_line(exc)}"
+        failed = LiveDecision(symbol, timeframe, name, ERROR, [reason], shadow=True)
         reports.append(_record(ctx, failed))
     return reports
 
@@ -161,24 +153,27 @@ def _decide(
             model, ctx.store, symbol, timeframe, ctx.now, ctx.settings.signals
         )
     except LiveError as exc:
-        return _record(ctx, replace(decision, status=exc.status, reasons=[str(exc)]))
+        return _record(ctx, replace(decision, status=exc.status, reasons=[one_line(exc)]))
     except CandleflowError as exc:
-        return _record(ctx, replace(decision, status=ERROR, reasons=[str(exc)]))
+        return _record(ctx, replace(decision, status=ERROR, reasons=[one_line(exc)]))
+    decision = replace(decision, scored=scored)
     # Asked only when it counts: with a weight of 0 (the default, what the gate evaluated) the
     # higher timeframe's vote cannot change the signal.
     counts = ctx.settings.signals.weights.higher_tf > 0
     higher = _higher_vote(ctx, symbol, model) if counts and not shadow else None
     with ctx.lock:  # the risk state and the orders of this run move together
+        taken = None if shadow else ctx.ledger.candle_order(symbol, timeframe, scored.ts)
+        if taken is not None and taken.model_version == str(model.version):
+            return _rerun(ctx, decision, taken, higher)
         state = risk_state(ctx.account_state(), ctx.settings.risk, ctx.kill_file)
         signal = signal_of(scored, ctx.settings.signals, state, higher)
         reasons, order = list(signal.reasons), None
         if state.halted and int(scored.vote.side) != 0 and not shadow:  # a refused trade
             _risk_events(ctx.ledger, symbol, scored.ts, state.events)
         if signal.is_order and not shadow:
-            order = _order(ctx, symbol, timeframe, model, scored, signal)
+            order = _order(ctx, decision, signal, taken)
             reasons += order.reasons
-    decided = replace(decision, reasons=reasons, scored=scored, signal=signal, order=order)
-    return _record(ctx, decided)
+    return _record(ctx, replace(decision, reasons=reasons, signal=signal, order=order))
 
 
 def _risk_events(ledger: Ledger, symbol: str, ts: datetime, events: Iterable[RiskEvent]) -> None:
@@ -189,17 +184,12 @@ def _risk_events(ledger: Ledger, symbol: str, ts: datetime, events: Iterable[Ris
 
 
 def _order(
-    ctx: LiveContext,
-    symbol: str,
-    timeframe: str,
-    model: LiveModel,
-    scored: Scored,
-    signal: Signal,
+    ctx: LiveContext, d: LiveDecision, signal: Signal, taken: OrderRow | None
 ) -> OrderOutcome:
-    """The risk layer's decision on the signal and, if approved, the order (placed once)."""
-    taken = ctx.ledger.candle_order(symbol, timeframe, scored.ts)  # one order per candle
-    if taken is not None and taken.model_version == str(model.version):
-        return _same_order(ctx, taken)  # a re-run of this candle: its order, not a new decision
+    """The risk layer's decision on the signal and, if approved, the order (placed once).
+    ``taken``: the candle's order by another model version, if any (one order per candle)."""
+    model, scored, symbol, timeframe = d.model, d.scored, d.symbol, d.timeframe
+    assert model is not None and scored is not None  # a scored decision
     if taken is not None:  # a new champion must not open the candle's trade a second time
         details = {k: getattr(taken, k) for k in ("order_id", "model_version", "status")}
         message = (
@@ -240,28 +230,69 @@ def _order(
     )
 
 
+def _rerun(ctx: LiveContext, d: LiveDecision, taken: OrderRow, higher: Vote | None) -> SignalReport:
+    """A re-run of a candle this model version ordered on an earlier run: its order (sent now if
+    a stopped run left it unsent), reported with the earlier run's record, which stays as it was.
+    Neither the signal nor the risk layer decides again (the order would count as exposure
+    against itself, and a halt since then would log refusals of a trade already made)."""
+    order = _same_order(ctx, taken)
+    key: dict[str, Cell] = {
+        "symbol": taken.symbol,
+        "timeframe": taken.timeframe,
+        "ts": as_utc(taken.ts),
+        "model_version": taken.model_version,
+        "shadow": False,
+    }
+    earlier = ctx.ledger.signal(key)
+    if earlier is not None:
+        return _earlier_report(earlier, order)
+    # The earlier run stopped before recording its signal: recorded now, with its order.
+    assert d.scored is not None
+    state = risk_state(ctx.account_state(), ctx.settings.risk, ctx.kill_file)
+    signal = signal_of(d.scored, ctx.settings.signals, state, higher)
+    reasons = list(signal.reasons) + order.reasons
+    return _record(ctx, replace(d, reasons=reasons, signal=signal, order=order))
+
+
+def _earlier_report(row: dict[str, Cell], order: OrderOutcome) -> SignalReport:
+    """The report of a stored champion signal, with its order as it stands now."""
+    components = row["components"] if isinstance(row["components"], dict) else {}
+    stored = components.get("reasons")
+    reasons = [str(r) for r in stored] if isinstance(stored, list) else []
+    kind = components.get("champion_kind")
+    action, weight = row["action"], row["weight"]
+    return SignalReport(
+        symbol=str(row["symbol"]),
+        timeframe=str(row["timeframe"]),
+        ts=row["ts"],
+        status=row["status"],
+        action=None if action is None else Side(action).name,
+        probability=row["probability"],
+        weight=None if weight is None else round(float(weight), 1),
+        tier=row["tier"],
+        position_multiplier=row["position_multiplier"],
+        order_id=order.order_id,
+        quantity=order.quantity,
+        stop_loss=order.stop_loss,
+        take_profit=order.take_profit,
+        model_version=str(row["model_version"]) or None,
+        champion_kind=None if kind is None else str(kind),
+        shadow=False,
+        reasons=reasons + order.reasons,
+    )
+
+
 def _same_order(ctx: LiveContext, row: OrderRow) -> OrderOutcome:
-    """This version's order of this candle from an earlier run, through the ledger again (a NEW
-    order left by a crash before the broker heard of it is submitted now; else nothing changes).
-    The risk layer is not asked again: the order already counts in the exposure it would see."""
-    intent = OrderIntent(
-        row.symbol,
-        row.timeframe,
-        as_utc(row.ts),
-        row.model_version,
-        row.side,
+    """This version's order of this candle from an earlier run, sent again under its client order
+    id if that run stopped before the broker confirmed it (else nothing changes)."""
+    if row.submission_status == NEW:
+        row = ctx.ledger.resubmit(row, ctx.broker)
+    return OrderOutcome(
+        [f"order {row.order_id} placed for this candle on an earlier run ({row.status})"],
+        row.order_id,
         row.quantity,
         row.stop_loss,
         row.take_profit,
-        timeout_at=row.timeout_at,
-    )
-    placed, _ = ctx.ledger.place_order_once(intent, ctx.broker)
-    return OrderOutcome(
-        [f"order {placed.order_id} placed for this candle on an earlier run"],
-        placed.order_id,
-        placed.quantity,
-        placed.stop_loss,
-        placed.take_profit,
     )
 
 
@@ -330,6 +361,15 @@ def _record(ctx: LiveContext, decision: LiveDecision) -> SignalReport:
 
 
 def _last_ts(store: CandleStore, symbol: str, timeframe: str, now: datetime) -> datetime:
-    """The candle a refusal is about: the newest stored one, else the current bar."""
-    last = store.last_ts(symbol, timeframe)
+    """The candle a refusal is about: the newest stored one, else (none, or the file cannot be
+    read: the refusal says why) the current bar."""
+    try:
+        last = store.last_ts(symbol, timeframe)
+    except CandleflowError:
+        last = None
     return as_utc(last) if last is not None else parse_timeframe(timeframe).floor(as_utc(now))
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line (a report's reason, a table cell)."""
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -24,8 +24,8 @@ Cell: TypeAlias = "Json | datetime | date"
 
 SIGNAL_STATUSES = ("OK", "SPEC_MISMATCH", "STALE", "NO_MODEL", "ERROR")
 # Stored order statuses (the submission); ``Ledger.orders()`` reports FILLED / CLOSED from
-# the broker.
-NEW, SUBMITTED, REJECTED = "NEW", "SUBMITTED", "REJECTED"
+# the broker. EXPIRED: never confirmed by the broker and too old to send (``trading.orders``).
+NEW, SUBMITTED, REJECTED, EXPIRED = "NEW", "SUBMITTED", "REJECTED", "EXPIRED"
 FILLED = "FILLED"
 
 LEDGER_METADATA = sa.MetaData()

@@ -5,19 +5,27 @@ starts each run from them (:meth:`LiveRuntime.open_run`) instead of loading them
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import polars as pl
 from mlflow.tracking import MlflowClient
 
 from brokers.paper import PaperBroker
 from core.config import Settings
+from core.errors import CandleflowError
 from core.store import CandleStore
+from core.symbols import normalize_symbol
+from core.timeframes import as_utc
 from models.tracking import setup
 from trading.ledger import Ledger
-from trading.live import LiveContext, pending_positions
+from trading.live import LiveContext, one_line
 from trading.live_models import ModelCache
+from trading.orders import pending_positions, recover_orders
+
+logger = logging.getLogger(__name__)
 
 STORE_CACHE_MB = 512
 
@@ -55,12 +63,19 @@ class LiveRuntime:
     def open_run(
         self, settings: Settings, symbols: list[str], timeframe: str, now: datetime | None = None
     ) -> LiveContext:
-        """A live run's context: the paper account brought up to the newest candles (fills,
-        exits) and snapshotted, the orders still pending, the registry's aliases read once."""
+        """A live run's context: the orders earlier runs left unsent sent again or expired
+        (``trading.orders``), the paper account brought up to the newest candles (fills, exits)
+        and snapshotted, the orders still pending, the registry's aliases read once. A symbol
+        whose candles cannot be read is left out of the update and named in ``unreadable``."""
+        now = as_utc(now) if now is not None else datetime.now(UTC)
         ledger = self.ledger(settings.live.resolved_database_url(settings.home))
         broker = PaperBroker(ledger.engine, settings.paper, settings.costs)
         store = self.store(settings.home)
-        broker.update({s: store.read(s, timeframe) for s in symbols}, timeframe)
+        candles, unreadable = _read_candles(store, symbols, timeframe)
+        max_age = settings.live.new_order_max_age_bars
+        # Before the update: a resent order fills on the candle it was meant to fill on.
+        recovery = recover_orders(ledger, broker, symbols, timeframe, now, max_age)
+        broker.update(candles, timeframe)
         client = setup(settings.home, settings.mlflow.tracking_uri)  # also MLflow's URI, for loads
         cache = self.models(settings.home, client)
         cache.refresh()  # the run's aliases, in one registry query
@@ -71,8 +86,11 @@ class LiveRuntime:
             broker,
             cache,
             broker.state(),
-            now or datetime.now(UTC),
-            pending=pending_positions(ledger, store),  # after the update: fills are positions
+            now,
+            # after the update: fills are positions now
+            pending=pending_positions(ledger, store, now, max_age),
+            unreadable=unreadable,
+            recovery=recovery,
         )
 
     def close(self) -> None:
@@ -83,3 +101,18 @@ class LiveRuntime:
             self._ledgers.clear()
             self._stores.clear()
             self._models.clear()
+
+
+def _read_candles(
+    store: CandleStore, symbols: list[str], timeframe: str
+) -> tuple[dict[str, pl.DataFrame], dict[str, str]]:
+    """Each symbol's candles for the paper account's update, and why those that cannot be read
+    were not (an unreadable file costs its own symbol only)."""
+    candles, unreadable = {}, {}
+    for symbol in symbols:
+        try:
+            candles[symbol] = store.read(symbol, timeframe)
+        except CandleflowError as exc:
+            logger.error("%s %s: %s", symbol, timeframe, exc)
+            unreadable[normalize_symbol(symbol)] = one_line(exc)
+    return candles, unreadable

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import ccxt
 import pytest
 
-from brokers.base import MarketDataBroker, is_transient
+from brokers.base import MarketDataBroker, RetryBudget, is_transient
 from brokers.ccxt_broker import CcxtBroker
 from core.candles import CANDLE_SCHEMA
 from core.errors import (
@@ -79,9 +79,13 @@ def test_fetch_pages_by_the_request_limit_and_returns_the_schema() -> None:
 
 def test_network_errors_are_transient_and_bad_symbols_are_not() -> None:
     broker = CcxtBroker(FakeExchange([ccxt.RequestTimeout("timed out")]))
+    broker.retry_budget = RetryBudget(retries=0)  # the error itself, not retried away
     with pytest.raises(TransientBrokerError) as info:
         broker.fetch_candles("BTCUSDT", "1h", T0, T0 + timedelta(hours=2))
     assert is_transient(info.value)
+    broker = CcxtBroker(FakeExchange([ccxt.RequestTimeout("timed out")]))
+    broker.retry_budget = RetryBudget(retries=1, delay=0)  # retried in place: served
+    assert broker.fetch_candles("BTCUSDT", "1h", T0, T0 + timedelta(hours=2)).height == 2
     with pytest.raises(UnknownSymbolError) as bad:
         broker.fetch_candles("ETHBTC", "1h", T0, T0 + timedelta(hours=2))
     assert not is_transient(bad.value)

@@ -319,13 +319,42 @@ def test_newest_first_file_is_reversed_keeping_source_rows(tmp_path: Path) -> No
     assert frame["open"].to_list() == [1.0, 9.0, 2.0, 3.0]
 
 
-def test_unsorted_file_keeps_its_order_for_the_validator(tmp_path: Path) -> None:
+def test_unsorted_file_is_sorted_keeping_source_rows(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "mixed.csv",
-        ("Date,Open,High,Low,Close\n2017-01-04,3,3,3,3\n2017-01-05,2,2,2,2\n2017-01-02,1,1,1,1\n"),
+        (
+            "Date,Open,High,Low,Close\n2017-01-04,3,3,3,3\nnot a date,9,9,9,9\n"
+            "2017-01-05,2,2,2,2\n2017-01-02,1,1,1,1\n2017-01-04,4,4,4,4\n"
+        ),
     )
-    assert read_candle_file(path)["source_row"].to_list() == [1, 2, 3]
+    frame = read_candle_file(path)
+    # Stable: the two rows of 01-04 keep their order (the validator judges them as a conflict);
+    # the row without a timestamp goes last, still pointing at its file row.
+    assert frame["source_row"].to_list() == [4, 1, 5, 3, 2]
+    assert frame["ts"].to_list() == [
+        utc(2017, 1, 2),
+        utc(2017, 1, 4),
+        utc(2017, 1, 4),
+        utc(2017, 1, 5),
+        None,
+    ]
+    assert frame["open"].to_list() == [1.0, 3.0, 4.0, 2.0, 9.0]
+
+
+def test_shuffled_file_across_dst_fall_back_reads_every_hour_once(tmp_path: Path) -> None:
+    local = ["10-28 22", "10-28 23", "10-29 00", "10-29 01", "10-29 01", "10-29 02", "10-29 03"]
+    rows = [f"2017-{s}:00,{i},{i},{i},{i}\n" for i, s in enumerate(local, 1)]
+    shuffled = [rows[i] for i in (0, 2, 1, 3, 5, 4, 6)]  # the repeated hour keeps its order
+    path = write(tmp_path, "s.csv", "time,open,high,low,close\n" + "".join(shuffled))
+    frame = read_candle_file(path, timezone="Europe/London")
+    assert frame["ts"].to_list() == [
+        utc(2017, 10, 28, 21),
+        utc(2017, 10, 28, 22),
+        utc(2017, 10, 28, 23),
+        *(utc(2017, 10, 29, h) for h in range(4)),
+    ]
+    assert frame["open"].to_list() == [float(i) for i in range(1, 8)]
 
 
 def test_london_wall_clock_across_both_dst_changes(tmp_path: Path) -> None:

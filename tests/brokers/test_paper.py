@@ -1,8 +1,11 @@
 """The paper account: fills at the next open with slippage and fees, stop-loss / take-profit /
-time-out exits (same-candle and gap cases), idempotent submit and update, account numbers."""
+time-out exits (same-candle and gap cases), idempotent submit and update (concurrent updates
+too), account numbers."""
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
+from brokers import paper as paper_module
 from brokers.execution import (
     BrokerOrder,
     ExecutionBroker,
@@ -298,3 +302,35 @@ def test_timeframes_sharing_an_account_never_process_a_stretch_twice(paper: Pape
     assert paper.update({"EURUSD": candles(ENTRY, start=T0 + 4 * H)}, "4h").candles == 0
     assert paper.update({"EURUSD": candles(ENTRY, start=T0 + 8 * H)}, "4h").candles == 1
     assert paper.state().as_of == T0 + 12 * H
+
+
+def test_known_says_whether_an_order_was_accepted(paper: PaperBroker) -> None:
+    assert not paper.known("o1")
+    paper.submit(order())
+    assert paper.known("o1") and not paper.known("o2")
+
+
+def test_concurrent_updates_of_one_account_book_once(
+    paper: PaperBroker, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs updating the account at once (threads here, processes alike): the second waits
+    for the first and finds nothing left to book, instead of failing on a fill booked twice."""
+    paper.submit(order())
+    other = PaperBroker(url, paper.settings, paper.costs)
+    other.state()
+    load = paper_module._Book.load
+
+    def slow_load(conn, account):  # both would read the account before either wrote
+        book = load(conn, account)
+        time.sleep(0.3)
+        return book
+
+    monkeypatch.setattr(paper_module._Book, "load", slow_load)
+    bars = {"EURUSD": candles(SIGNAL, ENTRY)}
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda broker: broker.update(bars, "1h"), [paper, other]))
+    assert sorted(r.entries for r in reports) == [0, 1]
+    assert sorted(r.candles for r in reports) == [0, 2]
+    with paper.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(fills)).scalar_one() == 1
+    assert paper.state().balance == pytest.approx(10_000 - 100.1 * QTY * FEE)

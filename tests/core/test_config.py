@@ -136,3 +136,134 @@ def test_bad_json_list_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CANDLEFLOW_UNIVERSE__SYMBOLS", '["EURUSD",')
     with pytest.raises(ConfigError, match=r"universe\.symbols.*JSON"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "read"),
+    [
+        ("CANDLEFLOW_TRAINING__FAMILIES", "logreg", lambda s: s.training.families == ["logreg"]),
+        (
+            "CANDLEFLOW_TRAINING__FAMILIES",
+            "logreg, hgb",
+            lambda s: s.training.families == ["logreg", "hgb"],
+        ),
+        ("CANDLEFLOW_TRAINING__FAMILIES", '["hgb"]', lambda s: s.training.families == ["hgb"]),
+        (
+            "CANDLEFLOW_FEATURES__HIGHER_TIMEFRAMES",
+            "4h",
+            lambda s: s.features.higher_timeframes == ["4h"],
+        ),
+        (
+            "CANDLEFLOW_FEATURES__HIGHER_TIMEFRAMES",
+            "H4,1d",
+            lambda s: s.features.higher_timeframes == ["4h", "1d"],
+        ),
+        (
+            "CANDLEFLOW_FEATURES__FAMILIES__RETURNS",
+            "24",
+            lambda s: s.features.families.returns == [24],
+        ),
+        (
+            "CANDLEFLOW_FEATURES__CORRELATED__RETURNS",
+            "1,4",
+            lambda s: s.features.correlated.returns == [1, 4],
+        ),
+    ],
+)
+def test_list_values_from_the_environment_may_be_bare_or_comma_separated(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, read: object
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert read(load_settings())  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragments"),
+    [
+        (
+            "CANDLEFLOW_CCXT__OPTIONS",
+            "timeout=5",
+            ["CANDLEFLOW_CCXT__OPTIONS (ccxt.options)", "'timeout=5'", "not valid JSON"],
+        ),
+        (
+            "CANDLEFLOW_TRAINING__FAMILIES",
+            "[logreg",
+            ["CANDLEFLOW_TRAINING__FAMILIES (training.families)", "not a valid JSON list"],
+        ),
+        ("CANDLEFLOW_TRAINING__FAMILIES", "lgbm", ["training.families.0 = 'lgbm'", "'lightgbm'"]),
+    ],
+)
+def test_undecodable_environment_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, fragments: list[str]
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    for fragment in fragments:
+        assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("indicator", "fragment"),
+    [
+        (
+            '{ function = "RSI", params = { timeperiod = -3 } }',
+            "RSI parameter timeperiod = -3: out of range; allowed: whole numbers 2 to 100000",
+        ),
+        (
+            '{ function = "RSI", params = { timeperiod = 14.5 } }',
+            "RSI parameter timeperiod = 14.5: not a whole number",
+        ),
+        (
+            '{ function = "BBANDS", params = { matype = 42 } }',
+            "BBANDS parameter matype = 42: not one of 0 (SMA), 1 (EMA)",
+        ),
+        (
+            '{ function = "MAMA", params = { fastlimit = 2 } }',
+            "MAMA parameter fastlimit = 2: out of range; allowed: 0.01 to 0.99",
+        ),
+        (
+            '{ function = "EMA", params = { timeperiod = inf } }',
+            "EMA parameter timeperiod = inf: not a finite number",
+        ),
+    ],
+)
+def test_talib_parameter_values_are_checked_at_load_time(
+    tmp_path: Path, indicator: str, fragment: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(f"[features]\nindicators = [{indicator}]\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config)
+    assert fragment in str(info.value) and "features.indicators.0" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_talib_refuses_what_the_ranges_do_not_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the C library's ranges, TA-Lib's own lookback check still refuses the value."""
+    from core import feature_spec
+
+    monkeypatch.setattr(feature_spec, "param_ranges", lambda function, count: None)
+    with pytest.raises(
+        ValueError, match=r"RSI: TA-Lib refuses the parameters \{'timeperiod': -3\}"
+    ):
+        feature_spec.IndicatorSpec(function="RSI", params={"timeperiod": -3})
+    assert feature_spec.IndicatorSpec(function="RSI", params={"timeperiod": 5}).key == "rsi_5"
+
+
+def test_plausibility_bounds_by_asset_class_from_the_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = load_settings()
+    assert settings.validation.bounds("EURUSD").max_price_jump == 1.5
+    assert settings.validation.bounds("BTCUSD").max_price_jump == 5.0
+    assert settings.validation.bounds("GOOG") == settings.validation.default.to_bounds()
+    monkeypatch.setenv("CANDLEFLOW_VALIDATION__BY_ASSET_CLASS__FX__MAX_PRICE_JUMP", "3")
+    monkeypatch.setenv("CANDLEFLOW_VALIDATION__DEFAULT__MAX_VOLUME", "1e9")
+    settings = load_settings()
+    assert settings.validation.bounds("EURUSD").max_price_jump == 3.0
+    assert settings.validation.bounds("GOOG").max_volume == 1e9
+    monkeypatch.setenv("CANDLEFLOW_VALIDATION__DEFAULT__MAX_PRICE_JUMP", "1")
+    with pytest.raises(ConfigError, match=r"validation\.default\.max_price_jump = '1'"):
+        load_settings()

@@ -1,10 +1,14 @@
+import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from core.store import CandleStore, _ReadCache, find_gaps, write_parquet_atomic
+from core.provenance import ImportPolicy, ImportRefusedError
+from core.read_cache import ReadCache
+from core.store import STALE_TEMP_SECONDS, CandleStore, find_gaps, write_parquet_atomic
 from core.timeframes import parse_timeframe
 from tests.conftest import T0, make_candles
 
@@ -191,7 +195,7 @@ def test_the_read_cache_keeps_unchanged_files_within_its_budget(tmp_path: Path) 
     for name, frame in frames.items():
         write_parquet_atomic(frame, tmp_path / name)
     size = frames["a"].estimated_size()
-    cache, loads = _ReadCache(max_bytes=2 * size), []
+    cache, loads = ReadCache(max_bytes=2 * size), []
 
     def read(name: str) -> pl.DataFrame:
         return cache.read(
@@ -207,7 +211,184 @@ def test_the_read_cache_keeps_unchanged_files_within_its_budget(tmp_path: Path) 
     assert loads == ["a", "b", "c", "a"]
     write_parquet_atomic(frames["a"].head(3), tmp_path / "a")  # a new version: read again
     assert read("a").height == 3 and loads[-1] == "a" and len(loads) == 5
-    small, counted = _ReadCache(max_bytes=size // 2), []  # a frame over the budget: not kept
+    small, counted = ReadCache(max_bytes=size // 2), []  # a frame over the budget: not kept
     for _ in range(2):
         small.read(tmp_path / "b", lambda: counted.append(1) or frames["b"])
     assert len(counted) == 2
+
+
+# --------------------------------------------------------------------- provenance and imports
+FILE = "import:/data/EURUSD_1h.csv"
+
+
+def _files(store: CandleStore) -> dict[str, bytes]:
+    """Every file under the store's home, by relative path (locks aside: a lock file is empty)."""
+    return {
+        str(p.relative_to(store.home)): p.read_bytes()
+        for p in sorted(store.home.rglob("*"))
+        if p.is_file() and "locks" not in p.parts
+    }
+
+
+def test_each_source_is_recorded_with_its_first_and_last_write(store: CandleStore) -> None:
+    assert store.provenance("EURUSD", "1h").records == ()
+    first, later, frame = NOW, NOW + timedelta(hours=5), make_candles(T0, 13)
+    store.upsert("EURUSD", "1h", frame[:10], now=first, source="broker:simulated")
+    store.upsert("EURUSD", "1h", frame[8:], now=later, source="broker:simulated")  # 3 new
+    (record,) = store.provenance("EURUSD", "1h").records
+    assert (record.source, record.first, record.last, record.candles) == (
+        "broker:simulated",
+        first,
+        later,
+        13,
+    )
+    import pyarrow.parquet as pq  # any Parquet tool sees it: it is the file's own metadata
+
+    metadata = pq.read_metadata(store.path("EURUSD", "1h")).metadata
+    assert b"broker:simulated" in metadata[b"candleflow.provenance"]
+
+
+def test_an_import_into_a_broker_dataset_is_refused_and_changes_nothing(store: CandleStore) -> None:
+    store.upsert("EURUSD", "1h", make_candles(T0, 24), now=NOW, source="broker:simulated")
+    before = _files(store)
+    real = make_candles(T0 + timedelta(days=30), 10, price=1.3)  # no overlap at all
+    with pytest.raises(ImportRefusedError) as refused:
+        store.upsert("EURUSD", "1h", real, now=NOW, source=FILE, policy=ImportPolicy())
+    assert str(refused.value) == (
+        "EURUSD 1h holds 24 candles from broker 'simulated'; this file is another source; "
+        "nothing was stored: re-run with --replace to replace them, or import it as another symbol"
+    )
+    assert _files(store) == before
+
+
+def test_replace_puts_the_file_in_place_of_the_dataset(store: CandleStore) -> None:
+    store.upsert("EURUSD", "1h", make_candles(T0, 24), now=NOW, source="broker:simulated")
+    real = make_candles(T0 + timedelta(days=30), 10, price=1.3)
+    report = store.upsert(
+        "EURUSD", "1h", real, now=NOW, source=FILE, policy=ImportPolicy(replace=True)
+    )
+    assert (report.new, report.rows, report.first_ts) == (10, 10, real["ts"][0])
+    assert store.read("EURUSD", "1h").equals(real)
+    assert [r.source for r in store.provenance("EURUSD", "1h").records] == [FILE]
+    with pytest.raises(ImportRefusedError, match="no valid candle to replace the stored 10"):
+        bad = real.with_columns(low=pl.lit(-1.0))
+        store.upsert("EURUSD", "1h", bad, now=NOW, source=FILE, policy=ImportPolicy(replace=True))
+    assert store.read("EURUSD", "1h").equals(real)
+
+
+def test_further_files_extend_an_imported_dataset(store: CandleStore) -> None:
+    store.upsert("EURUSD", "1h", make_candles(T0, 24), now=NOW, source=FILE, policy=ImportPolicy())
+    more = make_candles(T0, 30)[20:]  # overlaps 4 candles, the same values
+    report = store.upsert(
+        "EURUSD", "1h", more, now=NOW, source="import:/data/2024.csv", policy=ImportPolicy()
+    )
+    assert (report.new, report.duplicated, report.rows) == (6, 4, 30)
+
+
+def test_an_import_that_changes_stored_candles_shows_the_diff(store: CandleStore) -> None:
+    frame = make_candles(T0, 24)
+    store.upsert("EURUSD", "1h", frame, now=NOW, source=FILE, policy=ImportPolicy())
+    before = _files(store)
+    changed = frame.with_columns(
+        close=pl.when(pl.col("ts") >= T0 + timedelta(hours=5))
+        .then(pl.col("close") * 1.001)
+        .otherwise(pl.col("close")),
+        high=pl.col("high") * 1.002,
+    )
+    with pytest.raises(ImportRefusedError) as refused:
+        store.upsert("EURUSD", "1h", changed, now=NOW, source=FILE, policy=ImportPolicy())
+    message = str(refused.value)
+    assert message.startswith("EURUSD 1h: this import would change 24 of the stored candles")
+    assert (
+        "largest change: high" in message and "first changed candle 2024-01-02 00:00 UTC" in message
+    )
+    assert message.endswith("if the file is right, re-run with --allow-corrections")
+    assert _files(store) == before
+    report = store.upsert(
+        "EURUSD", "1h", changed, now=NOW, source=FILE, policy=ImportPolicy(allow_corrections=True)
+    )
+    assert report.replaced == 24 and store.read("EURUSD", "1h").equals(changed)
+
+
+def test_a_file_without_volume_does_not_zero_real_volumes(store: CandleStore) -> None:
+    frame = make_candles(T0, 24)
+    store.upsert("EURUSD", "1h", frame, now=NOW, source=FILE, policy=ImportPolicy())
+    no_volume = frame.with_columns(volume=pl.lit(0.0))
+    with pytest.raises(ImportRefusedError, match=r"would change 24 .*largest change: volume"):
+        store.upsert("EURUSD", "1h", no_volume, now=NOW, source=FILE, policy=ImportPolicy())
+    later = make_candles(T0 + timedelta(hours=24), 5).with_columns(volume=pl.lit(0.0))
+    with pytest.raises(ImportRefusedError, match=r"no volume \(all 5 candles 0\) but the stored"):
+        store.upsert("EURUSD", "1h", later, now=NOW, source=FILE, policy=ImportPolicy())
+    assert store.read("EURUSD", "1h").equals(frame)
+
+
+def test_shifted_timestamps_are_refused_with_a_time_zone_hint(store: CandleStore) -> None:
+    frame = make_candles(T0, 48)
+    store.upsert("EURUSD", "1h", frame, now=NOW, source=FILE, policy=ImportPolicy())
+    shifted = frame.with_columns(pl.col("ts") + timedelta(hours=2))  # local time read as UTC
+    with pytest.raises(ImportRefusedError) as refused:
+        store.upsert("EURUSD", "1h", shifted, now=NOW, source=FILE, policy=ImportPolicy())
+    assert "would change 46 of the stored candles" in str(refused.value)
+    assert "match the stored ones 2 h earlier: check the file's time zone (--tz)" in str(
+        refused.value
+    )
+
+
+def test_a_broker_corrects_its_own_candles_freely(store: CandleStore) -> None:
+    frame = make_candles(T0, 24)
+    store.upsert("EURUSD", "1h", frame, now=NOW, source="broker:simulated")
+    revised = frame[-3:].with_columns(pl.col("close") * 1.0001, pl.col("high") * 1.001)
+    report = store.upsert("EURUSD", "1h", revised, now=NOW, source="broker:simulated")
+    assert report.replaced == 3
+
+
+def test_a_dataset_stored_before_sources_were_recorded_is_not_merged_into(
+    store: CandleStore,
+) -> None:
+    write_parquet_atomic(make_candles(T0, 24), store.path("EURUSD", "1h"))  # no provenance
+    with pytest.raises(ImportRefusedError, match="24 candles from an unrecorded source"):
+        store.upsert(
+            "EURUSD",
+            "1h",
+            make_candles(T0 + timedelta(days=9), 3),
+            now=NOW,
+            source=FILE,
+            policy=ImportPolicy(),
+        )
+
+
+# ------------------------------------------------------------------------------ temp leftovers
+def _leftover(folder: Path, name: str, age_seconds: float) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.parquet.{'ab' * 16}.tmp"
+    tmp.write_bytes(b"PAR1 half a file")
+    stamp = time.time() - age_seconds
+    os.utime(tmp, (stamp, stamp))
+    return tmp
+
+
+def test_stale_temp_files_are_removed_on_the_next_write_to_their_folder(store: CandleStore) -> None:
+    candles, quarantine = store.home / "candles" / "1h", store.home / "quarantine" / "1h"
+    old = _leftover(candles, "GBPUSD", STALE_TEMP_SECONDS + 60)
+    old_q = _leftover(quarantine, "USDJPY", STALE_TEMP_SECONDS + 60)
+    fresh = _leftover(candles, "AUDUSD", 5)  # a writer may still be busy with it
+    other_tf = _leftover(store.home / "candles" / "4h", "GBPUSD", STALE_TEMP_SECONDS + 60)
+    mine = candles / ".notes.tmp"  # not a store temp file
+    mine.write_text("x")
+    store.upsert("EURUSD", "1h", make_candles(T0, 3), now=NOW)
+    assert not old.exists() and not old_q.exists()
+    assert fresh.exists() and other_tf.exists() and mine.exists()
+
+
+def test_a_temp_file_is_never_removed_under_a_live_writer(store: CandleStore) -> None:
+    import threading
+
+    tmp = _leftover(store.home / "candles" / "1h", "GBPUSD", STALE_TEMP_SECONDS + 60)
+    with store._locked("GBPUSD", "1h"):  # a writer of GBPUSD is busy
+        writer = threading.Thread(target=store.upsert, args=("EURUSD", "1h", make_candles(T0, 3)))
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive() and tmp.exists()  # it waits for the lock, not removing
+    writer.join(10)
+    assert not writer.is_alive() and not tmp.exists()
+    assert store.read("EURUSD", "1h").height == 3

@@ -4,11 +4,12 @@ import polars as pl
 import pytest
 
 from core.timeframes import parse_timeframe
-from core.validation import validate_candles
+from core.validation import Plausibility, plausibility_for, validate_candles
 from tests.conftest import T0, make_candles
 
 H1 = parse_timeframe("1h")
 NOW = T0 + timedelta(days=30)
+PRICES = ["open", "high", "low", "close"]
 
 
 def _with(frame: pl.DataFrame, row: int, **values: object) -> pl.DataFrame:
@@ -115,3 +116,60 @@ def test_several_reasons_are_all_named_and_extras_are_kept() -> None:
     assert result.bad["source_row"].to_list() == [2]
     assert result.reasons == {"high below open/close": 1, "negative volume": 1}
     assert "source_row" not in result.good.columns
+
+
+# ------------------------------------------------------------------------- plausibility bounds
+def test_an_absurd_but_finite_volume_is_quarantined_and_the_rest_kept() -> None:
+    frame = _with(make_candles(T0, 10), 4, volume=1e308)
+    result = validate_candles(frame, H1, NOW)
+    assert result.bad["reason"].to_list() == ["volume above the plausible maximum 1e+15"]
+    assert result.good.height == 9 and result.good["volume"].max() < 1e15
+
+
+def test_the_volume_bound_is_configurable() -> None:
+    frame = _with(make_candles(T0, 10), 4, volume=5000.0)
+    assert validate_candles(frame, H1, NOW).bad.is_empty()
+    strict = validate_candles(frame, H1, NOW, Plausibility(max_volume=1000.0))
+    assert strict.reasons == {"volume above the plausible maximum 1000": 1}
+
+
+def _scaled(frame: pl.DataFrame, row: int, factor: float) -> pl.DataFrame:
+    values = {c: frame[c][row] * factor for c in ("open", "high", "low", "close")}
+    return _with(frame, row, **values)
+
+
+def test_a_price_off_by_a_factor_is_quarantined_not_its_neighbours() -> None:
+    frame = _scaled(make_candles(T0, 30), 12, 10.0)  # a decimal point slipped
+    result = validate_candles(frame, H1, NOW, plausibility_for("EURUSD"))
+    assert result.bad["reason"].to_list() == ["price jump beyond 1.5x the closes around it"]
+    assert result.bad["ts"][0] == frame["ts"][12]
+    assert result.good.height == 29  # the candle after the spike is not blamed for it
+
+
+def test_the_price_jump_bound_is_per_asset_class() -> None:
+    assert plausibility_for("EURUSD").max_price_jump == 1.5
+    assert plausibility_for("BTC/USDT").max_price_jump == 5.0
+    assert plausibility_for("US500") == Plausibility(max_price_jump=2.0)
+    wick = _with(make_candles(T0, 30), 12, low=1.1 / 3)  # a wick to a third of the price
+    fx = validate_candles(wick, H1, NOW, plausibility_for("EURUSD"))
+    crypto = validate_candles(wick, H1, NOW, plausibility_for("BTCUSD"))
+    assert fx.bad.height == 1 and crypto.bad.is_empty()
+
+
+def test_a_lasting_move_is_the_market_not_an_error() -> None:
+    frame = make_candles(T0, 40)
+    moved = pl.concat([frame[:20], frame[20:].with_columns(pl.col(PRICES) * 1.8)])
+    assert validate_candles(moved, H1, NOW, plausibility_for("EURUSD")).bad.is_empty()
+
+
+def test_a_single_new_candle_is_judged_against_the_stored_ones() -> None:
+    stored = make_candles(T0, 20)
+    new = make_candles(T0 + timedelta(hours=20), 1).with_columns(pl.col(PRICES) * 10)
+    alone = validate_candles(new, H1, NOW, plausibility_for("EURUSD"))
+    assert alone.bad.is_empty()  # nothing to compare it with
+    after = validate_candles(new, H1, NOW, plausibility_for("EURUSD"), stored=stored)
+    assert after.reasons == {"price jump beyond 1.5x the closes around it": 1}
+    # A stored spike is replaced by a sane value: the new value is judged, not the old one.
+    spiked = _scaled(stored, 10, 10.0)
+    fix = validate_candles(stored[10:11], H1, NOW, plausibility_for("EURUSD"), stored=spiked)
+    assert fix.bad.is_empty()

@@ -65,10 +65,13 @@ def test_live_signals_order_once_shadow_and_refusals(champion: None) -> None:
     assert by[("ETHUSD", False)].status == "NO_MODEL"
     assert main.ts == datetime(2026, 11, 1, 11, tzinfo=UTC)  # the newest closed candle
 
-    again = _run(END, ["BTCUSD"])  # the same candle again: no second order
-    assert next(r for r in again if not r.shadow).order_id == main.order_id
     ledger = Ledger.from_settings(load_settings().live, load_settings().home)
-    assert ledger.orders().height == 1
+    before, events = ledger.signals(symbol="BTCUSD", shadow=False), ledger.risk_events().height
+    again = _run(END, ["BTCUSD"])  # the same candle again: no second order, nothing decided again
+    rerun = next(r for r in again if not r.shadow)
+    assert rerun.order_id == main.order_id and rerun.tier == main.tier
+    assert ledger.orders().height == 1 and ledger.risk_events().height == events
+    assert ledger.signals(symbol="BTCUSD", shadow=False).equals(before)  # the record intact
     signals = ledger.signals()
     assert signals.filter(signals["symbol"] == "BTCUSD").height == 2  # champion + shadow, upserted
     main_row = signals.filter(~signals["shadow"] & (signals["symbol"] == "BTCUSD"))

@@ -1,13 +1,17 @@
-"""Recording in MLflow: a retried record (after a successful registration) registers nothing new."""
+"""Recording in MLflow: a retried record (after a successful registration) registers nothing new;
+runs a killed recording left RUNNING are marked FAILED by the next one."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from models.recording import record_training
-from models.tracking import setup
+from models.tracking import FAILED_REASON_TAG, HOST_TAG, PID_TAG, ensure_experiment, setup
 from models.training import train_dataset
-from tests.models.conftest import Small
+from tests.models.conftest import Small, Trained
 
 
 def test_a_retried_record_returns_the_version_it_registered(small: Small, tmp_path: Path) -> None:
@@ -35,3 +39,24 @@ def test_a_different_training_registers_a_new_version(small: Small, tmp_path: Pa
     other = dataclasses.replace(cfg, threshold=0.6)
     second = record_training(result, other, dataset, tmp_path)
     assert second.version == "2" and not second.reused
+
+
+def test_recording_fails_the_running_runs_of_a_killed_recording(
+    trained: Trained, tmp_path: Path
+) -> None:
+    """A recording killed mid-run left its run RUNNING; the next recording marks it FAILED."""
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # its pid: a process that has ended
+    client = setup(tmp_path)
+    experiment = ensure_experiment(client, "candleflow/BTCUSD/1h", tmp_path)
+    tags = {PID_TAG: str(child.pid), HOST_TAG: socket.gethostname()}
+    orphan = client.create_run(experiment, tags=tags, run_name="train BTCUSD 1h").info.run_id
+
+    recorded = record_training(trained.result, trained.cfg, trained.dataset, tmp_path)
+    run = client.get_run(orphan)
+    assert run.info.status == "FAILED"
+    assert f"process {child.pid}" in run.data.tags[FAILED_REASON_TAG]
+    new = client.get_run(recorded.run_id)
+    assert new.info.status == "FINISHED"
+    assert new.data.tags[PID_TAG].isdigit() and new.data.tags[HOST_TAG] == socket.gethostname()

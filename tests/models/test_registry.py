@@ -1,12 +1,14 @@
 """Registry side of promotion on real MLflow versions: the gate's verdict recorded as tags,
-champion/previous/challenger aliases, manual promotion, rollback."""
+champion/previous/challenger aliases, manual promotion, rollback, aliases repaired."""
 
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 
 import numpy as np
 import pytest
+from mlflow.exceptions import MlflowException
 
 from models.recording import record_training
 from models.registry import (
@@ -18,6 +20,7 @@ from models.registry import (
     alias_version,
     list_models,
     load_ensemble,
+    repair_aliases,
     unmet_requirements,
 )
 from models.tracking import setup
@@ -113,3 +116,25 @@ def test_the_ensemble_read_directly_is_the_pyfunc_s(
         np.testing.assert_array_equal(p, served.family_probabilities(X)[name])
     monkeypatch.setattr(registry, "ENSEMBLE_ARTIFACT", "artifacts/elsewhere.joblib")
     assert load_ensemble(NAME, "1").feature_columns == direct.feature_columns  # via the pyfunc
+
+
+def test_the_review_repairs_aliases_a_crash_left_inconsistent(trained: tuple, tmp_path) -> None:
+    """A promotion cut short left v1 champion and challenger; a damaged registry left an alias
+    naming a version that does not exist (which made every alias lookup raise)."""
+    settings, result, cfg, dataset = trained
+    record_training(result, cfg, dataset, tmp_path)  # v1, challenger
+    client = setup(tmp_path)
+    client.set_registered_model_alias(NAME, CHAMPION, "1")
+    client.set_registered_model_alias(NAME, PREVIOUS, "1")
+    with sqlite3.connect(tmp_path / "mlflow" / "mlflow.db") as db:
+        db.execute("UPDATE registered_model_aliases SET version = 9 WHERE alias = 'previous'")
+    with pytest.raises(MlflowException):
+        alias_version(client, NAME, PREVIOUS)
+
+    decision = Reviewer(settings, client).review("BTCUSD", "1h")
+    assert decision.kind == "no_challenger"  # v1 is champion: nothing left to review
+    assert _aliases(client) == {CHAMPION: "1", CHALLENGER: None, PREVIOUS: None}
+    note = client.get_registered_model(NAME).tags["alias_repair"]
+    assert "previous named v9, which does not exist" in note
+    assert "v1 was champion and challenger" in note
+    assert repair_aliases(client, NAME) == []  # consistent now

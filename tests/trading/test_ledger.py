@@ -269,3 +269,31 @@ def test_live_settings_default_database(tmp_path: Path) -> None:
     assert custom.resolved_database_url(tmp_path) == "postgresql+psycopg://u@db/candleflow"
     with pytest.raises(ValidationError, match="SQLAlchemy"):
         LiveSettings(database_url="not a url")
+
+
+def test_unsent_orders_resubmit_and_expire(ledger: Ledger, paper: PaperBroker) -> None:
+    with pytest.raises(ConnectionError):
+        ledger.place_order_once(intent(), Flaky(paper, "before"))
+    ledger.place_order_once(intent(model_version="4"), paper)  # sent: not unsent
+    (row,) = ledger.unsent_orders("paper", "60m", ["eur/usd"])
+    assert row.status == "NEW" and row.model_version == "3"
+    assert ledger.unsent_orders("other-broker", "1h", ["EURUSD"]) == []
+    assert ledger.unsent_orders("paper", "1h", ["GBPUSD"]) == []
+    assert ledger.expire(row, "too old", {"age_bars": 3.0})
+    assert not ledger.expire(row, "again", {})  # only a NEW order expires, once
+    expired = ledger.order(row.order_id)
+    assert expired is not None and (expired.status, expired.reason) == ("EXPIRED", "too old")
+    assert ledger.risk_events()["kind"].to_list() == ["order_expired"]
+    assert ledger.unsent_orders("paper", "1h", ["EURUSD"]) == []
+    broker = Counting(paper)
+    assert ledger.resubmit(row, broker).status == "EXPIRED" and broker.calls == 0  # not sent
+    assert count(ledger, positions) == 1  # version 4's only
+
+
+def test_signal_by_key(ledger: Ledger) -> None:
+    record = SignalRecord("EURUSD", "1h", T0, "m", "1", "OK", components={"reasons": ["r"]})
+    ledger.record_signal(record)
+    stored = ledger.signal(record.key())
+    assert stored is not None and stored["components"] == {"reasons": ["r"]}
+    assert stored["ts"] == T0 and stored["status"] == "OK"
+    assert ledger.signal(record.key() | {"shadow": True}) is None

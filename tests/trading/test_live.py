@@ -29,8 +29,9 @@ from models.signal import regime_from_candles
 from models.tuning import fit
 from tests.features.test_features import market
 from trading.ledger import Ledger, OrderIntent
-from trading.live import LiveContext, pending_positions, run_symbol
+from trading.live import LiveContext, run_symbol
 from trading.live_models import LiveModel
+from trading.orders import pending_positions
 from trading.scoring import (
     OK,
     SPEC_MISMATCH,
@@ -250,7 +251,7 @@ def test_orders_of_earlier_runs_not_yet_filled_count_as_exposure(
     assert order.status == "SUBMITTED"  # accepted, fills on the candle after ts
 
     ctx = _context(settings, store, live, tmp_path, max_open_positions=1)
-    ctx.pending = pending_positions(ctx.ledger, ctx.store)
+    ctx.pending = pending_positions(ctx.ledger, ctx.store, ctx.now, 1)
     close = store.read("BTCUSD", "1h", start=ts, end=ts + timedelta(hours=1))["close"][0]
     assert ctx.account.positions == () and ctx.account_state().positions == (
         Position("BTCUSD", 0.5 * close, 1),
@@ -260,7 +261,7 @@ def test_orders_of_earlier_runs_not_yet_filled_count_as_exposure(
     assert any("max open positions 1 reached (1 open)" in r for r in row.reasons or [])
 
     ctx.broker.update({"BTCUSD": store.read("BTCUSD", "1h")}, "1h")  # filled: not pending now
-    assert pending_positions(ctx.ledger, ctx.store) == ()
+    assert pending_positions(ctx.ledger, ctx.store, ctx.now, 1) == ()
 
 
 def test_a_candle_ordered_by_one_version_is_not_ordered_again_by_another(
@@ -280,3 +281,58 @@ def test_a_candle_ordered_by_one_version_is_not_ordered_again_by_another(
     assert events.filter(pl.col("kind") == "candle_ordered").height == 1
     recorded = ctx.ledger.signals().filter(pl.col("model_version") == "2")
     assert "already ordered by v1" in recorded["components"][0]  # the reason is in the ledger
+
+
+def test_a_re_run_of_an_ordered_candle_reports_its_order_and_keeps_its_record(
+    world: tuple, tmp_path: Path
+) -> None:
+    """A re-run of the same candle (here in a new process, a kill file created meanwhile) does
+    not decide again: no exposure counted against its own order, no refusal recorded over the
+    signal, no risk event, and the order it placed is reported."""
+    settings, store, live, _ = world
+    (first,) = run_symbol(_context(settings, store, live, tmp_path), "BTCUSD", "1h")
+    assert first.order_id and first.tier in ("BUY", "STRONG_BUY")
+
+    ctx = _context(settings, store, live, tmp_path, max_open_positions=1)
+    ctx.pending = pending_positions(ctx.ledger, ctx.store, ctx.now, 1)  # its own order
+    assert len(ctx.account_state().positions) == 1
+    (tmp_path / "KILL").write_text("stop")
+    recorded = ctx.ledger.signals()
+    (again,) = run_symbol(ctx, "BTCUSD", "1h")
+    assert again.order_id == first.order_id and again.status == "OK"
+    assert (again.tier, again.action, again.weight) == (first.tier, first.action, first.weight)
+    assert (again.quantity, again.stop_loss, again.take_profit) == (
+        first.quantity,
+        first.stop_loss,
+        first.take_profit,
+    )
+    assert again.champion_kind == "gate" and again.model_version == "1"
+    assert any("placed for this candle on an earlier run (SUBMITTED)" in r for r in again.reasons)
+    assert ctx.ledger.signals().equals(recorded)  # the earlier record, untouched
+    assert ctx.ledger.risk_events().is_empty() and ctx.ledger.orders().height == 1
+
+
+def test_a_re_run_after_a_stop_before_the_signal_was_recorded_records_it(
+    world: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run stopped between the order's commit and the broker: the re-run sends the order
+    (same client id) and records the signal the stopped run never wrote."""
+    settings, store, live, _ = world
+    submit = Ledger._submit
+
+    def crash(self, row, broker):
+        raise ConnectionError("killed after the order commit")
+
+    monkeypatch.setattr(Ledger, "_submit", crash)
+    with pytest.raises(ConnectionError):
+        run_symbol(_context(settings, store, live, tmp_path), "BTCUSD", "1h")
+    monkeypatch.setattr(Ledger, "_submit", submit)
+    ctx = _context(settings, store, live, tmp_path)
+    assert ctx.ledger.signals().is_empty() and ctx.ledger.orders(status="NEW").height == 1
+    (row,) = run_symbol(ctx, "BTCUSD", "1h")
+    (order,) = ctx.ledger.orders().to_dicts()
+    assert row.order_id == order["order_id"] and order["status"] == "SUBMITTED"
+    assert ctx.ledger.positions().height == 1
+    (signal,) = ctx.ledger.signals().to_dicts()
+    assert signal["status"] == "OK" and signal["tier"] == row.tier
+    assert "placed for this candle on an earlier run" in signal["components"]
