@@ -4,7 +4,8 @@ moment, then the state is checked and the command re-run to completion.
 Per trial: one of ``collect`` (candle store), ``import`` (candle store, another symbol),
 ``dataset`` (datasets), ``train`` (Optuna journal, MLflow) and ``signals`` (ledger, paper orders)
 is started in its own process group
-and killed with SIGKILL (the command and its Prefect server) after a random delay; then every
+and killed with SIGKILL (the command and its Prefect server) at a random moment between 5 % and
+90 % of that command's clean run time (measured once, untimed, before the trials); then every
 Parquet file under the state directory must read, candles must be unique per ``ts``, no order of
 a candle may exist twice; the same command is re-run and must exit 0, after which no order may
 be left NEW (stranded) and no temporary file of the store left. The table: trials per command,
@@ -27,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -52,6 +54,7 @@ def _env(home: Path) -> dict[str, str]:
 
 
 def _run(args: list[str], env: dict[str, str], check: bool = True) -> int:
+    """Run one command to completion; its exit code."""
     done = subprocess.run(
         CANDLEFLOW + args, env=env, capture_output=True, text=True, cwd=Path(__file__).parents[1]
     )
@@ -134,24 +137,33 @@ def main() -> None:
         "train": ["train", "--symbols", "ETHUSD", "--trials", "1", "--no-promote"],
         "signals": ["signals", "--symbols", SYMBOLS],
     }
+    durations = {}
+    for name, command in commands.items():  # a clean run of each: the kill window scales to it
+        started = time.perf_counter()
+        _run(command, env)
+        durations[name] = time.perf_counter() - started
+    print("clean run seconds:", {n: round(d, 1) for n, d in durations.items()}, flush=True)
     results: dict[str, Counter[str]] = {name: Counter() for name in commands}
     for trial in range(args.trials):
         name = list(commands)[trial % len(commands)]
-        window = (5.0, 60.0) if name == "train" else (2.0, 20.0)  # within each command's run
-        landed = _killed(commands[name], env, after=rng.uniform(*window))
+        after = rng.uniform(0.05, 0.9) * durations[name]
+        landed = _killed(commands[name], env, after=after)
         state = _check(home)
         rerun = _run(commands[name], env, check=False)
-        after = _check(home)
+        checked = _check(home)
         r = results[name]
         r.update(trials=1, killed=int(landed), rerun_ok=int(rerun == 0))
         r.update(
             corrupt=state["corrupt"],
-            duplicates=state["duplicates"] + after["duplicates"],
-            duplicate_orders=after["duplicate_orders"],
-            stranded_orders=after["stranded_orders"],
-            tmp_left=after["tmp"],
+            duplicates=state["duplicates"] + checked["duplicates"],
+            duplicate_orders=checked["duplicate_orders"],
+            stranded_orders=checked["stranded_orders"],
+            tmp_left=checked["tmp"],
         )
-        print(f"trial {trial + 1}: {name} killed={landed} rerun={rerun} {after}", flush=True)
+        print(
+            f"trial {trial + 1}: {name} at {after:.1f}s killed={landed} rerun={rerun} {checked}",
+            flush=True,
+        )
     keys = (
         "trials",
         "killed",

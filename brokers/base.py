@@ -9,7 +9,7 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -36,9 +36,13 @@ class RetryBudget:
     retries: int = 3
     delay: float = 2.0
     max_delay: float = 60.0
+    # How to wait (tests pass a recorder: nothing really sleeps).
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
 
     def runner(self, what: str) -> Callable[[Callable[[], T]], T]:
-        """A caller of one fetch's requests, sharing this budget between them."""
+        """A caller of one fetch's requests, sharing this budget between them. A failure that
+        says how long the venue wants us to wait (``retry_after``, from HTTP ``Retry-After``) is
+        retried no sooner; one asking for more than ``max_delay`` is not retried here."""
         left, failures = self.retries, 0
 
         def call(request: Callable[[], T]) -> T:
@@ -47,12 +51,14 @@ class RetryBudget:
                 try:
                     return request()
                 except Exception as exc:
-                    if left <= 0 or not is_transient(exc):
+                    wait = getattr(exc, "retry_after", None) or 0.0
+                    if left <= 0 or not is_transient(exc) or wait > self.max_delay:
                         raise
                     left, failures = left - 1, failures + 1
                     pause = random.uniform(0, min(self.max_delay, self.delay * 2 ** (failures - 1)))
+                    pause = max(pause, wait)
                     logger.warning("%s: %s; retrying in %.1f s (%d left)", what, exc, pause, left)
-                    time.sleep(pause)
+                    self.sleep(pause)
 
         return call
 

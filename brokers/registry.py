@@ -1,9 +1,10 @@
-"""Config name → broker class. Modules are imported on first use so that an adapter's SDK (ccxt,
-…) is only loaded when the user picks it."""
+"""Config name → broker class, and what each broker can do (``candleflow broker list``). Modules are
+imported on first use so that an adapter's SDK (ccxt, …) is only loaded when the user picks it."""
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.errors import ConfigError
@@ -16,6 +17,38 @@ _BROKERS: dict[str, str] = {
     "simulated": "brokers.simulated:SimulatedBroker",
     "files": "brokers.files:FileBroker",
     "ccxt": "brokers.ccxt_broker:CcxtBroker",
+    "oanda": "brokers.oanda:OandaBroker",
+    "capital": "brokers.capital:CapitalBroker",
+    "alpaca": "brokers.alpaca:AlpacaBroker",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerInfo:
+    """One row of ``candleflow broker list``. ``execution``: receives orders (``live.
+    execution_broker``); ``dry_run_default``: orders are only logged until ``live.dry_run =
+    false`` (None: no execution); ``timeframes``: served candles (empty: no market data)."""
+
+    name: str
+    market_data: bool
+    execution: bool
+    dry_run_default: bool | None
+    needs_credentials: bool
+    timeframes: tuple[str, ...]
+    venue: str
+
+
+# What the class cannot say about itself: the execution side (no real venue has it yet; the paper
+# account books simulated fills, so it has no dry run) and a one-line description.
+_EXECUTION: dict[str, tuple[bool, bool | None]] = {"paper": (True, False)}
+_VENUES: dict[str, str] = {
+    "simulated": "embedded deterministic market (no network)",
+    "files": "a folder of CSV/Parquet files (files.directory)",
+    "ccxt": "a crypto exchange through ccxt (ccxt.exchange; its timeframes)",
+    "oanda": "OANDA v20 REST, practice host by default (FX, metals, CFDs)",
+    "capital": "Capital.com REST, demo host by default (CFDs)",
+    "alpaca": "Alpaca market data v2 (US stocks, crypto), paper keys by default",
+    "paper": "the simulated paper account (live.execution_broker)",
 }
 
 
@@ -32,6 +65,39 @@ def broker_class(name: str) -> type[BaseBroker]:
         ) from None
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def _timeframes(name: str, settings: Settings | None) -> tuple[str, ...]:
+    if name == "ccxt":  # per exchange: the configured one's, when ccxt is in use (ccxt is slow
+        if settings is None or settings.broker.name != "ccxt":  # to import); no network needed
+            return ()
+        from brokers.ccxt_broker import CcxtBroker
+
+        return CcxtBroker(settings.ccxt.exchange).capabilities.timeframes
+    return broker_class(name).capabilities.timeframes
+
+
+def broker_infos(settings: Settings | None = None) -> list[BrokerInfo]:
+    """Every broker, market-data ones first; ccxt's timeframes are those of ``settings``'s
+    exchange when ``broker.name = "ccxt"`` (else none listed: they differ by exchange)."""
+    rows = []
+    for name in [*_BROKERS, *(n for n in _EXECUTION if n not in _BROKERS)]:
+        market_data = name in _BROKERS
+        execution, dry_run = _EXECUTION.get(name, (False, None))
+        # ccxt's capabilities are per exchange (an instance's); it needs no credentials for data.
+        capabilities = getattr(broker_class(name), "capabilities", None) if market_data else None
+        rows.append(
+            BrokerInfo(
+                name=name,
+                market_data=market_data,
+                execution=execution,
+                dry_run_default=dry_run,
+                needs_credentials=bool(capabilities and capabilities.needs_credentials),
+                timeframes=_timeframes(name, settings) if market_data else (),
+                venue=_VENUES[name],
+            )
+        )
+    return rows
 
 
 def create_broker(settings: Settings, name: str | None = None) -> BaseBroker:

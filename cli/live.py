@@ -4,7 +4,7 @@ stage from the command line (signals run the flow; the others read the ledger)."
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,19 +12,32 @@ from cli import output
 from cli.common import (
     JsonOption,
     SymbolsOption,
+    WideOption,
     report_rows,
     run_flow,
     settings_of,
     units_of,
 )
-from core.config import Settings
 from core.errors import CandleflowError, UnknownSymbolError
-from core.reports import SignalReport
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 report_app = typer.Typer(help="Reports on live trading.", no_args_is_help=True)
 
-# The table: every signal field but the long ones (the reasons print below it).
-SIGNAL_COLUMNS = SignalReport.table_columns()
+POSITION_COLUMNS = (
+    "symbol",
+    "timeframe",
+    "side",
+    "quantity",
+    "entry_ts",
+    "entry_price",
+    "last_price",
+    "unrealized_pnl",
+    "stop_loss",
+    "take_profit",
+    "timeout_at",
+)
 
 
 def signals(
@@ -34,9 +47,11 @@ def signals(
         str | None, typer.Option(help="Timeframe to score (default: the first configured)")
     ] = None,
     json_: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """Score the newest closed candle per symbol with its champion; orders go to the paper
-    account (once per candle and model version)."""
+    account (once per candle and model version). The ``order`` column says whether one was
+    placed, and if not why (the full reasons print below the table)."""
     from flows.live_signals import live_signals
 
     settings = settings_of(ctx)
@@ -52,7 +67,7 @@ def signals(
             timeframe=tf[0],
             settings=settings,
         )
-    report_rows(result, json_, f"Signals ({tf[0]})", SIGNAL_COLUMNS, _reasons)
+    report_rows(result, json_, f"Signals ({tf[0]})", after_table=_reasons, wide=wide)
 
 
 def _check_known(settings: Settings, units: list[tuple[str, str]]) -> None:
@@ -98,7 +113,7 @@ def _ledger(ctx: typer.Context):
     return settings, ledger, PaperBroker(ledger.engine, settings.paper, settings.costs)
 
 
-def positions(ctx: typer.Context, json_: JsonOption = False) -> None:
+def positions(ctx: typer.Context, json_: JsonOption = False, wide: WideOption = False) -> None:
     """The paper account: balance, equity, open positions."""
     _, _, broker = _ledger(ctx)
     state = broker.state()
@@ -134,8 +149,11 @@ def positions(ctx: typer.Context, json_: JsonOption = False) -> None:
     if json_:
         output.print_json(account | {"positions": rows})
         return
-    output.print_table(f"Paper account {state.account}", [account], tuple(account))
-    output.print_table("Open positions", rows, tuple(rows[0]) if rows else ("symbol",))
+    output.print_record(f"Paper account {state.account}", account)
+    if rows:
+        output.print_table("Open positions", rows, POSITION_COLUMNS, wide)
+    else:
+        output.stdout.print("No open positions.")
 
 
 @report_app.command("shadow")
@@ -143,6 +161,7 @@ def report_shadow(
     ctx: typer.Context,
     days: Annotated[int, typer.Option(min=1, help="Signals of the last N days")] = 30,
     json_: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """Champion vs challenger (shadow): live hit rate of BUY signals whose outcome is known."""
     from core.store import CandleStore
@@ -157,4 +176,5 @@ def report_shadow(
     if json_:
         output.print_json(rows)
     else:
-        output.print_table("Live hit rate: champion vs shadow", rows, tuple(report.columns))
+        title = "Live hit rate: champion vs shadow"
+        output.print_table(title, rows, tuple(report.columns), wide)

@@ -3,7 +3,7 @@ command line. Manual promotion and rollback are recorded on the model versions l
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,6 +12,7 @@ from cli.common import (
     JsonOption,
     SymbolsOption,
     TimeframeOption,
+    WideOption,
     report_rows,
     run_flow,
     settings_of,
@@ -25,19 +26,32 @@ models_app = typer.Typer(
 
 SymbolArg = Annotated[str, typer.Argument(help="Symbol, e.g. EURUSD")]
 TimeframeArg = Annotated[str, typer.Argument(help="Timeframe, e.g. 1h")]
-PROMOTE_COLUMNS = ("symbol", "timeframe", "version", "promoted", "kind", "reasons", "error")
+PROMOTE_COLUMNS = (
+    "symbol",
+    "timeframe",
+    "version",
+    "decision",
+    "reasons",
+    "promoted",
+    "kind",
+    "champion_version",
+    "error",
+)
 LIST_COLUMNS = (
-    "model",
+    "symbol",
+    "timeframe",
     "version",
     "aliases",
     "oos_auc",
     "oos_sharpe",
     "dsr",
     "trades",
-    "trials",
     "decision",
     "reasons",
+    "trials",
+    "model",
 )
+LIST_DETAIL = ("trials", "model")  # with --wide
 
 
 def promote(
@@ -45,6 +59,7 @@ def promote(
     symbols: SymbolsOption = None,
     timeframe: TimeframeOption = None,
     json_: JsonOption = False,
+    wide: WideOption = False,
 ) -> None:
     """Put each symbol's challenger through the promotion gate (champion only on evidence)."""
     from flows.promote_models import promote_models
@@ -58,7 +73,7 @@ def promote(
             timeframes=sorted({t for _, t in units}),
             settings=settings,
         )
-    report_rows(result, json_, "Promotion decisions", PROMOTE_COLUMNS)
+    report_rows(result, json_, "Promotion decisions", PROMOTE_COLUMNS, wide=wide)
 
 
 def _reviewer(ctx: typer.Context):
@@ -70,7 +85,7 @@ def _reviewer(ctx: typer.Context):
 
 
 @models_app.command("list")
-def models_list(ctx: typer.Context, json_: JsonOption = False) -> None:
+def models_list(ctx: typer.Context, json_: JsonOption = False, wide: WideOption = False) -> None:
     """Every model: versions with their aliases, key holdout metrics and last decision."""
     from models.registry import list_models
 
@@ -78,12 +93,18 @@ def models_list(ctx: typer.Context, json_: JsonOption = False) -> None:
     if json_:
         output.print_json(models)
         return
-    rows = [
-        {"model": m["model"], **v, "aliases": ",".join(v["aliases"])}
+    output.print_table(
+        "Registered models (MLflow)", list_rows(models), LIST_COLUMNS, wide, LIST_DETAIL
+    )
+
+
+def list_rows(models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A table row per version of every model (``models.registry.list_models``)."""
+    return [
+        {k: m[k] for k in ("model", "symbol", "timeframe")} | v
         for m in models
         for v in m["versions"]
     ]
-    output.print_table("Registered models (MLflow)", rows, LIST_COLUMNS)
 
 
 @models_app.command("promote")

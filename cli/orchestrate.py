@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -14,13 +14,16 @@ from cli.common import (
     JsonOption,
     SymbolsOption,
     TimeframeOption,
+    WideOption,
     config_arg,
     report_rows,
     run_flow,
     settings_of,
     units_of,
 )
-from core.config import Settings
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 RETRAIN_COLUMNS = (
     "symbol",
@@ -202,6 +205,7 @@ def retrain_check(
             "retrain.deployment on the Prefect server; none: only report"
         ),
     ] = "inline",
+    wide: WideOption = False,
     json_: JsonOption = False,
 ) -> None:
     """Which models are due a retraining (new labelled samples, live decay), and retrain them."""
@@ -220,7 +224,7 @@ def retrain_check(
         config=config_arg(ctx),
         settings=settings,
     )
-    report_rows(result, json_, "Retrain check", RETRAIN_COLUMNS, _reasons)
+    report_rows(result, json_, "Retrain check", RETRAIN_COLUMNS, _reasons, wide=wide)
 
 
 def _reasons(rows: list[dict]) -> None:

@@ -7,20 +7,24 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from core.errors import CandleflowError
 
 # Piped output is not cut to 80 columns: a log file or `| less` gets the whole table.
 stdout = Console(width=None if sys.stdout.isatty() else 160)
-stderr = Console(stderr=True)
+stderr = Console(stderr=True)  # notes and progress: silent with -q (``stderr.quiet``)
+_errors = Console(stderr=True)  # the one-line errors: always
 
 EXIT_USER_ERROR = 2
 EXIT_RUN_FAILED = 1
@@ -51,31 +55,74 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    """A table of ``rows``; a column that is empty in every row (e.g. ``error``) is left out."""
-    columns = [c for c in columns if any(row.get(c) not in (None, "") for row in rows)] or columns
-    table = Table(title=title, show_lines=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
+def print_table(
+    title: str,
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    wide: bool = False,
+    detail: Collection[str] = (),
+) -> None:
+    """A table of ``rows`` rendered by the columns' kinds (``core.formatting.COLUMNS``); a column
+    empty in every row (e.g. ``error``) is left out, wide ones (and ``detail``) unless ``wide``;
+    a wide table is not squeezed into the terminal (its lines run on)."""
+    table = table_of(title, rows, columns, wide, detail)
+    if not wide:
+        stdout.print(table)
+        return
+    natural = Measurement.get(stdout, stdout.options.update(width=10_000), table).maximum
+    width = stdout.width
+    stdout.width = max(width, natural)
+    try:
+        stdout.print(table)
+    finally:
+        stdout.width = width
+
+
+def table_of(
+    title: str,
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    wide: bool = False,
+    detail: Collection[str] = (),
+) -> Table:
+    # loaded when a table prints: `--help` stays fast
+    from core.formatting import COLUMNS, NUMERIC, Column, cells, label, visible_columns
+
+    shown = visible_columns(columns, rows, wide, detail)
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0), pad_edge=False
+    )
+    for column in shown:
+        spec = COLUMNS.get(column, Column())
+        cut = spec.max_width is not None and not wide  # --wide folds the whole text instead
+        table.add_column(
+            label(column),
+            justify="right" if spec.kind in NUMERIC else "left",
+            overflow="ellipsis" if cut else "fold",
+            no_wrap=cut,
+            max_width=spec.max_width if cut else None,
+        )
     for row in rows:
-        table.add_row(*[_cell(row.get(c)) for c in columns])
+        table.add_row(*[Text(c.text, style=c.style or "") for c in cells(row, shown)])
+    return table
+
+
+def print_record(title: str, record: dict[str, Any]) -> None:
+    """One record as a two-column table, a field per line (e.g. the paper account)."""
+    from core.formatting import cells
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for name, cell in zip(record, cells(record, list(record)), strict=True):
+        table.add_row(name.replace("_", " "), Text(cell.text, style=cell.style or ""))
     stdout.print(table)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
-    if isinstance(value, str) and len(value) > 19 and value[10:11] == "T":
-        return value[:16].replace("T", " ")
-    return str(value)
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR) -> typer.Exit:
     """Print ``candleflow: message`` as one line on stderr; return the exit to raise."""
     first_line = " ".join(str(message).split())
-    stderr.print(f"[bold red]candleflow:[/] {first_line}", highlight=False, soft_wrap=True)
+    _errors.print(f"[bold red]candleflow:[/] {first_line}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

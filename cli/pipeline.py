@@ -10,18 +10,19 @@ from cli.common import (
     JsonOption,
     SymbolsOption,
     TimeframeOption,
+    WideOption,
     run_flow,
     settings_of,
     units_of,
 )
 from core.errors import CandleflowError, UnitsFailedError
-from core.reports import RunReport, SummaryRow
 
 
 def run(
     ctx: typer.Context,
     symbols: SymbolsOption = None,
     timeframe: TimeframeOption = None,
+    wide: WideOption = False,
     json_: JsonOption = False,
 ) -> None:
     """Run the whole pipeline: collect, dataset, train, promote, live signals."""
@@ -29,22 +30,24 @@ def run(
 
     settings = settings_of(ctx)
     units = units_of(settings, symbols, timeframe)
-    with output.stderr.status(f"Running the pipeline for {len(units)} symbol × timeframe(s)…"):
-        result = run_flow(
-            run_pipeline,
-            symbols=sorted({s for s, _ in units}),
-            timeframes=sorted({t for _, t in units}),
-            settings=settings,
-        )
+    result = run_flow(
+        run_pipeline,
+        symbols=sorted({s for s, _ in units}),
+        timeframes=sorted({t for _, t in units}),
+        settings=settings,
+        board=(f"Running the pipeline for {len(units)} symbol × timeframe(s)…", units),
+    )
     failed = isinstance(result, UnitsFailedError)
     if isinstance(result, CandleflowError) and not failed:
         raise output.fail(str(result))
-    report: RunReport = result.rows[0] if failed else result
+    from core.reports import SummaryRow
+
+    report = result.rows[0] if failed else result
     if json_:
         output.print_json(report.model_dump(mode="json", exclude={"summary"}))
     else:
         rows = [r.row() for r in report.summary]
-        output.print_table("candleflow run", rows, SummaryRow.columns())
+        output.print_table("candleflow run", rows, SummaryRow.columns(), wide)
         seconds = ", ".join(f"{k} {v:.0f} s" for k, v in report.seconds.items())
         output.stderr.print(f"Time: {seconds}.")
         output.stderr.print(

@@ -12,7 +12,6 @@ import tomllib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     Field,
@@ -33,6 +32,17 @@ from core.errors import ConfigError
 from core.feature_spec import FeatureSpec, LabelSpec
 from core.instruments import instrument
 from core.settings_base import Section
+from core.settings_brokers import (
+    SECRETS_FILE_VARIABLE,
+    AlpacaSettings,
+    BrokerSettings,
+    CapitalSettings,
+    CcxtSettings,
+    FilesSettings,
+    OandaSettings,
+    SimulatedSettings,
+    secrets_source,
+)
 from core.settings_data import ValidationSettings
 from core.settings_env import ENV_PREFIX, EnvSource, describe_env_error, split_list
 from core.settings_live import LiveSettings, PaperSettings
@@ -68,44 +78,6 @@ class UniverseSettings(Section):
         if not timeframes:
             raise ValueError("at least one timeframe is needed")
         return list(dict.fromkeys(timeframes))
-
-
-class BrokerSettings(Section):
-    """Which market-data broker collects candles."""
-
-    name: Literal["simulated", "files", "ccxt"] = "simulated"
-
-
-class SimulatedSettings(Section):
-    """The embedded deterministic market. ``edge = 0`` is a driftless random walk."""
-
-    seed: int = Field(default=7, ge=0)
-    edge: float = Field(default=0.25, ge=0.0, le=1.0)
-
-
-class FilesSettings(Section):
-    """The file broker: a folder of ``<SYMBOL>_<TF>.<ext>`` or ``<TF>/<SYMBOL>.<ext>`` files the
-    user brings (csv, txt, csv.gz, txt.gz, parquet, pq); ``timezone``: that of naive timestamps."""
-
-    directory: Path = Path("data")
-    timezone: str = "UTC"
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("not an IANA time zone (e.g. UTC, Europe/London)") from None
-        return value
-
-
-class CcxtSettings(Section):
-    """A crypto exchange through ccxt (market data needs no credentials)."""
-
-    exchange: str = "binance"
-    max_candles_per_request: int = Field(default=1000, ge=1, le=100_000)
-    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class CostSpec(Section):
@@ -258,6 +230,9 @@ class Settings(BaseSettings):
     simulated: SimulatedSettings = Field(default_factory=SimulatedSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
     ccxt: CcxtSettings = Field(default_factory=CcxtSettings)
+    oanda: OandaSettings = Field(default_factory=OandaSettings)
+    capital: CapitalSettings = Field(default_factory=CapitalSettings)
+    alpaca: AlpacaSettings = Field(default_factory=AlpacaSettings)
     collect: CollectSettings = Field(default_factory=CollectSettings)
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     costs: CostsSettings = Field(default_factory=CostsSettings)
@@ -289,6 +264,9 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_file = _ACTIVE_CONFIG_FILE.get()
         sources: list[PydanticBaseSettingsSource] = [init_settings, EnvSource(settings_cls)]
+        secrets = secrets_source(settings_cls)
+        if secrets is not None:
+            sources.append(secrets)
         if toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
@@ -357,7 +335,7 @@ def _check_environment() -> None:
         if not name.startswith(ENV_PREFIX):
             continue
         section = name[len(ENV_PREFIX) :].split("__", 1)[0]
-        if section not in sections | {"CONFIG"}:
+        if section not in sections | {"CONFIG"} and name != SECRETS_FILE_VARIABLE:
             allowed = ", ".join(sorted(f"{ENV_PREFIX}{s}" for s in sections | {"CONFIG"}))
             raise ConfigError(
                 f"environment variable {name}: unknown section {section.lower()!r};"

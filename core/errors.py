@@ -4,8 +4,10 @@ user can act on. The CLI prints them as one line; anything else is a bug and kee
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 
 class CandleflowError(Exception):

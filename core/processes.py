@@ -1,9 +1,14 @@
-"""Whether a process is alive, by pid (the supervisor's servers, a training's recorded process)."""
+"""Whether a process is alive, by pid (the supervisor's servers, a training's recorded process), and
+the state file where ``candleflow up`` lists the servers it runs for a state directory."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+
+# ``{"pid": supervisor, "children": [{"name", "pid", "url", "log", "stop_signal"}, …]}``
+UP_STATE_FILE = Path("run") / "up.json"
 
 
 def alive(pid: int) -> bool:
@@ -21,3 +26,12 @@ def alive(pid: int) -> bool:
     except PermissionError:  # another user's process
         return True
     return True
+
+
+def read_up_state(home: Path) -> dict | None:
+    """What ``candleflow up`` wrote for ``home`` (None: nothing, or unreadable)."""
+    try:
+        state = json.loads((home / UP_STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None

@@ -10,15 +10,21 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
+from core.formatting import COLUMNS  # noqa: F401  (each column's kind, beside the records)
+
 Number = float | int | None
+ORDER_TIERS = frozenset({"STRONG_BUY", "BUY", "SELL", "STRONG_SELL"})  # as models.signal
 
 
 class UnitReport(BaseModel):
     """One symbol × timeframe's row of a stage's report; ``error`` set when the unit failed."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    # Columns a terminal table leaves out (kept in --json and the artifacts).
+    # Columns a terminal table leaves out, even with --wide (kept in --json and the artifacts).
     hidden: ClassVar[tuple[str, ...]] = ()
+    # Columns this table shows only with --wide (besides those wide everywhere:
+    # ``core.formatting.COLUMNS``).
+    wide: ClassVar[tuple[str, ...]] = ()
 
     symbol: str
     timeframe: str
@@ -44,6 +50,7 @@ class UnitReport(BaseModel):
 
     @classmethod
     def table_columns(cls) -> tuple[str, ...]:
+        """A table's columns (the wide ones show only with ``--wide``)."""
         return tuple(c for c in cls.columns() if c not in cls.hidden)
 
     def row(self) -> dict[str, Any]:
@@ -51,11 +58,28 @@ class UnitReport(BaseModel):
         data = self.model_dump(mode="json")
         return {c: data[c] for c in self.columns()}
 
+    def table_row(self) -> dict[str, Any]:
+        """The row a table shows: ``row()`` plus any column derived for it."""
+        return self.row()
+
+
+def decision_word(promoted: bool | None, kind: str | None) -> str | None:
+    """What the promotion gate did, in words: a champion kept is not "promoted False"."""
+    if promoted is None and kind is None:
+        return None
+    words = {
+        "no_challenger": "no challenger",
+        "already_champion": "kept champion",
+        "manual": "promoted manually",
+        "rollback": "restored by rollback",
+    }
+    return words.get(kind or "gate") or ("promoted" if promoted else "refused")
+
 
 class CollectReport(UnitReport):
     """Candles fetched (or read from a file), validated and upserted into the store."""
 
-    hidden: ClassVar[tuple[str, ...]] = ("missing_candles", "rows", "reasons")
+    wide: ClassVar[tuple[str, ...]] = ("rows", "reasons")
 
     fetched: int | None = None
     new: int | None = None
@@ -73,7 +97,7 @@ class CollectReport(UnitReport):
 class DatasetReport(UnitReport):
     """The training dataset written for a symbol × timeframe."""
 
-    hidden: ClassVar[tuple[str, ...]] = ("candle_first", "candle_last", "path")
+    wide: ClassVar[tuple[str, ...]] = ("skipped",)
 
     rows: int | None = None
     features: int | None = None
@@ -99,7 +123,7 @@ class CheckReport(BaseModel):
 class PromoteReport(UnitReport):
     """The promotion gate's decision on a version."""
 
-    hidden: ClassVar[tuple[str, ...]] = ("champion_version", "checks", "summary")
+    hidden: ClassVar[tuple[str, ...]] = ("checks", "summary")
 
     version: str | None = None
     promoted: bool | None = None
@@ -109,17 +133,17 @@ class PromoteReport(UnitReport):
     checks: list[CheckReport] | None = None
     summary: str | None = None  # one line a person reads
 
+    @computed_field
+    @property
+    def decision(self) -> str | None:
+        return decision_word(self.promoted, self.kind)
+
 
 class TrainReport(UnitReport):
     """A training recorded in MLflow: the registered version and its out-of-sample metrics."""
 
-    hidden: ClassVar[tuple[str, ...]] = (
-        "run_id",
-        "experiment",
-        "families",
-        "reused",
-        "promotion",
-    )
+    hidden: ClassVar[tuple[str, ...]] = ("metrics", "families", "promotion")
+    wide: ClassVar[tuple[str, ...]] = ("trials",)
 
     model_name: str | None = None
     version: str | None = None
@@ -136,6 +160,22 @@ class TrainReport(UnitReport):
     def promoted(self) -> bool | None:
         return None if self.promotion is None else self.promotion.promoted
 
+    @computed_field
+    @property
+    def decision(self) -> str | None:
+        return None if self.promotion is None else self.promotion.decision
+
+    @classmethod
+    def table_columns(cls) -> tuple[str, ...]:
+        """The version, its headline metrics (``metrics`` flattened) and the gate's decision."""
+        head, tail = ("symbol", "timeframe", "version"), ("decision", "error")
+        rest = [c for c in super().table_columns() if c not in (*head, *tail)]
+        return (*head, *TRAIN_METRICS, *rest, *tail)
+
+    def table_row(self) -> dict[str, Any]:
+        row = self.row()
+        return row | (row["metrics"] or {})
+
     def best_family(self) -> str | None:
         families = self.families or {}
         return max(families, key=lambda f: families[f].get("oos_roc_auc", 0), default=None)
@@ -144,12 +184,16 @@ class TrainReport(UnitReport):
 class SignalReport(UnitReport):
     """One live decision on the newest closed candle (the champion's, or a challenger's shadow)."""
 
-    hidden: ClassVar[tuple[str, ...]] = (
-        "model_version",
-        "reasons",
+    hidden: ClassVar[tuple[str, ...]] = ("reasons",)  # the CLI prints them below the table
+    # The title names the timeframe; ``order`` says what the status meant for trading.
+    wide: ClassVar[tuple[str, ...]] = (
+        "timeframe",
+        "status",
+        "weight",
         "quantity",
         "stop_loss",
         "take_profit",
+        "model_version",
     )
 
     ts: datetime | None = None
@@ -167,6 +211,41 @@ class SignalReport(UnitReport):
     champion_kind: str | None = None  # gate | manual | rollback (None: shadow or no model)
     shadow: bool = False
     reasons: list[str] | None = None
+    dry_run: bool | None = None  # the order was only logged by the broker (None: no order)
+
+    @computed_field
+    @property
+    def order(self) -> str | None:
+        """Whether an order went out: placed, dry-run, or none and why."""
+        if self.order_id:
+            return "dry-run" if self.dry_run else "placed"
+        if self.status is None:
+            return None
+        if self.shadow:
+            return "none: shadow"
+        if self.status != "OK":
+            return f"none: {self.status}"
+        if self.tier not in ORDER_TIERS:
+            return f"none: {self.tier}"
+        why = (self.reasons or ["refused"])[-1]
+        return f"none: {why}"
+
+    @classmethod
+    def table_columns(cls) -> tuple[str, ...]:
+        """``model`` (the version and its role) stands before ``order``."""
+        columns = [c for c in super().table_columns() if c not in ("model", "order", "error")]
+        return (*columns, "model", "order", "error")
+
+    def table_row(self) -> dict[str, Any]:
+        return self.row() | {"model": self.model_label()}
+
+    def model_label(self) -> str | None:
+        """The deciding version and its role: ``v4``, ``v5 shadow``, ``v3 manual``; the shadow
+        row is not a duplicate of the champion's."""
+        if not self.model_version:
+            return "shadow" if self.shadow else None
+        role = "shadow" if self.shadow else self.champion_kind
+        return f"v{self.model_version}" + (f" {role}" if role not in (None, "gate") else "")
 
 
 class RetrainReport(UnitReport):
@@ -195,6 +274,7 @@ class SummaryRow(UnitReport):
     net_sharpe: float | None = None
     dsr: float | None = None
     promoted: bool | None = None
+    decision: str | None = None  # decision_word of the promotion
     signal: str | None = None
     tier: str | None = None
 
@@ -210,3 +290,19 @@ class RunReport(BaseModel):
     errors: dict[str, str] = {}
     summary: list[SummaryRow] = []
     flow_run: str | None = None
+
+
+# The train table's metric columns (``TrainReport.metrics`` flattened; report names of
+# ``models.recording.SUMMARY_METRICS``): the headline ones, then those shown with --wide.
+TRAIN_METRICS = (
+    "cv_auc",
+    "oos_auc",
+    "oos_sharpe",
+    "oos_days",
+    "dsr",
+    "pbo",
+    "trials_total",
+    "trades",
+    "bh_sharpe",
+    *("oos_logloss", "psr", "win_rate", "profit_factor", "max_drawdown", "exposure", "cv_sharpe"),
+)

@@ -1,13 +1,14 @@
 """Settings of the candle data itself: the plausibility bounds validation applies before a candle
-is stored, by asset class (``core.validation`` owns the built-in values and the rules)."""
+is stored, by asset class (``core.plausibility`` owns the built-in values, ``core.validation``
+the rules)."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
 from core.instruments import instrument
+from core.plausibility import DEFAULT_PLAUSIBILITY, PLAUSIBILITY_BY_ASSET_CLASS, Plausibility
 from core.settings_base import Section
-from core.validation import DEFAULT_PLAUSIBILITY, PLAUSIBILITY_BY_ASSET_CLASS, Plausibility
 
 
 class PlausibilitySpec(Section):

@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
 from core.settings_base import Section
 from core.symbols import normalize_symbol
@@ -56,6 +54,9 @@ class LiveSettings(Section):
     def _database_url(cls, value: str) -> str:
         value = value.strip()
         if value:
+            from sqlalchemy.engine import make_url  # only when a URL is set: the CLI starts fast
+            from sqlalchemy.exc import ArgumentError
+
             try:
                 make_url(value)
             except ArgumentError:

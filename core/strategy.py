@@ -22,11 +22,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import NamedTuple
-
-import numpy as np
+from typing import TYPE_CHECKING, NamedTuple
 
 from core.errors import CandleflowError
+
+if TYPE_CHECKING:  # numpy loads where barriers are computed, not with the configuration
+    import numpy as np
 
 STOP_LOSS, TAKE_PROFIT, TIMEOUT = "STOP_LOSS", "TAKE_PROFIT", "TIMEOUT"
 BPS = 10_000.0
@@ -77,6 +78,8 @@ def barrier_levels(
 ) -> tuple[float | np.ndarray, float | np.ndarray]:
     """(stop-loss, take-profit) of a position of ``side`` signalled at ``reference`` (the signal
     bar's close) with σ ``sigma``: the labels' barriers, scalars or arrays alike."""
+    import numpy as np
+
     stop = reference * np.exp(-side * sl * sigma)
     take = reference * np.exp(side * pt * sigma)
     return stop, take

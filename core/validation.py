@@ -14,7 +14,11 @@ import polars as pl
 
 from core.candles import COLUMNS, PRICE_COLUMNS, TRACE_COLUMNS, conform
 from core.errors import DataFormatError
-from core.instruments import instrument
+from core.plausibility import (  # noqa: F401 (plausibility_for is re-exported)
+    DEFAULT_PLAUSIBILITY,
+    Plausibility,
+    plausibility_for,
+)
 from core.timeframes import TIMEFRAMES, Timeframe, as_utc
 
 VALUE_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
@@ -22,33 +26,6 @@ VALUE_COLUMNS: tuple[str, ...] = (*PRICE_COLUMNS, "volume")
 # (itself included): one absurd candle, or a few in a row, cannot move that median, while a real
 # lasting move of the market soon holds the majority of the window.
 JUMP_NEIGHBOURS = 5
-
-
-@dataclass(frozen=True)
-class Plausibility:
-    """Bounds past which a finite value is not believed: ``max_volume`` per candle, and
-    ``max_price_jump``, the multiple a candle's high may be above (its low below) the median close
-    of the candles around it."""
-
-    max_volume: float = 1e15
-    max_price_jump: float = 5.0
-
-
-DEFAULT_PLAUSIBILITY = Plausibility()
-# Hourly moves the market has made (the 2015 franc de-peg: about 1.4x within the hour; crypto
-# crashes) stay inside; a price off by a decimal place or from another instrument does not.
-PLAUSIBILITY_BY_ASSET_CLASS: dict[str, Plausibility] = {
-    "fx": Plausibility(max_price_jump=1.5),
-    "metal": Plausibility(max_price_jump=2.0),
-    "index": Plausibility(max_price_jump=2.0),
-    "crypto": Plausibility(max_price_jump=5.0),
-}
-
-
-def plausibility_for(symbol: str) -> Plausibility:
-    """The built-in bounds of ``symbol``'s asset class (the configuration can override them)."""
-    asset_class = instrument(symbol).asset_class.value
-    return PLAUSIBILITY_BY_ASSET_CLASS.get(asset_class, DEFAULT_PLAUSIBILITY)
 
 
 @dataclass(frozen=True)

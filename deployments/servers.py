@@ -24,11 +24,12 @@ from typing import IO
 import httpx
 
 from core.errors import CandleflowError
+from core.processes import UP_STATE_FILE as STATE_FILE
 from core.processes import alive
+from core.processes import read_up_state as read_state
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = Path("run") / "up.json"
 STOP_GRACE_SECONDS = 20.0
 
 
@@ -208,16 +209,6 @@ class Supervisor:
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         children = [asdict(self._child(s, p)) for s, p in self.children]
         self.state_file.write_text(json.dumps({"pid": os.getpid(), "children": children}))
-
-
-def read_state(home: Path) -> dict | None:
-    path = home / STATE_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def down(home: Path) -> list[Child]:

@@ -11,6 +11,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 
 from core.errors import UnitsFailedError
+from core.formatting import formatted_rows
 from core.reports import PromoteReport, UnitReport
 
 R = TypeVar("R", bound=UnitReport)
@@ -71,14 +72,10 @@ def raise_if_failed(rows: list[R]) -> list[R]:
 
 
 def publish_table(key: str, rows: Sequence[UnitReport], description: str) -> None:
-    """A Prefect table artifact of the rows (nested values shown as text)."""
-    table = [
-        {
-            k: "" if v is None else v if isinstance(v, int | float | str) else str(v)
-            for k, v in r.items()
-        }
-        for r in (row.row() for row in rows)
-    ]
+    """A Prefect table artifact of the rows: every column of the CLI's ``--wide`` table, rounded
+    and worded as the CLI shows it."""
+    columns = type(rows[0]).table_columns() if rows else ()
+    table = formatted_rows([r.table_row() for r in rows], columns)
     create_table_artifact(key=key, table=table, description=description)
 
 

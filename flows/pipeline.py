@@ -114,7 +114,7 @@ def summary(report: RunReport) -> list[SummaryRow]:
         at(r).dataset_rows = r.rows
     for r in report.train:
         m, row = r.metrics or {}, at(r)
-        row.best_family, row.promoted = r.best_family(), r.promoted
+        row.best_family, row.promoted, row.decision = r.best_family(), r.promoted, r.decision
         row.oos_auc, row.net_sharpe = _round(m.get("oos_auc")), _round(m.get("oos_sharpe"))
         row.dsr = _round(m.get("dsr"))
     for s in report.signals:

@@ -1,12 +1,13 @@
 """The model-family abstraction: what every family of the zoo (``models.zoo``) provides — its
-defaults, search space and estimator, and how to score a fitted estimator — behind one interface,
-so that callers never branch on the family. It knows no concrete estimator type."""
+defaults, search space and estimator, how to fit it many times on one training set, and how to
+score a fitted estimator — behind one interface, so that callers never branch on the family. It
+knows no concrete estimator type."""
 
 from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from types import MappingProxyType
 from typing import NamedTuple, TypeAlias
@@ -44,6 +45,19 @@ class Scores(NamedTuple):
 
     probability: np.ndarray
     contributions: np.ndarray | None
+
+
+@dataclass(eq=False)
+class TrainingSet:
+    """One training set that is fitted many times with different parameters (a fold of a tuning,
+    across its trials). ``derived`` holds what a family derives from it before fitting (its binned
+    form), keyed by the settings it depends on, so it is derived once: this object is the cache's
+    one owner and it lives as long as the tuning that made it."""
+
+    X: np.ndarray
+    y: np.ndarray
+    sample_weight: np.ndarray | None = None
+    derived: dict[object, object] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,22 @@ class ModelFamily:
     def make(self, params: Params, seed: int, n_threads: int) -> BaseEstimator:
         """The estimator of checked ``params``, seeded and capped to ``n_threads`` its own way."""
         raise NotImplementedError(f"model family {self.name!r} cannot build estimators")
+
+    def fit_predict(
+        self,
+        data: TrainingSet,
+        params: Mapping[str, ParamValue] | None,
+        X_test: np.ndarray,
+        *,
+        seed: int,
+        n_threads: int,
+    ) -> np.ndarray:
+        """P(y = 1) of ``X_test`` by the estimator ``build`` makes, fitted on ``data``: the same
+        numbers as ``build(...).fit(data.X, data.y, sample_weight=data.sample_weight)``. A family
+        overrides it to reuse what it derived from ``data`` in an earlier call (its binning)."""
+        model = self.build(params, seed=seed, n_threads=n_threads)
+        model.fit(data.X, data.y, sample_weight=data.sample_weight)
+        return self.positive_probability(model, X_test)
 
     def _check_params(self, params: Mapping[str, ParamValue]) -> None:
         for key in params:

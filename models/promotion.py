@@ -77,20 +77,28 @@ class Decision:
         failed = [c.message for c in self.checks if not c.passed]
         return failed if failed else [c.message for c in self.checks]
 
+    @property
+    def verdict(self) -> str:
+        """What happened to the version, in words."""
+        return {
+            "manual": "promoted manually",
+            "rollback": "restored by rollback",
+            "already_champion": "already champion",
+        }.get(self.kind, "promoted" if self.promoted else "not promoted")
+
     def summary(self) -> str:
         if self.kind == "no_challenger":
             return f"{self.symbol} {self.timeframe}: no challenger to review"
-        verdict = "promoted" if self.promoted else "not promoted"
-        if self.kind == "manual":
-            verdict = "promoted manually"
-        elif self.kind == "rollback":
-            verdict = "restored by rollback"
-        elif self.kind == "already_champion":
-            verdict = "already champion"
         reasons = "; ".join(self.reasons)
-        return f"{self.symbol} {self.timeframe} v{self.version} {verdict}" + (
+        return f"{self.symbol} {self.timeframe} v{self.version} {self.verdict}" + (
             f": {reasons}" if reasons else ""
         )
+
+    def note(self) -> str:
+        """The decision as markdown, for the description of the version's training run."""
+        head = f"**{self.symbol} {self.timeframe} v{self.version} {self.verdict}** ({self.at})"
+        checks = [f"- {'✔' if c.passed else '✘'} {c.message}" for c in self.checks]
+        return "\n".join([head, "", *checks])
 
     def tags(self) -> dict[str, str]:
         """Model-version tags recording this decision."""

@@ -4,14 +4,19 @@ the evidence as artifacts, and the ensemble registered as a new version with ali
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import math
 import subprocess
 import tempfile
+import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -33,7 +38,9 @@ from models.evidence import (
     tag_text,
 )
 from models.fingerprint import take
+from models.report import REPORT_ARTIFACT, oos_record, record_of, render
 from models.tracking import (
+    NOTE_TAG,
     ensure_experiment,
     experiment_name,
     fail_orphaned_runs,
@@ -41,12 +48,14 @@ from models.tracking import (
     process_tags,
     registered_name,
     setup,
+    training_note,
 )
 from models.training import TrainingConfig, TrainingResult
 
 if TYPE_CHECKING:
     import pandas as pd
 
+logger = logging.getLogger(__name__)
 CHALLENGER = "challenger"
 
 
@@ -124,6 +133,7 @@ class TrainingRun:
     run_id: str
     experiment: str
     reused: bool  # this exact training was registered before: that version, not a new one
+    report: str = ""  # the backtest report's artifact URI ("": a training recorded without one)
 
 
 def record_training(
@@ -146,7 +156,8 @@ def record_training(
     if existing is not None:  # a retried record after a successful registration
         if not existing.aliases:
             client.set_registered_model_alias(name, CHALLENGER, existing.version)
-        return TrainingRun(name, str(existing.version), existing.run_id, experiment, True)
+        report = _report_uri(client, existing.run_id)
+        return TrainingRun(name, str(existing.version), existing.run_id, experiment, True, report)
     tags = {
         "symbol": meta.symbol,
         "timeframe": meta.timeframe,
@@ -157,20 +168,61 @@ def record_training(
         "code_version": code_version(),
         "trials": str(int(result.metrics["trials"])),
     } | process_tags()
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"train {meta.symbol} {meta.timeframe}", tags=tags
-    ) as parent:
+    # The run starts when the training did (its measured stages), so its duration is the
+    # training's; named with its version once registered.
+    started = time.time() - sum(result.seconds.values())
+    day = datetime.fromtimestamp(started, UTC).date().isoformat()
+    run = client.create_run(
+        experiment_id,
+        start_time=int(started * 1000),
+        tags=tags,
+        run_name=f"{meta.symbol} {meta.timeframe} {day}",
+    )
+    with mlflow.start_run(run_id=run.info.run_id) as parent:
         _log_runs(result, cfg, meta, experiment_id, tags)
-        digest = _log_artifacts(result, meta)
+        digest, evaluation = _log_artifacts(result, meta)
         mlflow.log_param(EVALUATION_DIGEST, digest)  # a param cannot change once logged
         fingerprint = take(result.ensemble, dataset.frame).to_json()
         info = log_ensemble(result.ensemble, _input_example(result), fingerprint)
         # The version and its tags in one call: a retry never meets a version without its key.
         version_tags = _version_tags(result, meta, key) | {EVALUATION_DIGEST: digest}
-        info = mlflow.register_model(info.model_uri, name, tags=version_tags)
-    version = str(info.version)
+        mv = _register_quietly(info.model_uri, name, version_tags)
+        version = str(mv.version)
+        client.update_run(run.info.run_id, name=f"{meta.symbol} {meta.timeframe} v{version} {day}")
+        mlflow.set_tag(NOTE_TAG, _note(result, meta, version, day))
+        # The report from the evaluation as hashed (what the gate will read), not from `result`.
+        record = record_of(
+            json.loads(evaluation),
+            client.get_model_version(name, version),
+            symbol=meta.symbol,
+            timeframe=meta.timeframe,
+            reviewed=False,
+        )
+        mlflow.log_text(render([record], title=f"Backtest report: {record.title}"), REPORT_ARTIFACT)
     client.set_registered_model_alias(name, CHALLENGER, version)
-    return TrainingRun(name, version, parent.info.run_id, experiment, False)
+    report = f"{parent.info.artifact_uri}/{REPORT_ARTIFACT}"
+    return TrainingRun(name, version, parent.info.run_id, experiment, False, report)
+
+
+def _report_uri(client: MlflowClient, run_id: str) -> str:
+    """The URI of the run's backtest report ("" when it was recorded without one)."""
+    logged = {a.path for a in client.list_artifacts(run_id, "report")}
+    uri = client.get_run(run_id).info.artifact_uri
+    return f"{uri}/{REPORT_ARTIFACT}" if REPORT_ARTIFACT in logged else ""
+
+
+def _note(result: TrainingResult, meta: DatasetMeta, version: str, day: str) -> str:
+    """The run's description until the gate reviews it (the decision then heads it)."""
+    m = {k: result.metrics.get(v, math.nan) for k, v in SUMMARY_METRICS.items()}
+    body = (
+        f"{meta.symbol} {meta.timeframe} v{version}, trained {day} on the candles "
+        f"{meta.candle_first:%Y-%m-%d} → {meta.candle_last:%Y-%m-%d}. Out of sample "
+        f"(walk-forward, {m['oos_days']:.0f} days, net of costs): Sharpe {m['oos_sharpe']:.2f} "
+        f"(buy-and-hold {m['bh_sharpe']:.2f}), DSR {m['dsr']:.3f} (N = {m['trials_total']:.0f} "
+        f"trials ever), PBO {m['pbo']:.2f}, AUC {m['oos_auc']:.3f}, {m['trades']:.0f} trades. "
+        f"Backtest report: artifact `{REPORT_ARTIFACT}`."
+    )
+    return training_note("**Not reviewed yet by the promotion gate.**", body)
 
 
 # Report names (CLI --json, artifacts) → the metric logged in MLflow (which has them all).
@@ -277,8 +329,9 @@ def _input_example(result: TrainingResult) -> pd.DataFrame:
     return pd.DataFrame(np.zeros((2, len(columns))), columns=columns)
 
 
-def _log_artifacts(result: TrainingResult, meta: DatasetMeta) -> str:
-    """The evidence as artifacts under ``evaluation/``; returns the sha256 of evaluation.json."""
+def _log_artifacts(result: TrainingResult, meta: DatasetMeta) -> tuple[str, bytes]:
+    """The evidence as artifacts under ``evaluation/``; returns the sha256 of evaluation.json
+    and its bytes."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         spec = json.loads(meta.feature_spec.canonical_json())
@@ -292,11 +345,9 @@ def _log_artifacts(result: TrainingResult, meta: DatasetMeta) -> str:
             "ensemble": result.metrics,
             "families": result.family_metrics,
             "weights": result.ensemble.weights,
-            # The out-of-sample daily net returns: what a champion is compared on, hashed too.
-            "oos_daily": {
-                "day": [d.isoformat() for d in result.oos_backtest.daily["day"].to_list()],
-                "ret": result.oos_backtest.daily["ret"].to_list(),
-            },
+            # The out-of-sample daily net returns (what a champion is compared on) and trades
+            # (the backtest report), hashed too.
+            **oos_record(result.oos_backtest),
         }
         data = evaluation_bytes(evaluation)
         (folder / "evaluation.json").write_bytes(data)
@@ -304,4 +355,15 @@ def _log_artifacts(result: TrainingResult, meta: DatasetMeta) -> str:
         result.oos_backtest.trades.write_parquet(folder / "oos_trades.parquet")
         _plots(result, folder)
         mlflow.log_artifacts(str(folder), artifact_path="evaluation")
-    return sha256(data)
+    return sha256(data), data
+
+
+def _register_quietly(model_uri: str, name: str, tags: dict[str, str]) -> Any:
+    """``mlflow.register_model``, whose "Successfully registered model …" lines it prints straight
+    to stderr go to this module's log instead (the log file, not the terminal)."""
+    captured = io.StringIO()
+    with contextlib.redirect_stderr(captured):
+        version = mlflow.register_model(model_uri, name, tags=tags)
+    for line in captured.getvalue().splitlines():
+        logger.info("%s", line)
+    return version

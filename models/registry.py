@@ -29,7 +29,7 @@ from models.evidence import (
     tag_disagreements,
 )
 from models.promotion import Check, Comparison, Decision, compare, gate, metrics_from_tags
-from models.tracking import ENSEMBLE_ARTIFACT, read_ensemble, registered_name
+from models.tracking import ENSEMBLE_ARTIFACT, describe_run, read_ensemble, registered_name
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,9 @@ def _record(client: MlflowClient, name: str, decision: Decision) -> None:
     for key, value in decision.tags().items():
         client.set_model_version_tag(name, decision.version, key, value)
     client.set_registered_model_tag(name, "last_decision", decision.summary()[:4900])
+    run_id = client.get_model_version(name, decision.version).run_id
+    if run_id:  # the decision heads its training run's description too (the MLflow UI)
+        describe_run(client, run_id, decision.note())
     logger.info("%s", decision.summary())
 
 

@@ -28,6 +28,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.file_utils import local_file_uri_to_path
 
@@ -159,6 +160,10 @@ def _rewrite(database: Path, old: str, new: str) -> int:
     return changed
 
 
+# MLflow 3's UI opens an experiment without this tag in its GenAI view; this one is for training.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def ensure_experiment(client: MlflowClient, name: str, home: Path) -> str:
     """The experiment's id, created with its artifact location in the state directory. An
     experiment whose artifacts live in another state directory is refused: writing there would
@@ -173,10 +178,40 @@ def ensure_experiment(client: MlflowClient, name: str, home: Path) -> str:
                 f" directory {here}: its MLflow database is another home's; use that home"
                 " (--home), or give this one its own database (unset mlflow.tracking_uri)"
             )
+        if EXPERIMENT_KIND[0] not in found.tags:  # created before experiments said their kind
+            client.set_experiment_tag(found.experiment_id, *EXPERIMENT_KIND)
         return found.experiment_id
     location = here / "mlflow" / "artifacts" / name.replace("/", "_")
     location.mkdir(parents=True, exist_ok=True)
-    return client.create_experiment(name, artifact_location=location.as_uri())
+    return client.create_experiment(
+        name, artifact_location=location.as_uri(), tags=dict([EXPERIMENT_KIND])
+    )
+
+
+NOTE_TAG = "mlflow.note.content"  # the run's "Description" in the MLflow UI
+_NOTE_BREAK = "\n\n---\n\n"  # the decision above it, what the training wrote below
+
+
+def describe_run(client: MlflowClient, run_id: str, head: str) -> None:
+    """Put ``head`` (markdown: the latest decision about the run's model) at the top of a run's
+    description, above what its training wrote there. A run deleted since is left as it is (the
+    gate's evidence check already says so)."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return
+        raise
+    if run.info.lifecycle_stage == "deleted":
+        return
+    note = run.data.tags.get(NOTE_TAG, "")
+    _, found, training = note.partition(_NOTE_BREAK)
+    client.set_tag(run_id, NOTE_TAG, head + _NOTE_BREAK + (training if found else note))
+
+
+def training_note(head: str, body: str) -> str:
+    """A training run's first description: ``head`` (awaiting review) above ``body``."""
+    return head + _NOTE_BREAK + body
 
 
 PID_TAG, HOST_TAG = "candleflow.pid", "candleflow.host"

@@ -36,6 +36,7 @@ from models.metrics import classification_report, probability_of_backtest_overfi
 from models.splits import Fold, WalkForward, overlaps, purged_kfold, walk_forward
 from models.strategy import Setup, SingleFamily, Strategy, Voting
 from models.tuning import Tuned, fit, journal_trials, tune
+from models.zoo import blas_cap
 
 logger = logging.getLogger(__name__)
 PERIODS_PER_YEAR = 365  # the backtest's daily series holds every calendar day
@@ -219,6 +220,18 @@ def train_dataset(
     """Tune, combine, walk forward, refit on everything and evaluate (module docstring).
     ``prior_trials``: the N the model's registered evidence already holds (its newest version's
     ``trials_total``), so a lost or deleted journal never lowers it."""
+    # Every fit's BLAS cap held once for the whole training: set and lifted once, not per fit.
+    with blas_cap(cfg.n_threads):
+        return _train(dataset, candles, cfg, journal_dir, prior_trials)
+
+
+def _train(
+    dataset: Dataset,
+    candles: pl.DataFrame,
+    cfg: TrainingConfig,
+    journal_dir: Path,
+    prior_trials: int,
+) -> TrainingResult:
     frame, meta = dataset.frame, dataset.meta
     X = frame.select(meta.feature_columns).to_numpy().astype(np.float64)
     y = (frame["label"] == 1).to_numpy().astype(np.int8)

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 import optuna
@@ -27,6 +28,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from sklearn.metrics import roc_auc_score
 
+from models.family import TrainingSet
 from models.splits import Fold
 from models.zoo import balanced_sample_weight, get_family
 
@@ -65,36 +67,30 @@ def fit(family: str, params: dict, X: np.ndarray, y: np.ndarray, *, seed: int, n
     return model.fit(X, y, sample_weight=class_weights(y))
 
 
-def fit_predict(
-    family: str,
-    params: dict,
-    X: np.ndarray,
-    y: np.ndarray,
-    train: np.ndarray,
-    test: np.ndarray,
-    *,
-    seed: int,
-    n_threads: int,
-) -> np.ndarray:
-    model = fit(family, params, X[train], y[train], seed=seed, n_threads=n_threads)
-    return model.predict_proba(X[test])[:, 1]
+# A fold and its training set, class-weighted as fit() weights it: made once per tuning, so that
+# every trial reuses what a family derives from the training set (its binning).
+FoldSet: TypeAlias = tuple[Fold, TrainingSet]
+
+
+def fold_sets(X: np.ndarray, y: np.ndarray, folds: list[Fold]) -> list[FoldSet]:
+    """Each fold with its training set (:data:`FoldSet`)."""
+    return [(f, TrainingSet(X[f.train], y[f.train], class_weights(y[f.train]))) for f in folds]
 
 
 def out_of_fold(
     family: str,
     params: dict,
     X: np.ndarray,
-    y: np.ndarray,
-    folds: list[Fold],
+    folds: list[FoldSet],
     *,
     seed: int,
     n_threads: int,
 ) -> np.ndarray:
     """Each development row predicted by the model trained on its fold's purged training set."""
-    oof = np.full(y.size, np.nan)
-    for fold in folds:
-        oof[fold.test] = fit_predict(
-            family, params, X, y, fold.train, fold.test, seed=seed, n_threads=n_threads
+    oof = np.full(X.shape[0], np.nan)
+    for fold, data in folds:
+        oof[fold.test] = get_family(family).fit_predict(
+            data, params, X[fold.test], seed=seed, n_threads=n_threads
         )
     return oof
 
@@ -107,18 +103,19 @@ def _objective(
     family: str,
     X: np.ndarray,
     y: np.ndarray,
-    folds: list[Fold],
+    folds: list[FoldSet],
     seed: int,
     n_threads: int,
     sharpe_of: SharpeOf,
     cache: dict[int, np.ndarray],
 ):
     def objective(trial: optuna.Trial) -> float:
-        params = get_family(family).suggest(trial)
+        model_family = get_family(family)
+        params = model_family.suggest(trial)
         oof, aucs = np.full(y.size, np.nan), []
-        for step, fold in enumerate(folds):
-            oof[fold.test] = fit_predict(
-                family, params, X, y, fold.train, fold.test, seed=seed, n_threads=n_threads
+        for step, (fold, data) in enumerate(folds):
+            oof[fold.test] = model_family.fit_predict(
+                data, params, X[fold.test], seed=seed, n_threads=n_threads
             )
             aucs.append(_auc(y[fold.test], oof[fold.test]))
             trial.report(float(np.mean(aucs)), step)
@@ -131,6 +128,13 @@ def _objective(
         return float(np.mean(aucs))
 
     return objective
+
+
+def pruner() -> optuna.pruners.BasePruner:
+    """Median pruning across folds: from the 4th trial on (so within the default budget of 4), a
+    trial whose mean AUC after its second fold is below the median of the completed trials' at
+    that fold stops there; it still counts as tried."""
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
 
 
 def tune(
@@ -155,16 +159,17 @@ def tune(
         direction="maximize",
         load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        pruner=pruner(),
     )
     cache: dict[int, np.ndarray] = {}
+    sets = fold_sets(X, y, folds)
     before = len(study.trials)
     remaining = trials - before
     if remaining > 0:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.optimize(
-                _objective(family, X, y, folds, seed, n_threads, sharpe_of, cache),
+                _objective(family, X, y, sets, seed, n_threads, sharpe_of, cache),
                 n_trials=remaining,
                 timeout=timeout,
                 gc_after_trial=False,
@@ -175,7 +180,7 @@ def tune(
     best = study.best_trial
     oof = cache.get(best.number)
     if oof is None:  # the best trial ran in an earlier (resumed) process
-        oof = out_of_fold(family, best.params, X, y, folds, seed=seed, n_threads=n_threads)
+        oof = out_of_fold(family, best.params, X, sets, seed=seed, n_threads=n_threads)
     sharpes = [t.user_attrs["sharpe"] for t in completed if t.user_attrs.get("sharpe") is not None]
     returns = [np.asarray(t.user_attrs["daily"]) for t in completed if "daily" in t.user_attrs]
     tuned = Tuned(

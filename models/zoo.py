@@ -14,17 +14,20 @@ Class imbalance has one way in, for every family:
 Threads: ``n_threads`` caps each fit so symbols trained in parallel do not oversubscribe the cores.
 XGBoost and LightGBM take it as ``n_jobs`` (their ``nthread``/``num_threads``). ``hgb`` and
 ``logreg`` have no such parameter, so they are wrapped in ``ThreadCapped``, which runs fit and
-predict under threadpoolctl's OpenMP limit (per calling thread, so safe in a thread pool). BLAS is
-not capped there: OpenBLAS's limit is process-wide, so concurrent fits would race on it; logreg's
-Newton-Cholesky uses BLAS for an ~80 × 80 Hessian and X'WX products: brief, small oversubscription.
+predict under threadpoolctl's OpenMP limit (per calling thread, so safe in a thread pool) and
+under :func:`blas_cap` (logreg's Newton-Cholesky is mostly BLAS: X'WX products). OpenBLAS's limit
+is process-wide, so the BLAS cap is shared: set when the first concurrent holder enters, lifted
+when the last one leaves, never changed while a holder runs.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from types import MappingProxyType
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -41,7 +44,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import ThreadpoolController
 
 from core.errors import ConfigError
-from models.family import ModelFamily, Params, Scores
+from models.family import ModelFamily, Params, Scores, TrainingSet
 
 logger = logging.getLogger(__name__)
 
@@ -65,16 +68,50 @@ def balanced_sample_weight(y: np.ndarray) -> np.ndarray:
     return (labels.size / (counts.size * counts))[inverse]
 
 
-_CONTROLLER: ThreadpoolController | None = None
+class _ThreadCaps:
+    """The process's thread caps: OpenMP per calling thread, BLAS shared by every holder.
 
-
-def _openmp_limit(n_threads: int) -> AbstractContextManager[object]:
-    """An OpenMP thread cap. The controller finds the loaded libraries once: a fresh scan per call
+    The controller finds the loaded libraries once: a fresh scan per call
     (``threadpool_limits``) costs more than scoring one row."""
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=n_threads, user_api="openmp")
+
+    def __init__(self) -> None:
+        self._controller: ThreadpoolController | None = None
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._original: Any = None  # the limiter that restores the limits found by the first
+
+    def controller(self) -> ThreadpoolController:
+        if self._controller is None:
+            self._controller = ThreadpoolController()
+        return self._controller
+
+    def openmp(self, n_threads: int) -> AbstractContextManager[object]:
+        return self.controller().limit(limits=n_threads, user_api="openmp")
+
+    @contextmanager
+    def blas(self, n_threads: int) -> Iterator[None]:
+        with self._lock:
+            if self._holders == 0:  # later holders share it: a holder may be in a BLAS call
+                self._original = self.controller().limit(limits=n_threads, user_api="blas")
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0:
+                    self._original.restore_original_limits()
+                    self._original = None
+
+
+_THREADS = _ThreadCaps()
+
+
+def blas_cap(n_threads: int) -> AbstractContextManager[None]:
+    """Cap BLAS to ``n_threads`` while the block runs (concurrent holders share the first one's
+    cap; the limits found are restored when the last holder leaves). With more BLAS threads than
+    free cores, OpenBLAS's spinning workers slow the fit and every other fit on the machine."""
+    return _THREADS.blas(n_threads)
 
 
 class ThreadCapped(ClassifierMixin, BaseEstimator):
@@ -101,7 +138,7 @@ class ThreadCapped(ClassifierMixin, BaseEstimator):
             if isinstance(estimator, Pipeline):
                 key = f"{estimator.steps[-1][0]}__sample_weight"
             fit_params[key] = sample_weight
-        with _openmp_limit(self.n_threads):
+        with _THREADS.openmp(self.n_threads), blas_cap(self.n_threads):
             estimator.fit(X, y, **fit_params)
         self.estimator_ = estimator
         self.classes_ = estimator.classes_
@@ -110,7 +147,7 @@ class ThreadCapped(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         check_is_fitted(self)
-        with _openmp_limit(self.n_threads):
+        with _THREADS.openmp(self.n_threads), blas_cap(self.n_threads):
             return self.estimator_.predict_proba(X)
 
     def predict(self, X: ArrayLike) -> np.ndarray:
@@ -163,10 +200,29 @@ def _linear_contributions(model: LogisticRegression, scaled: np.ndarray) -> np.n
 
 
 class _Hgb(ModelFamily):
-    """scikit-learn's histogram gradient boosting, under :class:`ThreadCapped`."""
+    """scikit-learn's histogram gradient boosting, under :class:`ThreadCapped`. Refits on one
+    training set bin it once (weighted binning is most of a weighted fit)."""
 
     def make(self, params: Params, seed: int, n_threads: int) -> BaseEstimator:
         return ThreadCapped(self.estimator_cls(random_state=seed, **params), n_threads=n_threads)
+
+    def fit_predict(
+        self,
+        data: TrainingSet,
+        params: Params | None,
+        X_test: np.ndarray,
+        *,
+        seed: int,
+        n_threads: int,
+    ) -> np.ndarray:
+        """What :class:`ThreadCapped` does, with the training set binned once per its settings."""
+        model = clone(self.build(params, seed=seed, n_threads=n_threads).estimator)
+        model._bin_data = _binned_once(model, data)  # shadows the method for this fit only
+        weights = {} if data.sample_weight is None else {"sample_weight": data.sample_weight}
+        with _THREADS.openmp(n_threads), blas_cap(n_threads):
+            model.fit(data.X, data.y, **weights)
+            del model._bin_data
+            return model.predict_proba(X_test)[:, 1]
 
     def owns(self, fitted: BaseEstimator) -> bool:
         return isinstance(fitted, ThreadCapped) and isinstance(fitted.estimator, self.estimator_cls)
@@ -180,10 +236,26 @@ class _Hgb(ModelFamily):
 
 
 class _XGBoost(ModelFamily):
-    """XGBoost, threads as ``n_jobs``."""
+    """XGBoost, threads as ``n_jobs``. Refits on one training set share its quantile matrix."""
 
     def make(self, params: Params, seed: int, n_threads: int) -> BaseEstimator:
         return self.estimator_cls(random_state=seed, n_jobs=n_threads, **params)
+
+    def fit_predict(
+        self,
+        data: TrainingSet,
+        params: Params | None,
+        X_test: np.ndarray,
+        *,
+        seed: int,
+        n_threads: int,
+    ) -> np.ndarray:
+        """The wrapper's own fit, given the training matrix it built for ``data`` before."""
+        model = self.build(params, seed=seed, n_threads=n_threads)
+        model._create_dmatrix = _matrix_once(model, data)  # shadows the method for this fit only
+        model.fit(data.X, data.y, sample_weight=data.sample_weight)
+        del model._create_dmatrix
+        return self.positive_probability(model, X_test)
 
     def feature_contributions(self, fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
         """XGBoost's exact TreeSHAP."""
@@ -213,6 +285,50 @@ class _LightGBM(ModelFamily):
     def feature_contributions(self, fitted: BaseEstimator, X: np.ndarray) -> np.ndarray:
         """LightGBM's exact TreeSHAP."""
         return np.asarray(fitted.booster_.predict(X, pred_contrib=True, num_threads=fitted.n_jobs))
+
+
+def _binned_once(model: HistGradientBoostingClassifier, data: TrainingSet) -> Callable[..., Any]:
+    """``model._bin_data`` that bins ``data``'s training rows once per binning setting (bins,
+    seed, rows): the thresholds and binned rows of the first fit, as its own binning gives."""
+    bin_data = model._bin_data
+
+    def bin_once(X: np.ndarray, sample_weight: np.ndarray | None, is_training_data: bool):
+        if not is_training_data:  # validation rows: binned by the training thresholds
+            return bin_data(X, sample_weight, is_training_data)
+        mapper = model._bin_mapper
+        key = ("hgb-bins", mapper.n_bins, mapper.random_state, X.shape, model.do_early_stopping_)
+        if key not in data.derived:
+            data.derived[key] = (bin_data(X, sample_weight, is_training_data), mapper)
+        binned, model._bin_mapper = data.derived[key]
+        return binned
+
+    return bin_once
+
+
+def _matrix_once(model: xgb.XGBClassifier, data: TrainingSet) -> Callable[..., Any]:
+    """``model._create_dmatrix`` that builds ``data``'s training matrix (its quantile sketch)
+    once per the settings it depends on, and any other matrix as usual."""
+    create = model._create_dmatrix
+
+    def create_once(ref: Any, **kwargs: Any) -> Any:
+        if ref is not None or kwargs.get("data") is not data.X:
+            return create(ref, **kwargs)
+        key = (
+            "xgboost-matrix",
+            model.max_bin,
+            model.n_jobs,
+            repr(model.missing),
+            model.tree_method,
+            model.device,
+            model.booster,
+            model.enable_categorical,
+            repr(model.feature_types),
+        )
+        if key not in data.derived:
+            data.derived[key] = create(ref, **kwargs)
+        return data.derived[key]
+
+    return create_once
 
 
 def _log_float(low: float, high: float) -> FloatDistribution:

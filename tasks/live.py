@@ -10,7 +10,7 @@ import logging
 from datetime import datetime
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -44,7 +44,24 @@ def open_live_run(
 @task(cache_policy=NO_CACHE, task_run_name="signal-{symbol}-{timeframe}")
 def score_symbol(ctx: LiveContext, symbol: str, timeframe: str) -> list[SignalReport]:
     """The champion's decision on the newest closed candle (and the challenger's, in shadow)."""
-    return run_symbol(ctx, symbol, timeframe)
+    rows = run_symbol(ctx, symbol, timeframe)
+    log = get_run_logger()
+    for r in rows:  # the decision and its reasons in the run's log (the Prefect UI shows them)
+        who = "shadow v" if r.shadow else "v"
+        reasons = "; ".join(r.reasons or []) or "-"
+        log.info(
+            "%s %s %s%s: %s %s p=%s order=%s (%s)",
+            r.symbol,
+            r.timeframe,
+            who,
+            r.model_version,
+            r.status,
+            r.action,
+            "-" if r.probability is None else f"{r.probability:.3f}",
+            r.order_id or "none",
+            reasons,
+        )
+    return rows
 
 
 @task(cache_policy=NO_CACHE)

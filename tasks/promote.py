@@ -3,7 +3,7 @@ Safe to retry: a promoted version is already champion, a refused one is judged t
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from core.config import Settings
@@ -25,7 +25,7 @@ def review_challenger(
 ) -> PromoteReport:
     """Gate ``version`` (default: the challenger); promote it if every check holds."""
     client = setup(settings.home, settings.mlflow.tracking_uri)
-    return Reviewer(settings, client).review(symbol, timeframe, version).report()
+    return _logged(Reviewer(settings, client).review(symbol, timeframe, version).report())
 
 
 @task(**REVIEW)
@@ -38,4 +38,13 @@ def review_trained(
         return trained
     client = setup(settings.home, settings.mlflow.tracking_uri)
     decision = Reviewer(settings, client).review(symbol, timeframe, trained.version).report()
-    return trained.model_copy(update={"promotion": decision})
+    return trained.model_copy(update={"promotion": _logged(decision)})
+
+
+def _logged(decision: PromoteReport) -> PromoteReport:
+    """The decision and its reasons in the run's log (the Prefect UI shows them)."""
+    verdict = "promoted" if decision.promoted else "not promoted"
+    reasons = "; ".join(decision.reasons or [])
+    line = decision.summary or f"{decision.symbol} {decision.timeframe}: {verdict} {reasons}"
+    get_run_logger().info("%s", line)
+    return decision

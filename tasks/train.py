@@ -3,16 +3,20 @@ record in MLflow."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from mlflow.utils.file_utils import local_file_uri_to_path
 from prefect import task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from core.reports import TrainReport
 from core.store import CandleStore
 from features.dataset import dataset_path, read_dataset
 from models.evidence import prior_trials
-from models.recording import record_training, train_report
+from models.recording import TrainingRun, record_training, train_report
+from models.report import REPORT_ARTIFACT
 from models.tracking import registered_name, setup
 from models.training import TrainingConfig, TrainingData, TrainingResult, train_dataset
 
@@ -65,4 +69,18 @@ def record(
 ) -> TrainReport:
     """Log runs and artifacts, register the ensemble as ``challenger`` (registry I/O: retried)."""
     run = record_training(result, cfg, data.dataset, home, tracking_uri)
+    if run.report:
+        _link_report(run, symbol, timeframe)
     return train_report(run, result, data.dataset.meta)
+
+
+def _link_report(run: TrainingRun, symbol: str, timeframe: str) -> None:
+    """A Prefect artifact pointing at the backtest report the training run holds."""
+    path = local_file_uri_to_path(run.report) if run.report.startswith("file:") else run.report
+    markdown = (
+        f"# Backtest report: {symbol} {timeframe} v{run.version}\n\n"
+        f"[{REPORT_ARTIFACT}]({run.report}) of MLflow run `{run.run_id}` (experiment "
+        f"`{run.experiment}`): one HTML file that opens offline, at\n\n`{path}`"
+    )
+    key = re.sub(r"[^a-z0-9-]+", "-", f"backtest-{symbol}-{timeframe}".lower())
+    create_markdown_artifact(key=key, markdown=markdown, description="Out-of-sample backtest")

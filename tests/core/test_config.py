@@ -58,7 +58,7 @@ def test_partial_user_file_keeps_defaults(tmp_path: Path) -> None:
         ("[universe]\nhistory_days = -3\n", ["universe.history_days", "-3", "greater than 0"]),
         ('[universe]\ntimeframes = ["2h"]\n', ["universe.timeframes", "2h", "allowed: 1m"]),
         ('[universe]\nsymbols = ["EUR;USD"]\n', ["universe.symbols", "EUR;USD"]),
-        ('[broker]\nname = "oanda"\n', ["broker.name", "oanda", "'files' or 'ccxt'"]),
+        ('[broker]\nname = "mt5"\n', ["broker.name", "mt5", "'capital' or 'alpaca'"]),
         ("[simulated]\nedge = 3\n", ["simulated.edge", "3", "less than or equal to 1"]),
         ('[files]\ntimezone = "Mars/Base"\n', ["files.timezone", "Mars/Base", "IANA"]),
         ("[universe]\nsymbol = ['EURUSD']\n", ["universe.symbol", "unknown key"]),

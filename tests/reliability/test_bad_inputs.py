@@ -62,11 +62,12 @@ def _import(home: Path, path: Path, policy: ImportPolicy | None = None) -> Colle
 
 
 def _snapshot(home: Path) -> dict[str, bytes]:
-    """Every store file by path (lock files aside: empty, and created by any writer)."""
+    """Every store file by path (lock files aside: empty, and created by any writer; the command
+    log aside: it records the refusal)."""
     return {
         str(p.relative_to(home)): p.read_bytes()
         for p in sorted(home.rglob("*"))
-        if p.is_file() and "locks" not in p.relative_to(home).parts
+        if p.is_file() and not {"locks", "logs"} & set(p.relative_to(home).parts)
     }
 
 

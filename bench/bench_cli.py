@@ -1,0 +1,175 @@
+"""Wall time of everyday commands, today's code against a reference commit, in the same run.
+
+Targets (issue 17, warm venv): ``--help`` ≤ 1 s; ``collect`` (incremental) ≤ 5 s; ``signals`` for
+7 symbols ≤ 8 s; every user error (exit 2) ≤ 2 s.
+
+The reference is checked out with ``git worktree`` into a temp directory and run with the same
+interpreter (``python -m cli.main`` from its tree). Each command runs ``--repeats`` times per
+variant, interleaved, and the median is reported:
+
+* ``ref``: the reference commit (a temporary Prefect server per flow command);
+* ``new``: this tree without ``candleflow up`` (a temporary server whose database lives in the
+  state directory);
+* ``new+up``: this tree while ``candleflow up --no-serve`` runs for the same state directory
+  (commands attach to its Prefect server).
+
+Set-up (untimed): the 7 default symbols, 120 days of hourly candles, a quick training of each
+(2 families, 1 trial) made champion by hand, so that ``signals`` scores 7 champions. Offline, on
+the simulated market; every server binds 127.0.0.1 and is stopped by its PID.
+
+    uv run --frozen python bench/bench_cli.py [--ref c360639] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import save
+
+ROOT = Path(__file__).resolve().parents[1]
+SYMBOLS = "BTCUSD,ETHUSD,SOLUSD,EURUSD,USDJPY,XAUUSD,US500"
+TARGETS = {"--help": 1.0, "collect": 5.0, "signals": 8.0, "user error": 2.0}
+COMMANDS = {
+    "--help": ["--help"],
+    "--version": ["--version"],
+    "status": ["status"],
+    "models list": ["models", "list"],
+    "collect": ["collect"],
+    "signals": ["signals"],
+    "user error: unknown symbol": ["signals", "--symbols", "FOOBAR"],
+    "user error: --start after --end": ["collect", "--start", "2026-02-01", "--end", "2026-01-01"],
+    "user error: no dataset": ["train", "--symbols", "BTCUSD", "--timeframe", "4h"],
+    "user error: nothing stored": ["store", "gaps", "FOO", "1h"],
+}
+
+
+def _env(home: Path, prefect_home: Path | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "CANDLEFLOW_"))}
+    env |= {
+        "CANDLEFLOW_HOME": str(home),
+        "CANDLEFLOW_UNIVERSE__SYMBOLS": SYMBOLS,
+        "CANDLEFLOW_UNIVERSE__HISTORY_DAYS": "120",
+        "CANDLEFLOW_TRAINING__FAMILIES": '["logreg", "lightgbm"]',
+        "CANDLEFLOW_TRAINING__FOLDS": "2",
+        "DO_NOT_TRACK": "true",
+    }
+    if prefect_home is not None:  # the reference's default is the global ~/.prefect: one place
+        env["PREFECT_HOME"] = str(prefect_home)
+    return env
+
+
+def _run(tree: Path, args: list[str], env: dict[str, str], check: bool = False) -> tuple:
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", *args], cwd=tree, env=env, capture_output=True, text=True
+    )
+    seconds = time.perf_counter() - start
+    if check and done.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed in {tree}: {done.stderr[-2000:]}")
+    return seconds, done.returncode
+
+
+def _setup(tree: Path, env: dict[str, str]) -> None:
+    _run(tree, ["collect"], env, check=True)
+    _run(tree, ["dataset"], env, check=True)
+    _run(tree, ["train", "--trials", "1", "--no-promote"], env, check=True)
+    for symbol in SYMBOLS.split(","):
+        _run(tree, ["models", "promote", symbol, "1h", "1", "--reason", "cli bench"], env, True)
+    _run(tree, ["signals"], env, check=True)  # the first scoring writes the ledger
+
+
+def _up(tree: Path, env: dict[str, str], home: Path) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "up", "--no-serve"],
+        cwd=tree,
+        env=env
+        | {"CANDLEFLOW_ORCHESTRATION__PREFECT_PORT": "4281"}
+        | {"CANDLEFLOW_ORCHESTRATION__MLFLOW_PORT": "5281"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    sys.path.insert(0, str(tree))
+    from cli.prefect_env import up_server_url
+
+    while time.monotonic() < deadline:
+        if up_server_url(home):
+            return process
+        if process.poll() is not None:
+            raise SystemExit("candleflow up exited while starting")
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGTERM)
+    raise SystemExit("candleflow up not healthy after 120 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ref", default="c360639", help="the reference commit")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-cli-"))
+    ref_tree = root / "ref"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", str(ref_tree), args.ref])
+    variants = {
+        "ref": (ref_tree, _env(root / "home-ref", root / "prefect-ref")),
+        "new": (ROOT, _env(root / "home-new", None)),
+    }
+    up = None
+    try:
+        for name, (tree, env) in variants.items():
+            print(f"set-up {name} …", flush=True)
+            _setup(tree, env)
+        times: dict[tuple[str, str], list[float]] = {}
+        codes: dict[tuple[str, str], int] = {}
+
+        def measure(variant: str, tree: Path, env: dict[str, str]) -> None:
+            for label, command in COMMANDS.items():
+                seconds, code = _run(tree, command, env)
+                times.setdefault((label, variant), []).append(seconds)
+                codes[(label, variant)] = code
+
+        for repeat in range(args.repeats):
+            print(f"round {repeat + 1} …", flush=True)
+            for name, (tree, env) in variants.items():
+                measure(name, tree, env)
+        tree, env = variants["new"]
+        up = _up(tree, env, root / "home-new")
+        for _ in range(args.repeats):
+            measure("new+up", tree, env)
+        rows = []
+        for label in COMMANDS:
+            row: dict[str, object] = {"command": label}
+            for variant in ("ref", "new", "new+up"):
+                samples = times.get((label, variant), [])
+                row[variant] = round(statistics.median(samples), 2) if samples else None
+                row[f"exit {variant}"] = codes.get((label, variant))
+            ref, fast = row["ref"], row["new+up"]
+            row["ratio ref/new+up"] = round(ref / fast, 1) if ref and fast else None
+            target = TARGETS.get("user error" if label.startswith("user error") else label)
+            row["target s"] = target
+            rows.append(row)
+            print(row, flush=True)
+        save("cli", rows)
+    finally:
+        if up is not None:
+            os.killpg(up.pid, signal.SIGINT)
+            try:
+                up.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(up.pid, signal.SIGKILL)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(ref_tree)])
+
+
+if __name__ == "__main__":
+    main()
