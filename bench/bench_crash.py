@@ -15,7 +15,7 @@ files left.
 Set-up (untimed): 120 days of hourly candles of 2 symbols, a quick training promoted by hand (so
 ``signals`` has a champion and places paper orders). Runs offline on the simulated market.
 
-    uv run --frozen python bench/bench_crash.py [--trials 40] [--seed 0] [--keep]
+    uv run --frozen python bench/bench_crash.py [--trials 40] [--kills 40] [--seed 0] [--keep]
 """
 
 from __future__ import annotations
@@ -117,6 +117,9 @@ def _check(home: Path) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument(
+        "--kills", type=int, default=0, help="go on until this many kills landed (≤ 2× trials)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the state directory")
     args = parser.parse_args()
@@ -144,10 +147,13 @@ def main() -> None:
         durations[name] = time.perf_counter() - started
     print("clean run seconds:", {n: round(d, 1) for n, d in durations.items()}, flush=True)
     results: dict[str, Counter[str]] = {name: Counter() for name in commands}
-    for trial in range(args.trials):
+    trial = landed_kills = 0
+    while trial < args.trials or (landed_kills < args.kills and trial < 2 * args.trials):
         name = list(commands)[trial % len(commands)]
+        trial += 1
         after = rng.uniform(0.05, 0.9) * durations[name]
         landed = _killed(commands[name], env, after=after)
+        landed_kills += landed
         state = _check(home)
         rerun = _run(commands[name], env, check=False)
         checked = _check(home)
@@ -161,7 +167,7 @@ def main() -> None:
             tmp_left=checked["tmp"],
         )
         print(
-            f"trial {trial + 1}: {name} at {after:.1f}s killed={landed} rerun={rerun} {checked}",
+            f"trial {trial}: {name} at {after:.1f}s killed={landed} rerun={rerun} {checked}",
             flush=True,
         )
     keys = (

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,6 +62,17 @@ class ConsoleFilter(logging.Filter):
         return record.levelno >= logging.ERROR  # a library's notices: in the log file only
 
 
+def _on_terminal(handler: logging.Handler) -> bool:
+    """A handler writing to this process's stderr or stdout (Prefect's console handler among
+    them) — not a file, not a capture (a test's, an embedding program's)."""
+    streams = (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+    return (
+        isinstance(handler, logging.StreamHandler)
+        and not isinstance(handler, logging.FileHandler)
+        and getattr(handler, "stream", None) in streams
+    )
+
+
 class _LogFile(logging.FileHandler):
     """The state directory's log file (one at a time per process: a new home replaces it)."""
 
@@ -72,7 +84,7 @@ def route_logs(home: Path, verbosity: int) -> Path | None:
     root = logging.getLogger()
     path = home / LOG_FILE
     for handler in root.handlers:
-        if not isinstance(handler, _LogFile):
+        if _on_terminal(handler):
             handler.filters = [f for f in handler.filters if not isinstance(f, ConsoleFilter)]
             handler.addFilter(ConsoleFilter(verbosity))
     for handler in [h for h in root.handlers if isinstance(h, _LogFile)]:

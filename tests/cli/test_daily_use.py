@@ -5,6 +5,7 @@ next on an expected error."""
 from __future__ import annotations
 
 import http.server
+import io
 import json
 import logging
 import os
@@ -165,8 +166,11 @@ def test_console_filter_by_verbosity() -> None:
 
 
 def test_log_file_gets_what_the_terminal_does_not(tmp_path: Path) -> None:
+    capture = logging.StreamHandler(io.StringIO())  # a test's or an embedding program's capture
+    logging.getLogger().addHandler(capture)
     path = logs.route_logs(tmp_path / "home", logs.NORMAL)
     try:
+        assert not capture.filters  # only what writes to the terminal is filtered
         assert path == tmp_path / "home" / logs.LOG_FILE
         logging.getLogger("models.recording").info("a line for the file")
         for handler in logging.getLogger().handlers:
@@ -179,6 +183,7 @@ def test_log_file_gets_what_the_terminal_does_not(tmp_path: Path) -> None:
         ]
         assert len(ours) == 1
     finally:
+        logging.getLogger().removeHandler(capture)
         for handler in list(logging.getLogger().handlers):
             handler.filters = [f for f in handler.filters if not isinstance(f, logs.ConsoleFilter)]
             if getattr(handler, "baseFilename", "") == str(path):
