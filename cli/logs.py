@@ -164,8 +164,8 @@ class _BoardHandler(logging.Handler):
         try:
             if name and self.board.update(str(name), record.getMessage()):
                 self.live.update(self.board.table(self.title))
-        except Exception:  # a display must never break a run
-            pass
+        except Exception:  # a display must never break a run; logging reports it on stderr
+            self.handleError(record)
 
 
 @contextmanager
