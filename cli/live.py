@@ -52,14 +52,14 @@ def signals(
     """Score the newest closed candle per symbol with its champion; orders go to the paper
     account (once per candle and model version). The ``order`` column says whether one was
     placed, and if not why (the full reasons print below the table)."""
-    from flows.live_signals import live_signals
-
     settings = settings_of(ctx)
     units = units_of(settings, symbols, timeframe or settings.universe.timeframes[0])
     tf = sorted({t for _, t in units})
     if len(tf) != 1:
         raise output.fail(f"signals scores one timeframe per run, got {', '.join(tf)}")
     _check_known(settings, units)
+    from flows.live_signals import live_signals  # Prefect loads only once the input is known good
+
     with output.stderr.status(f"Scoring {len(units)} symbol(s)…"):
         result = run_flow(
             live_signals,

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.talib_params import param_ranges
+from core.talib_params import catalog, param_ranges
 from core.timeframes import parse_timeframe
 
 Scale = Literal["auto", "none", "level", "diff", "close", "zscore"]
@@ -30,7 +30,11 @@ class _Spec(BaseModel):
 
 @cache
 def talib_functions() -> dict[str, dict[str, Any]]:
-    """TA-Lib's function name → its info (group, inputs, parameters with defaults, outputs)."""
+    """TA-Lib's function name → its info (group, inputs, parameters with defaults, outputs): from
+    the catalog of the installed version (no import of TA-Lib) or the library itself."""
+    known = catalog()
+    if known is not None:
+        return known
     import talib
     from talib import abstract
 
@@ -83,7 +87,7 @@ class IndicatorSpec(_Spec):
             if problem:
                 raise ValueError(f"{self.function} parameter {name} = {value:g}: {problem}")
         params = tuple(sorted(self.params.items()))
-        if not _accepted(self.function, params):  # where the ranges were not available
+        if not ranges and self.params and not _accepted(self.function, params):  # no ranges known
             raise ValueError(
                 f"{self.function}: TA-Lib refuses the parameters {self.resolved_params}"
             )

@@ -1,14 +1,28 @@
-"""What values TA-Lib accepts for each optional parameter of a function, read from its C abstract
-interface (``TA_GetOptInputParameterInfo``: an integer or real range, or a list of named values),
-which the Python wrapper does not expose. Where the C library cannot be reached, ``None``: the
-caller falls back on TA-Lib's own lookback check, which refuses the same values unnamed."""
+"""What TA-Lib offers: each function's info (group, inputs, parameters and their defaults, outputs)
+and the values each optional parameter accepts, read from its C abstract interface
+(``TA_GetOptInputParameterInfo``: an integer or real range, or a list of named values), which the
+Python wrapper does not expose. Where the C library cannot be reached, ``None``: the caller falls
+back on TA-Lib's own lookback check, which refuses the same values unnamed.
+
+Loading the configuration validates every indicator against this, and importing TA-Lib costs a
+second (it imports pandas and polars): :func:`catalog` reads the same facts from
+``talib_catalog.json``, written from the installed TA-Lib by ``python -m core.talib_params`` and
+used only while that TA-Lib version is the one installed (a test compares it with the library).
+"""
 
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
+import json
 import logging
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass
 from functools import cache
+from pathlib import Path
+from typing import Any
+
+CATALOG = Path(__file__).with_name("talib_catalog.json")
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +115,14 @@ def _library() -> ctypes.CDLL | None:
 def param_ranges(function: str, count: int) -> dict[str, ParamRange] | None:
     """The ranges of ``function``'s ``count`` optional parameters by wrapper name (``timeperiod``,
     ``fastk_period``), or None when the C library cannot tell."""
+    known = catalog()
+    if known is not None and function in known:
+        ranges = known[function]["ranges"]
+        return {name: _from_json(r) for name, r in ranges.items()} if len(ranges) == count else None
+    return _library_ranges(function, count)
+
+
+def _library_ranges(function: str, count: int) -> dict[str, ParamRange] | None:
     library = _library()
     if library is None:
         return None
@@ -129,3 +151,54 @@ def _range(info: _OptInputInfo) -> ParamRange:
         real = ctypes.cast(info.data_set, ctypes.POINTER(_RealRange)).contents
         return ParamRange(False, real.min, real.max)
     return ParamRange(False)  # a real list: no TA-Lib function has one
+
+
+def installed_version() -> str | None:
+    """The installed TA-Lib wrapper's version (its metadata: no import), or None."""
+    try:
+        return importlib.metadata.version("TA-Lib")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@cache
+def catalog() -> dict[str, dict[str, Any]] | None:
+    """Function name → its info plus ``ranges``, from ``talib_catalog.json`` when it was written
+    from the TA-Lib installed now; else None (ask the library)."""
+    try:
+        data = json.loads(CATALOG.read_text())
+    except (OSError, ValueError):
+        return None
+    if data.get("talib_version") != installed_version():
+        logger.debug("%s is for TA-Lib %s: asking the library", CATALOG, data.get("talib_version"))
+        return None
+    return data["functions"]
+
+
+def _from_json(r: dict[str, Any]) -> ParamRange:
+    choices = tuple((int(v), str(name)) for v, name in r.get("choices", ()))
+    return ParamRange(bool(r["integer"]), r.get("low"), r.get("high"), choices)
+
+
+def library_catalog() -> dict[str, Any]:
+    """What :func:`catalog` holds, read from the installed library (imports TA-Lib)."""
+    import talib
+    from talib import abstract
+
+    functions = {}
+    for name in sorted(talib.get_functions()):
+        info = json.loads(json.dumps(abstract.Function(name).info))  # plain dicts and lists
+        ranges = _library_ranges(name, len(info["parameters"])) or {}
+        info["ranges"] = {k: asdict(v) for k, v in ranges.items()}
+        functions[name] = info
+    # JSON's own types (lists, not tuples), as the file reads back
+    return json.loads(json.dumps({"talib_version": installed_version(), "functions": functions}))
+
+
+def write_catalog(path: Path = CATALOG) -> None:
+    path.write_text(json.dumps(library_catalog(), indent=1, sort_keys=False) + "\n")
+
+
+if __name__ == "__main__":  # python -m core.talib_params: rewrite the catalog
+    write_catalog(Path(sys.argv[1]) if len(sys.argv) > 1 else CATALOG)
+    print(f"wrote {CATALOG if len(sys.argv) < 2 else sys.argv[1]}")

@@ -33,6 +33,7 @@ from features.dataset import Dataset, DatasetMeta
 from models.backtest import BacktestResult, backtest
 from models.ensemble import Ensemble, fit_weights
 from models.metrics import classification_report, probability_of_backtest_overfitting
+from models.parallel import fit_workers, map_ordered
 from models.splits import Fold, WalkForward, overlaps, purged_kfold, walk_forward
 from models.strategy import Setup, SingleFamily, Strategy, Voting
 from models.tuning import Tuned, fit, journal_trials, tune
@@ -58,6 +59,7 @@ class TrainingConfig:
     min_agree: int
     n_threads: int
     strategy: Strategy
+    workers: int = 1  # families fitted at once (models.parallel): speed only, never results
 
     @classmethod
     def from_settings(cls, settings: Settings, symbol: str, timeframe: str) -> TrainingConfig:
@@ -79,12 +81,14 @@ class TrainingConfig:
             t.min_agree,
             t.n_threads,
             Strategy.from_settings(settings, symbol),
+            fit_workers(t.n_threads),
         )
 
     def study_key(self, digest: str) -> str:
         """Everything that shapes a study's folds and objective: the data and specs (``digest``),
         the evaluation layout, folds, embargo, threshold, strategy and costs, seed."""
-        shape = {k: v for k, v in self.__dict__.items() if k not in ("trials", "timeout")}
+        budget = ("trials", "timeout", "workers")  # how long and how fast, not what is tuned
+        shape = {k: v for k, v in self.__dict__.items() if k not in budget}
         text = f"{digest}|{sorted((k, repr(v)) for k, v in shape.items())}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -193,21 +197,19 @@ def _walk(
 ) -> dict[str, np.ndarray]:
     """Each out-of-sample event predicted by the families refitted (fixed parameters) on the
     events before its block."""
-    out = {}
-    for family, result in tuned.items():
-        p = []
-        for step in walk.steps:
-            model = fit(
-                family,
-                result.params,
-                X[step.train],
-                y[step.train],
-                seed=cfg.seed,
-                n_threads=cfg.n_threads,
-            )
-            p.append(model.predict_proba(X[step.test])[:, 1])
-        out[family] = np.concatenate(p)
-    return out
+
+    def one(job: tuple[str, int]) -> np.ndarray:
+        family, step = job[0], walk.steps[job[1]]
+        params = tuned[family].params
+        model = fit(
+            family, params, X[step.train], y[step.train], seed=cfg.seed, n_threads=cfg.n_threads
+        )
+        return model.predict_proba(X[step.test])[:, 1]
+
+    # One job per refit (not per family): the slow families' refits spread over every worker.
+    jobs = [(family, i) for family in tuned for i in range(len(walk.steps))]
+    p = map_ordered(one, jobs, cfg.workers)
+    return {f: np.concatenate([p[(f, i)] for i in range(len(walk.steps))]) for f in tuned}
 
 
 def train_dataset(
@@ -273,14 +275,13 @@ def _tune(
 ) -> tuple[dict[str, Tuned], dict[str, np.ndarray]]:
     """Each family tuned by purged CV on the development events; its out-of-fold probabilities."""
     dev, key = walk.development, cfg.study_key(digest)
-    tuned, oof = {}, {}
-    for family in cfg.families:
 
-        def trial_result(p: np.ndarray, family: str = family) -> tuple[float, np.ndarray]:
+    def one(family: str) -> tuple[Tuned, np.ndarray]:
+        def trial_result(p: np.ndarray) -> tuple[float, np.ndarray]:
             bt = _bt(setup, dev_frame, SingleFamily(family, cfg.threshold), {family: p})
             return bt.strategy.sharpe, bt.daily["ret"].to_numpy()
 
-        tuned[family], oof[family] = tune(
+        return tune(
             family,
             X[dev],
             y[dev],
@@ -293,7 +294,9 @@ def _tune(
             study_name=f"{family}-{key}",
             sharpe_of=trial_result,
         )
-    return tuned, oof
+
+    done = map_ordered(one, cfg.families, cfg.workers)
+    return {f: r[0] for f, r in done.items()}, {f: r[1] for f, r in done.items()}
 
 
 def _final(
@@ -310,9 +313,12 @@ def _final(
     weights = (
         fit_weights(oof, y_dev) if cfg.method == "weighted" else {f: 1 / len(oof) for f in oof}
     )
-    models = {
-        f: fit(f, r.params, X, y, seed=cfg.seed, n_threads=cfg.n_threads) for f, r in tuned.items()
-    }
+
+    def one(family: str) -> object:
+        params = tuned[family].params
+        return fit(family, params, X, y, seed=cfg.seed, n_threads=cfg.n_threads)
+
+    models = map_ordered(one, tuned, cfg.workers)
     return Ensemble(
         models,
         weights,

@@ -3,7 +3,9 @@ test talks to the internet. Prefect runs against one session-scoped test harness
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +15,8 @@ import polars as pl
 import pytest
 
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="candleflow-tests-"))
+# Removed when the interpreter exits (after the session harness has stopped its server).
+atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 # Before anything imports Prefect or MLflow.
 os.environ.update(
     {

@@ -57,6 +57,17 @@ def test_help_loads_no_prefect_mlflow_or_data_library(tmp_path: Path) -> None:
     assert output.strip().splitlines()[-1] == "loaded:"  # none of them
 
 
+def test_loading_the_configuration_does_not_import_talib(tmp_path: Path) -> None:
+    """Every command loads (and validates) the configuration: TA-Lib's facts come from the
+    catalog of the installed version, so TA-Lib (and the pandas it imports) stays unloaded."""
+    code = (
+        "import sys\nfrom core.config import load_settings\nload_settings()\n"
+        "print('loaded:', ','.join(m for m in ('talib', 'pandas') if m in sys.modules))"
+    )
+    output = _python(code, _clean_env(tmp_path / "home"))
+    assert output.strip().splitlines()[-1] == "loaded:"
+
+
 def test_version() -> None:
     result = _invoke("--version")
     assert result.exit_code == 0 and result.stdout.startswith("candleflow ")

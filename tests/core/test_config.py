@@ -267,3 +267,25 @@ def test_plausibility_bounds_by_asset_class_from_the_config(
     monkeypatch.setenv("CANDLEFLOW_VALIDATION__DEFAULT__MAX_PRICE_JUMP", "1")
     with pytest.raises(ConfigError, match=r"validation\.default\.max_price_jump = '1'"):
         load_settings()
+
+
+def test_the_talib_catalog_is_what_the_installed_library_says() -> None:
+    """``core/talib_catalog.json`` (read at load time instead of importing TA-Lib) holds exactly
+    what the installed TA-Lib reports; after an upgrade: ``python -m core.talib_params``."""
+    import json
+
+    from core.talib_params import CATALOG, catalog, library_catalog
+
+    assert json.loads(CATALOG.read_text()) == library_catalog()
+    assert catalog() is not None  # in use: written for the installed version
+
+
+def test_an_outdated_talib_catalog_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core import talib_params
+
+    talib_params.catalog.cache_clear()
+    monkeypatch.setattr(talib_params, "installed_version", lambda: "0.0.1")
+    try:
+        assert talib_params.catalog() is None
+    finally:
+        talib_params.catalog.cache_clear()

@@ -24,6 +24,25 @@ def test_same_data_config_and_seed_give_the_same_metrics(small: Small, tmp_path:
     assert first.ensemble.weights == second.ensemble.weights
 
 
+def test_fitting_the_families_in_parallel_changes_nothing(small: Small, tmp_path: Path) -> None:
+    """Families tuned, walked forward and refitted side by side (models.parallel) give exactly
+    what one after the other gives: same parameters, probabilities, metrics; same study key."""
+    dataset, candles, cfg = small
+    families = ("logreg", "hgb", "lightgbm")
+    alone = dataclasses.replace(cfg, families=families, workers=1)
+    side = dataclasses.replace(cfg, families=families, workers=2)
+    assert alone.study_key("d") == side.study_key("d")
+    first = train_dataset(dataset, candles, alone, tmp_path / "a")
+    second = train_dataset(dataset, candles, side, tmp_path / "b")
+    assert {f: t.params for f, t in first.tuned.items()} == {
+        f: t.params for f, t in second.tuned.items()
+    }
+    assert list(second.ensemble.models) == list(families)  # the configured order
+    assert first.predictions.equals(second.predictions)
+    for key, value in first.metrics.items():
+        assert value == pytest.approx(second.metrics[key], nan_ok=True, rel=0, abs=0), key
+
+
 def test_every_trial_counts_and_a_resumed_study_reuses_its_trials(
     small: Small, tmp_path: Path
 ) -> None:
