@@ -175,15 +175,33 @@ class CapitalBroker(BaseBroker):
             return self._tokens
 
     def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        """GET with the session's headers; a 401 (session expired) reopens it once."""
-        session = self._session()
+        return self.session_request("GET", path, params=params)
+
+    def session_request(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> Any:
+        """A request with the session's headers, its JSON answer; a 401 (session expired)
+        reopens the session once (the orders adapter shares it)."""
+
+        def send(session: dict[str, str]) -> Any:
+            response = self.api.request(method, path, params=params, json=json, headers=session)
+            try:
+                return response.json()
+            except ValueError:
+                raise DataFormatError(f"capital {method} {path}: the answer is not JSON") from None
+
+        session = self._session()  # a refused login is not retried: the keys are wrong
         try:
-            return self.api.get_json(path, params=params, headers=session)
+            return send(session)
         except BrokerAuthError as exc:
             if exc.status != 401:
                 raise
             logger.info("capital: session refused (%s); opening a new one", exc)
-            return self.api.get_json(path, params=params, headers=self._session(renew=True))
+            return send(self._session(renew=True))
 
     def _fetch_range(
         self, symbol: str, tf: Timeframe, start: datetime, end: datetime

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from brokers.base import BaseBroker
     from core.config import Settings
 
@@ -38,16 +40,25 @@ class BrokerInfo:
     venue: str
 
 
-# What the class cannot say about itself: the execution side (no real venue has it yet; the paper
-# account books simulated fills, so it has no dry run) and a one-line description.
-_EXECUTION: dict[str, tuple[bool, bool | None]] = {"paper": (True, False)}
+# The execution side, ``live.execution_broker`` → class; every venue is dry-run by default (the
+# paper account books simulated fills, so it has no dry run).
+_EXECUTION_BROKERS: dict[str, str] = {
+    "paper": "brokers.paper:PaperBroker",
+    "oanda": "brokers.oanda_execution:OandaExecution",
+    "capital": "brokers.capital_execution:CapitalExecution",
+    "alpaca": "brokers.alpaca_execution:AlpacaExecution",
+    "ccxt": "brokers.ccxt_execution:CcxtExecution",
+}
+_EXECUTION: dict[str, tuple[bool, bool | None]] = {
+    name: (True, name != "paper") for name in _EXECUTION_BROKERS
+}
 _VENUES: dict[str, str] = {
     "simulated": "embedded deterministic market (no network)",
     "files": "a folder of CSV/Parquet files (files.directory)",
-    "ccxt": "a crypto exchange through ccxt (ccxt.exchange; its timeframes)",
-    "oanda": "OANDA v20 REST, practice host by default (FX, metals, CFDs)",
-    "capital": "Capital.com REST, demo host by default (CFDs)",
-    "alpaca": "Alpaca market data v2 (US stocks, crypto), paper keys by default",
+    "ccxt": "a crypto exchange through ccxt (ccxt.exchange; its timeframes; orders on its testnet)",
+    "oanda": "OANDA v20 REST candles and orders, practice host by default (FX, metals, CFDs)",
+    "capital": "Capital.com REST candles and orders, demo host by default (CFDs)",
+    "alpaca": "Alpaca market data v2 and orders (US stocks, crypto), paper keys by default",
     "paper": "the simulated paper account (live.execution_broker)",
 }
 
@@ -109,3 +120,19 @@ def create_broker(settings: Settings, name: str | None = None) -> BaseBroker:
     c = settings.collect
     broker.retry_budget = RetryBudget(c.retries, c.retry_delay_seconds)
     return broker
+
+
+def create_execution_broker(settings: Settings, engine: Engine, name: str | None = None) -> Any:
+    """The execution broker named by ``name`` (default: ``live.execution_broker``) on the live
+    database ``engine``: the paper account, or a venue, dry-run unless ``live.dry_run = false``."""
+    name = name or settings.live.execution_broker
+    try:
+        target = _EXECUTION_BROKERS[name]
+    except KeyError:
+        allowed = ", ".join(sorted(_EXECUTION_BROKERS))
+        raise ConfigError(f"live.execution_broker: unknown {name!r}; allowed: {allowed}") from None
+    module, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    if name == "paper":
+        return cls(engine, settings.paper, settings.costs)
+    return cls.from_settings(settings, engine)

@@ -45,11 +45,12 @@ class RateLimitedError(TransientBrokerError):
 
 class VenueRequestError(BrokerError):
     """Any other 4xx answer: ``status`` and the venue's own ``code`` (its error code or message),
-    which the venue module turns into ``UnknownSymbolError``, an empty answer, or lets through."""
+    which the venue module turns into ``UnknownSymbolError``, an empty answer, or lets through;
+    ``body``: the answer's JSON (an order refusal's details), None if it was not JSON."""
 
-    def __init__(self, message: str, status: int, code: str) -> None:
+    def __init__(self, message: str, status: int, code: str, body: Any = None) -> None:
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.code, self.body = status, code, body
 
 
 class Pace:
@@ -141,8 +142,11 @@ class RestClient:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
         headers: Mapping[str, str] | None = None,
+        auth_statuses: tuple[int, ...] = (401, 403),
     ) -> httpx.Response:
-        """One request; a 2xx response, else the translated error (see the module docstring)."""
+        """One request; a 2xx response, else the translated error (see the module docstring).
+        ``auth_statuses``: the answers meaning refused credentials (Alpaca answers an order it
+        refuses for buying power 403: for its orders, only 401 is)."""
         what = f"{self.venue} {method} {httpx.URL(path).path}"
         self.pace.wait()
         try:
@@ -154,7 +158,7 @@ class RestClient:
             return response
         status, said = response.status_code, venue_message(response)
         message = f"{what}: HTTP {status}: {said}"
-        if status in (401, 403):
+        if status in auth_statuses:
             raise BrokerAuthError(f"{message}; {self.auth_hint}", status)
         if status == 429:
             wait = retry_after(response)
@@ -164,7 +168,11 @@ class RestClient:
             )
         if status in _TRANSIENT_STATUS or status >= 500:
             raise TransientBrokerError(message)
-        raise VenueRequestError(message, status, said)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        raise VenueRequestError(message, status, said, body)
 
     def get_json(self, path: str, **kwargs: Any) -> Any:
         response = self.request("GET", path, **kwargs)

@@ -1,9 +1,11 @@
 """``candleflow broker list``: every broker with what it can do (market data, execution, dry run by
-default, timeframes). Reads the registry only: no network, no credentials."""
+default, timeframes); reads the registry only: no network, no credentials. ``candleflow broker
+check``: asks a venue with the configured keys (``brokers.check``); sends nothing."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Annotated
 
 import typer
 
@@ -39,3 +41,31 @@ def broker_list(ctx: typer.Context, json_: JsonOption = False) -> None:
         for info in infos
     ]
     output.print_table("Brokers", rows, list(rows[0]))
+
+
+BrokerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        help="oanda, capital, alpaca or ccxt (default: live.execution_broker, else broker.name).",
+    ),
+]
+
+
+@broker_app.command("check")
+def broker_check(
+    ctx: typer.Context, broker: BrokerOption = None, json_: JsonOption = False
+) -> None:
+    """With the venue's keys: one candle, the account, the instrument rules of the universe and
+    what a live run would do with an order (dry run unless live.dry_run = false). Sends nothing."""
+    from brokers.check import check_venue
+
+    found = check_venue(settings_of(ctx), broker)
+    if json_:
+        output.print_json(asdict(found))
+        return
+    summary = {k: v for k, v in asdict(found).items() if k != "instruments"}
+    output.print_record(f"{found.broker}: account and mode", summary)
+    rows = [asdict(i) for i in found.instruments]
+    columns = ["symbol", "venue_symbol", "min_size", "size_step", "price_decimals", "tradeable"]
+    output.print_table("Instrument rules", rows, [*columns, "smallest_order", "error"], wide=True)

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from cli import logs, output
+from cli.api import api
 from cli.broker import broker_app
 from cli.errors import CandleflowGroup
 from cli.live import positions, report_app, signals
@@ -64,6 +65,7 @@ app.command("retrain-check", rich_help_panel=MODELS)(retrain_check)
 app.command(rich_help_panel=SERVERS)(up)
 app.command("down", rich_help_panel=SERVERS)(down_command)
 app.command(rich_help_panel=SERVERS)(serve)
+app.command(rich_help_panel=SERVERS)(api)
 app.command(rich_help_panel=INSPECT)(status)
 app.add_typer(store_app, name="store", rich_help_panel=INSPECT)
 app.add_typer(broker_app, name="broker", rich_help_panel=INSPECT)

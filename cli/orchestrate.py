@@ -86,9 +86,13 @@ def up(
     serve_: Annotated[
         bool, typer.Option("--serve/--no-serve", help="Also serve the deployments")
     ] = True,
+    api_: Annotated[
+        bool, typer.Option("--api/--no-api", help="Also start the HTTP signal service")
+    ] = True,
 ) -> None:
-    """Start a local Prefect server and the MLflow UI on 127.0.0.1, then serve the deployments.
-    Ctrl-C stops all of it; `candleflow down` stops what an interrupted `up` left running."""
+    """Start a local Prefect server, the MLflow UI and the HTTP signal service on 127.0.0.1,
+    then serve the deployments. Ctrl-C stops all of it; `candleflow down` stops what an
+    interrupted `up` left running."""
     from deployments.servers import ServerError, Supervisor, alive, down, port_in_use, read_state
 
     settings = settings_of(ctx)
@@ -98,10 +102,11 @@ def up(
     if state and alive(int(state.get("pid") or 0)):
         raise output.fail(f"already up (pid {state['pid']}); stop it with `candleflow down`")
     down(home)  # leftovers of an `up` that was killed
-    specs = _specs(ctx, settings, serve_)
-    for name, port in (("Prefect", o.prefect_port), ("MLflow", o.mlflow_port)):
+    specs = _specs(ctx, settings, serve_, api_)
+    ports = (("Prefect", o.prefect_port), ("MLflow", o.mlflow_port), ("API", settings.api.port))
+    for name, port in ports:
         if any(s.name.startswith(name.lower()) for s in specs) and port_in_use(o.host, port):
-            raise output.fail(f"{o.host}:{port} ({name}) is in use; set orchestration ports")
+            raise output.fail(f"{o.host}:{port} ({name}) is in use; set its port in the config")
     supervisor = Supervisor(home, o.startup_timeout_seconds)
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `down`, a service manager: all clean
         signal.signal(sig, _interrupt)
@@ -130,7 +135,7 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _specs(ctx: typer.Context, settings: Settings, serve_: bool) -> list[Any]:
+def _specs(ctx: typer.Context, settings: Settings, serve_: bool, api_: bool = True) -> list[Any]:
     from deployments.servers import Spec, bin_path
     from models.tracking import tracking_uri
 
@@ -172,14 +177,29 @@ def _specs(ctx: typer.Context, settings: Settings, serve_: bool) -> list[Any]:
         specs.append(
             Spec("mlflow ui", argv, env, f"{mlflow_url}/health", mlflow_url, logs / "mlflow.log")
         )
+    config = config_arg(ctx)
+    argv = [bin_path("candleflow"), "--home", str(home)]
+    argv += ["--config", config] if config else []
+    if api_:
+        specs.append(_api_spec(settings, argv, env))
     if serve_:
-        config = config_arg(ctx)
-        argv = [bin_path("candleflow"), "--home", str(home)]
-        argv += ["--config", config] if config else []
         env = env | {"PREFECT_API_URL": f"{prefect_url}/api"}
         # SIGINT: the runner's own Ctrl-C path (its SIGTERM path leaves a coroutine un-awaited)
         specs.append(Spec("serve", [*argv, "serve"], env, stop_signal=signal.SIGINT))
     return specs
+
+
+def _api_spec(settings: Settings, argv: list[str], env: dict[str, str]) -> Any:
+    """``candleflow api`` on ``orchestration.host`` (keys required anywhere but the loopback)."""
+    from deployments.servers import Spec
+
+    host, port = settings.orchestration.host, settings.api.port
+    refusal = settings.api.refusal(host)
+    if refusal is not None:
+        raise output.fail(f"{refusal}; or start `up --no-api`")
+    url = f"http://{host}:{port}"
+    argv = [*argv, "api", "--host", host, "--port", str(port)]
+    return Spec("api", argv, env, f"{url}/healthz", url, settings.home / "logs" / "api.log")
 
 
 def down_command(ctx: typer.Context) -> None:

@@ -31,6 +31,7 @@ from pydantic_settings import (
 from core.errors import ConfigError
 from core.feature_spec import FeatureSpec, LabelSpec
 from core.instruments import instrument
+from core.settings_api import ApiSettings
 from core.settings_base import Section
 from core.settings_brokers import (
     SECRETS_FILE_VARIABLE,
@@ -154,6 +155,10 @@ class TrainingSettings(Section):
     ensemble: Literal["weighted", "majority"] = "weighted"
     min_agree: int = Field(default=2, ge=1, description="majority vote: models that must agree")
     n_threads: int = Field(default=1, ge=1, le=64, description="threads per model fit")
+    fit_processes: bool = Field(
+        default=True,
+        description="fit a training's families side by side in worker processes (same results)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -245,6 +250,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     labels: LabelSpec = Field(default_factory=LabelSpec)
     features: FeatureSpec = Field(default_factory=FeatureSpec)
 

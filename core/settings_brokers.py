@@ -54,11 +54,23 @@ class FilesSettings(Section):
 
 
 class CcxtSettings(Section):
-    """A crypto exchange through ccxt (market data needs no credentials)."""
+    """A crypto exchange through ccxt (market data needs no credentials; orders do)."""
 
     exchange: str = "binance"
     max_candles_per_request: int = Field(default=1000, ge=1, le=100_000)
     options: dict[str, Any] = Field(default_factory=dict)
+    api_key: SecretStr | None = Field(default=None, description="API key (orders)" + _SECRET)
+    secret: SecretStr | None = Field(default=None, description="API secret (orders)" + _SECRET)
+    password: SecretStr | None = Field(
+        default=None, description="API passphrase, where the exchange has one" + _SECRET
+    )
+    sandbox: bool = Field(
+        default=True,
+        description="orders go to the exchange's sandbox (testnet); false: its real market",
+    )
+    currency: str = Field(
+        default="USDT", description="the account currency whose balance is the equity (orders)"
+    )
 
 
 def _symbol_map(value: Any) -> Any:

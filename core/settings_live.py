@@ -21,8 +21,10 @@ class LiveSettings(Section):
 
     ``database_url``: any SQLAlchemy URL (``postgresql+psycopg://user@host/candleflow`` for a
     shared deployment); empty: SQLite at ``<home>/live/live.db``. ``execution_broker``: who
-    receives orders. ``dry_run``: a real broker only logs what it would send (the paper account
-    always books its simulated fills).
+    receives orders: the paper account, or a venue (its section holds the keys and the
+    practice/demo host, the default). ``dry_run``: a venue only checks and logs each order and
+    records it as DRY_RUN, never sending it; trading for real needs ``dry_run = false`` *and* the
+    venue's credentials (the paper account always books its simulated fills).
 
     Notifications (``trading.notify``), off while ``webhook_url`` is unset: a Slack incoming
     webhook URL, or Telegram's ``https://api.telegram.org/bot<token>/sendMessage`` with
@@ -39,7 +41,7 @@ class LiveSettings(Section):
     """
 
     database_url: str = ""
-    execution_broker: Literal["paper"] = "paper"
+    execution_broker: Literal["paper", "oanda", "capital", "alpaca", "ccxt"] = "paper"
     dry_run: bool = True
     webhook_url: SecretStr | None = None
     webhook_format: Literal["slack", "telegram"] = "slack"

@@ -1,8 +1,10 @@
 """Stage 6: live signals. For one timeframe: collect the newest candles (the collect flow's
-tasks, in this flow), bring the paper account up to date, then per symbol (fanned out, each
-isolated) the champion scores the newest closed candle with its own feature spec, the vote,
-signal weight and risk layer decide, and an approved order goes to the paper account exactly
-once. Artifacts: a signals table and a chart per symbol."""
+tasks, in this flow), bring the paper account up to date (or reconcile a venue's fills and
+positions with the ledger, reporting positions it does not know), then per symbol (fanned out,
+each isolated) the champion scores the newest closed candle with its own feature spec, the vote,
+signal weight and risk layer decide, and an approved order goes to the execution broker exactly
+once (a venue: dry run until ``live.dry_run = false``). Artifacts: a signals table, a chart per
+symbol and, for a venue, its reconciliation."""
 
 from __future__ import annotations
 
@@ -18,7 +20,13 @@ from core.reports import SignalReport
 from features.build import correlated_symbols
 from flows._fanout import first_error, publish_table, raise_if_failed
 from flows.collect_candles import collect_candles
-from tasks.live import notify_signals, open_live_run, publish_charts, score_symbol
+from tasks.live import (
+    notify_signals,
+    open_live_run,
+    publish_charts,
+    publish_reconciliation,
+    score_symbol,
+)
 
 
 @flow(name="live-signals", task_runner=ThreadPoolTaskRunner(max_workers=2))
@@ -43,6 +51,7 @@ def live_signals(
     if collect:
         _collect(names + correlated_for(settings, names), timeframe, now, settings)
     ctx = open_live_run(settings, names, timeframe, now)
+    publish_reconciliation(ctx)
     futures = [(s, score_symbol.submit(ctx, s, timeframe)) for s in names]
     rows: list[SignalReport] = []
     for symbol, future in futures:  # a symbol's rows: its champion's and any shadow's

@@ -1,6 +1,6 @@
 """Tasks of the live-signals stage: open the run (unsent orders of earlier runs sent again or
-expired, paper account brought up to date, account snapshot, pending orders, the registry's
-aliases), score each symbol, publish charts, notify."""
+expired, paper account brought up to date or a venue reconciled, account snapshot, pending orders,
+the registry's aliases), report the reconciliation, score each symbol, publish charts, notify."""
 
 from __future__ import annotations
 
@@ -36,9 +36,39 @@ def live_runtime() -> LiveRuntime:
 def open_live_run(
     settings: Settings, symbols: list[str], timeframe: str, now: datetime | None = None
 ) -> LiveContext:
-    """Recover unsent orders, bring the paper account up to the newest candles (fills, exits)
-    and snapshot it; a symbol whose candles cannot be read is left to fail on its own row."""
+    """Recover unsent orders, bring the paper account up to the newest candles (fills, exits) or
+    reconcile the venue's fills and positions, and snapshot the account; a symbol whose candles
+    cannot be read is left to fail on its own row."""
     return live_runtime().open_run(settings, symbols, timeframe, now)
+
+
+@task(cache_policy=NO_CACHE)
+def publish_reconciliation(ctx: LiveContext) -> list[str]:
+    """A venue's reconciliation in the run's log and report (a markdown artifact): fills
+    recorded, orders still working or refused, positions closed there, and — as warnings —
+    positions the ledger does not know (never adopted). The paper account has none."""
+    r = ctx.reconciliation
+    if r is None:
+        return []
+    log = get_run_logger()
+    warnings = r.warnings()
+    for line in warnings:
+        log.warning(line)
+    rows = [
+        ("filled (fills recorded)", r.filled),
+        ("still working at the venue", r.working),
+        ("refused or cancelled by the venue (REJECTED)", r.rejected),
+        ("SUBMITTED, unknown to the venue", r.missing),
+        ("closed at the venue", r.closed),
+        ("positions unknown to the ledger (not adopted)", r.unknown_positions),
+        ("not reconciled (tried again next run)", r.failed),
+    ]
+    lines = [f"# Reconciliation with {r.broker}", "", "| what | orders / positions |", "|---|---|"]
+    lines += [f"| {what} | {'; '.join(items) or '—'} |" for what, items in rows]
+    create_markdown_artifact(
+        key="live-reconciliation", markdown="\n".join(lines), description="Venue reconciliation"
+    )
+    return warnings
 
 
 @task(cache_policy=NO_CACHE, task_run_name="signal-{symbol}-{timeframe}")

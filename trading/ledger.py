@@ -35,6 +35,7 @@ from core.symbols import normalize_symbol
 from core.timeframes import as_utc, parse_timeframe
 from trading import migrations
 from trading.records import (
+    DRY_RUN,
     EXPIRED,
     FILLED,
     NEW,
@@ -231,7 +232,8 @@ class Ledger:
         order = BrokerOrder(candle_ts=row.ts, **terms)
         values: dict[str, Cell] = {"broker": broker.name, "dry_run": broker.dry_run}
         try:
-            values |= {"status": SUBMITTED, "broker_order_id": broker.submit(order)}
+            sent = broker.submit(order)
+            values |= {"status": DRY_RUN if broker.dry_run else SUBMITTED, "broker_order_id": sent}
         except OrderRejectedError as exc:
             logger.warning("order %s rejected by %s: %s", order.order_id, broker.name, exc)
             values |= {"status": REJECTED, "reason": str(exc)}

@@ -47,6 +47,7 @@ from models.tracking import registered_name
 from trading.ledger import Ledger, OrderIntent
 from trading.live_models import LiveModel, ModelCache
 from trading.orders import Recovery
+from trading.reconcile import Reconciliation
 from trading.records import NEW, REJECTED, Cell, OrderRow, SignalRecord
 from trading.scoring import (
     ERROR,
@@ -76,6 +77,7 @@ class LiveContext:
     placed: list[Position] = field(default_factory=list)  # this run's orders, not yet filled
     unreadable: dict[str, str] = field(default_factory=dict)  # symbol → why not read
     recovery: Recovery = field(default_factory=Recovery)  # what became of unsent orders
+    reconciliation: Reconciliation | None = None  # a venue's fills and positions (not paper)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -160,7 +162,7 @@ def _decide(
     # Asked only when it counts: with a weight of 0 (the default, what the gate evaluated) the
     # higher timeframe's vote cannot change the signal.
     counts = ctx.settings.signals.weights.higher_tf > 0
-    higher = _higher_vote(ctx, symbol, model) if counts and not shadow else None
+    higher = higher_vote(ctx, symbol, model) if counts and not shadow else None
     with ctx.lock:  # the risk state and the orders of this run move together
         taken = None if shadow else ctx.ledger.candle_order(symbol, timeframe, scored.ts)
         if taken is not None and taken.model_version == str(model.version):
@@ -296,7 +298,7 @@ def _same_order(ctx: LiveContext, row: OrderRow) -> OrderOutcome:
     )
 
 
-def _higher_vote(ctx: LiveContext, symbol: str, model: LiveModel) -> Vote | None:
+def higher_vote(ctx: LiveContext, symbol: str, model: LiveModel) -> Vote | None:
     """The higher timeframe champion's vote on its newest closed candle, if one exists."""
     for higher in model.spec.higher_timeframes:
         other = ctx.cache.get(registered_name(symbol, higher), CHAMPION)
@@ -311,6 +313,13 @@ def _higher_vote(ctx: LiveContext, symbol: str, model: LiveModel) -> Vote | None
 
 def _record(ctx: LiveContext, decision: LiveDecision) -> SignalReport:
     """Store the decision in the ledger (a refusal too); its row of the report."""
+    record, report = signal_rows(ctx, decision)
+    ctx.ledger.record_signal(record)
+    return report
+
+
+def signal_rows(ctx: LiveContext, decision: LiveDecision) -> tuple[SignalRecord, SignalReport]:
+    """A decision's ledger row and report row (``trading.predict`` reports without storing)."""
     d, model, scored, signal = decision, decision.model, decision.scored, decision.signal
     ts = scored.ts if scored is not None else _last_ts(ctx.store, d.symbol, d.timeframe, ctx.now)
     kind = None if model is None or d.shadow else model.champion_kind
@@ -320,26 +329,24 @@ def _record(ctx: LiveContext, decision: LiveDecision) -> SignalReport:
         components = (signal.to_dict() if signal is not None else {}) | {"reasons": reasons}
         components |= {} if kind is None else {"champion_kind": kind}
     probability = None if scored is None else scored.vote.probability
-    ctx.ledger.record_signal(
-        SignalRecord(
-            d.symbol,
-            d.timeframe,
-            ts,
-            d.model_name,
-            "" if model is None else model.version,
-            d.status,
-            d.shadow,
-            action=None if signal is None else int(signal.side),
-            probability=probability,
-            weight=None if signal is None else signal.weight,
-            tier=None if signal is None else signal.tier.value,
-            position_multiplier=None if signal is None else signal.multiplier,
-            components=components,
-            explanation=None if scored is None else scored.explanation,
-        )
+    record = SignalRecord(
+        d.symbol,
+        d.timeframe,
+        ts,
+        d.model_name,
+        "" if model is None else model.version,
+        d.status,
+        d.shadow,
+        action=None if signal is None else int(signal.side),
+        probability=probability,
+        weight=None if signal is None else signal.weight,
+        tier=None if signal is None else signal.tier.value,
+        position_multiplier=None if signal is None else signal.multiplier,
+        components=components,
+        explanation=None if scored is None else scored.explanation,
     )
     order = d.order or OrderOutcome([])
-    return SignalReport(
+    return record, SignalReport(
         symbol=d.symbol,
         timeframe=d.timeframe,
         ts=ts,

@@ -25,7 +25,9 @@ Cell: TypeAlias = "Json | datetime | date"
 SIGNAL_STATUSES = ("OK", "SPEC_MISMATCH", "STALE", "NO_MODEL", "ERROR")
 # Stored order statuses (the submission); ``Ledger.orders()`` reports FILLED / CLOSED from
 # the broker. EXPIRED: never confirmed by the broker and too old to send (``trading.orders``).
+# DRY_RUN: a dry-run broker checked and logged it, never sent it (not exposure, never filled).
 NEW, SUBMITTED, REJECTED, EXPIRED = "NEW", "SUBMITTED", "REJECTED", "EXPIRED"
+DRY_RUN = "DRY_RUN"
 FILLED = "FILLED"
 
 LEDGER_METADATA = sa.MetaData()
@@ -90,6 +92,28 @@ risk_events = sa.Table(
     sa.Column("details", sa.JSON),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_risk_events_ts", "ts"),
+)
+
+# TradingView alerts received by the API's webhook (``trading.alerts``): stored once each (``key``:
+# a hash of the alert's content), never executed.
+alerts = sa.Table(
+    "alerts",
+    LEDGER_METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),  # "tradingview"
+    sa.Column("symbol", sa.String(32), nullable=False),
+    sa.Column("timeframe", sa.String(8), nullable=False),
+    sa.Column("ts", UTCDateTime, nullable=False),  # the alert's time
+    sa.Column("candle_ts", UTCDateTime, nullable=False),  # open time of the candle it fired in
+    sa.Column("action", sa.String(8), nullable=False),  # buy | sell | flat
+    sa.Column("side", sa.Integer, nullable=False),  # +1 buy, -1 sell, 0 flat
+    sa.Column("price", sa.Float),
+    sa.Column("strategy", sa.String(200), nullable=False),
+    sa.Column("payload", sa.JSON),  # the alert as received, its passphrase left out
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("key", name="uq_alerts_key"),
+    sa.Index("ix_alerts_symbol_ts", "symbol", "ts"),
 )
 
 

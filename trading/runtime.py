@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 from mlflow.tracking import MlflowClient
 
-from brokers.paper import PaperBroker
+from brokers.registry import create_execution_broker
 from core.config import Settings
 from core.errors import CandleflowError
 from core.store import CandleStore
@@ -24,6 +24,7 @@ from trading.ledger import Ledger
 from trading.live import LiveContext, one_line
 from trading.live_models import ModelCache
 from trading.orders import pending_positions, recover_orders
+from trading.reconcile import reconcile
 
 logger = logging.getLogger(__name__)
 
@@ -63,19 +64,27 @@ class LiveRuntime:
     def open_run(
         self, settings: Settings, symbols: list[str], timeframe: str, now: datetime | None = None
     ) -> LiveContext:
-        """A live run's context: the orders earlier runs left unsent sent again or expired
-        (``trading.orders``), the paper account brought up to the newest candles (fills, exits)
-        and snapshotted, the orders still pending, the registry's aliases read once. A symbol
-        whose candles cannot be read is left out of the update and named in ``unreadable``."""
+        """A live run's context: the configured execution broker (``live.execution_broker``),
+        the orders earlier runs left unsent sent again or expired (``trading.orders``), the paper
+        account brought up to the newest candles (fills, exits) — or a venue's fills and positions
+        reconciled with the ledger (``trading.reconcile``) — and snapshotted, the orders still
+        pending, the registry's aliases read once. A symbol whose candles cannot be read is left
+        out of the update and named in ``unreadable``."""
         now = as_utc(now) if now is not None else datetime.now(UTC)
         ledger = self.ledger(settings.live.resolved_database_url(settings.home))
-        broker = PaperBroker(ledger.engine, settings.paper, settings.costs)
+        broker = create_execution_broker(settings, ledger.engine)
         store = self.store(settings.home)
         candles, unreadable = _read_candles(store, symbols, timeframe)
         max_age = settings.live.new_order_max_age_bars
         # Before the update: a resent order fills on the candle it was meant to fill on.
         recovery = recover_orders(ledger, broker, symbols, timeframe, now, max_age)
-        broker.update(candles, timeframe)
+        reconciliation = None
+        if getattr(broker, "venue", False):  # a real venue fills orders itself: ask it
+            reconciliation = reconcile(ledger, broker, now)
+            for warning in reconciliation.warnings():
+                logger.warning(warning)
+        else:
+            broker.update(candles, timeframe)
         client = setup(settings.home, settings.mlflow.tracking_uri)  # also MLflow's URI, for loads
         cache = self.models(settings.home, client)
         cache.refresh()  # the run's aliases, in one registry query
@@ -91,6 +100,7 @@ class LiveRuntime:
             pending=pending_positions(ledger, store, now, max_age),
             unreadable=unreadable,
             recovery=recovery,
+            reconciliation=reconciliation,
         )
 
     def close(self) -> None:

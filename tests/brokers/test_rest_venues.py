@@ -238,10 +238,13 @@ def test_a_planted_secret_never_shows(
 def test_broker_list_names_each_broker_with_its_capabilities() -> None:
     rows = {info.name: info for info in broker_infos()}
     assert set(rows) == {"simulated", "files", "ccxt", "oanda", "capital", "alpaca", "paper"}
-    assert rows["oanda"].market_data and not rows["oanda"].execution
+    for venue in ("oanda", "capital", "alpaca", "ccxt"):  # candles and orders, dry run first
+        assert rows[venue].market_data and rows[venue].execution, venue
+        assert rows[venue].dry_run_default is True, venue
     assert rows["oanda"].needs_credentials and "4h" in rows["oanda"].timeframes
     assert rows["paper"].execution and not rows["paper"].market_data
-    assert rows["paper"].dry_run_default is False and rows["capital"].dry_run_default is None
+    assert rows["paper"].dry_run_default is False and rows["files"].dry_run_default is None
+    assert not rows["simulated"].execution
     assert rows["ccxt"].timeframes == ()  # per exchange: listed when ccxt is the configured broker
 
 

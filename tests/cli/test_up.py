@@ -43,6 +43,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         "PREFECT_HOME": str(tmp_path / "prefect"),
         "CANDLEFLOW_ORCHESTRATION__PREFECT_PORT": str(_free_port()),
         "CANDLEFLOW_ORCHESTRATION__MLFLOW_PORT": str(_free_port()),
+        "CANDLEFLOW_API__PORT": str(_free_port()),
     }
 
 
@@ -91,7 +92,11 @@ def test_up_serves_and_ctrl_c_stops_everything(env: dict[str, str], tmp_path: Pa
     try:
         deployments = _wait_until_served(env, up, log)
         children = _children(home)
-        assert [c["name"] for c in children] == ["prefect server", "mlflow ui", "serve"]
+        assert [c["name"] for c in children] == ["prefect server", "mlflow ui", "api", "serve"]
+        api = f"http://127.0.0.1:{env['CANDLEFLOW_API__PORT']}"
+        assert httpx.get(f"{api}/healthz", timeout=10).json()["status"] == "ok"
+        refused = httpx.post(f"{api}/v1/predict", json={"symbol": "ETHUSD"}, timeout=30)
+        assert refused.status_code == 404 and "no champion" in refused.text
         by_name = {d["name"]: d for d in deployments}
         for d in DEPLOYMENTS:
             served = by_name[d["name"]]
@@ -110,7 +115,7 @@ def test_up_serves_and_ctrl_c_stops_everything(env: dict[str, str], tmp_path: Pa
         ).json()["registered_model"]
         assert {"alias": "champion", "version": "1"} in model["aliases"]
         text = log.read_text()
-        assert "http://127.0.0.1:" in text and "Up." in text
+        assert "http://127.0.0.1:" in text and "Up." in text and api in text
     finally:
         up.send_signal(signal.SIGINT)  # Ctrl-C
         code = up.wait(timeout=90)
@@ -140,6 +145,7 @@ def test_down_stops_what_a_killed_up_left(env: dict[str, str], tmp_path: Path) -
             [CANDLEFLOW, "down"], env=env, capture_output=True, text=True, timeout=120
         )
     assert down.returncode == 0, down.stderr
-    assert "Stopped: " in down.stderr and "prefect server" in down.stderr
+    said = " ".join(down.stderr.split())  # rich wraps the line at the console's width
+    assert "Stopped: " in said and "prefect server" in said and "api (pid" in said
     assert not any(group_alive(c["pid"]) for c in children)
     assert not alive(up.pid) and not (home / "run" / "up.json").exists()

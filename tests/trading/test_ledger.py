@@ -211,7 +211,8 @@ def test_the_order_of_a_candle_is_its_first_not_rejected(
 def test_dry_run_broker_is_recorded(ledger: Ledger) -> None:
     row, _ = ledger.place_order_once(intent(side=-1), Counting())
     assert row.dry_run is True and row.broker_order_id.startswith("dry-")
-    assert row.status == "SUBMITTED" and row.side == -1
+    assert row.status == "DRY_RUN" and row.side == -1  # checked and logged, never sent
+    assert ledger.orders(status="SUBMITTED").is_empty()  # so never waiting for a fill
 
 
 def test_queries_return_typed_frames(ledger: Ledger, paper: PaperBroker) -> None:

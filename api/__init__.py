@@ -1,0 +1,2 @@
+"""The HTTP signal service (``candleflow api``): a FastAPI shell over the live decision path, the
+ledger and the registry, like the CLI a shell over the libraries."""
