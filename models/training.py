@@ -59,7 +59,7 @@ class TrainingConfig:
     min_agree: int
     n_threads: int
     strategy: Strategy
-    workers: int = 1  # families fitted at once (models.parallel): speed only, never results
+    workers: int = 1  # families fitted at once, in processes (models.parallel): speed only
 
     @classmethod
     def from_settings(cls, settings: Settings, symbol: str, timeframe: str) -> TrainingConfig:
@@ -81,7 +81,7 @@ class TrainingConfig:
             t.min_agree,
             t.n_threads,
             Strategy.from_settings(settings, symbol),
-            fit_workers(t.n_threads),
+            fit_workers(t.n_threads) if t.fit_processes else 1,
         )
 
     def study_key(self, digest: str) -> str:
@@ -198,18 +198,22 @@ def _walk(
     """Each out-of-sample event predicted by the families refitted (fixed parameters) on the
     events before its block."""
 
-    def one(job: tuple[str, int]) -> np.ndarray:
-        family, step = job[0], walk.steps[job[1]]
-        params = tuned[family].params
-        model = fit(
-            family, params, X[step.train], y[step.train], seed=cfg.seed, n_threads=cfg.n_threads
-        )
-        return model.predict_proba(X[step.test])[:, 1]
+    def one(family: str) -> np.ndarray:
+        p = []
+        for step in walk.steps:
+            model = fit(
+                family,
+                tuned[family].params,
+                X[step.train],
+                y[step.train],
+                seed=cfg.seed,
+                n_threads=cfg.n_threads,
+            )
+            p.append(model.predict_proba(X[step.test])[:, 1])
+        return np.concatenate(p)
 
-    # One job per refit (not per family): the slow families' refits spread over every worker.
-    jobs = [(family, i) for family in tuned for i in range(len(walk.steps))]
-    p = map_ordered(one, jobs, cfg.workers)
-    return {f: np.concatenate([p[(f, i)] for i in range(len(walk.steps))]) for f in tuned}
+    # One job per family (each carries the rows once to its worker process).
+    return map_ordered(one, tuned, cfg.workers, cfg.n_threads)
 
 
 def train_dataset(
@@ -295,7 +299,7 @@ def _tune(
             sharpe_of=trial_result,
         )
 
-    done = map_ordered(one, cfg.families, cfg.workers)
+    done = map_ordered(one, cfg.families, cfg.workers, cfg.n_threads)
     return {f: r[0] for f, r in done.items()}, {f: r[1] for f, r in done.items()}
 
 
@@ -318,7 +322,7 @@ def _final(
         params = tuned[family].params
         return fit(family, params, X, y, seed=cfg.seed, n_threads=cfg.n_threads)
 
-    models = map_ordered(one, tuned, cfg.workers)
+    models = map_ordered(one, tuned, cfg.workers, cfg.n_threads)
     return Ensemble(
         models,
         weights,

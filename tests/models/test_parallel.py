@@ -1,56 +1,56 @@
-"""The fit pool: results in the keys' order, every job finished before an error is raised."""
+"""The fit pool: results in the keys' order, computed in worker processes, errors raised with their
+own type, nested calls inline."""
 
 from __future__ import annotations
 
-import threading
+import os
 import time
 
 import pytest
 
 from models.parallel import fit_workers, map_ordered
 
+DELAYS = {"slow": 0.3, "fast": 0.0, "mid": 0.1}
 
-def test_results_keep_the_keys_order_whatever_finishes_first() -> None:
-    delays = {"slow": 0.05, "fast": 0.0, "mid": 0.02}
 
-    def job(key: str) -> str:
-        time.sleep(delays[key])
-        return key.upper()
+def _job(key: str) -> tuple[str, int]:
+    time.sleep(DELAYS[key])
+    return key.upper(), os.getpid()
 
-    assert list(map_ordered(job, delays, workers=2).items()) == [
+
+def test_results_keep_the_keys_order_and_run_in_worker_processes() -> None:
+    results = map_ordered(_job, DELAYS, workers=2)
+    assert [(k, v[0]) for k, v in results.items()] == [
         ("slow", "SLOW"),
         ("fast", "FAST"),
         ("mid", "MID"),
     ]
+    assert os.getpid() not in {pid for _, pid in results.values()}
 
 
-def test_an_error_is_raised_after_every_job_has_finished() -> None:
-    finished: list[str] = []
+def test_one_worker_runs_inline() -> None:
+    results = map_ordered(_job, ["fast", "mid"], workers=1)
+    assert {pid for _, pid in results.values()} == {os.getpid()}
 
-    def job(key: str) -> str:
-        if key == "bad":
-            raise ValueError("bad family")
-        time.sleep(0.05)
-        finished.append(key)
-        return key
 
+def _fail(key: str) -> str:
+    if key == "bad":
+        raise ValueError("bad family")
+    return key
+
+
+def test_an_error_reaches_the_caller_with_its_own_type() -> None:
     with pytest.raises(ValueError, match="bad family"):
-        map_ordered(job, ["bad", "a", "b"], workers=2)
-    assert sorted(finished) == ["a", "b"]  # nothing left running behind the caller's back
+        map_ordered(_fail, ["a", "bad", "b"], workers=2)
 
 
-def test_a_job_that_maps_again_runs_its_jobs_inline() -> None:
-    """A job on the pool never waits on the pool (no deadlock when it is full)."""
+def test_a_closure_is_shipped_to_the_workers() -> None:
+    offset = 10
 
-    def inner(key: int) -> str:
-        return threading.current_thread().name
+    def add(key: int) -> int:
+        return key + offset
 
-    def outer(key: int) -> dict[int, str]:
-        return map_ordered(inner, [1, 2], workers=2)
-
-    names = map_ordered(outer, [1, 2, 3], workers=2)
-    for inner_names in names.values():
-        assert all(name.startswith("candleflow-fit") for name in inner_names.values())
+    assert map_ordered(add, [1, 2, 3], workers=2) == {1: 11, 2: 12, 3: 13}
 
 
 def test_workers_fit_the_cores() -> None:

@@ -64,6 +64,7 @@ def test_a_kill_mid_journal_append_leaves_a_journal_the_next_training_repairs(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings, _, cfg, dataset = trained
+    cfg = dataclasses.replace(cfg, workers=1)  # in this process, where the kill is planted
     candles = load_inputs(CandleStore(settings.home), "BTCUSD", "1h", settings.features).candles
     append, calls = JournalFileBackend.append_logs, []
 
