@@ -1,9 +1,12 @@
 """Live-stage figures (issue targets in brackets), on the simulated market:
 
 * per-symbol decision with a cached model — features of the last candle (the model's own spec),
-  the ensemble's 4 families, vote, weight, risk layer; no database [p99 ≤ 20 ms]; next to it, the
-  same features computed on the whole stored history (what the bounded tail saves), the 4
-  families' probabilities and contributions alone, and the code fingerprint check each model
+  the ensemble's 4 families, vote, weight, risk layer; no database — by the compiled families
+  (``models.compiled``) [p99 ≤ 2 ms, ≥ 5× today's], with the record's explanation (TreeSHAP)
+  too, and by today's path (the libraries' scores and TreeSHAP at once) [p99 ≤ 20 ms], the
+  three interleaved in one loop, ratios against today's; next to them, the features of the
+  newest candle alone and on the whole stored history (what the bounded tail saves), the 4
+  families alone by their libraries and compiled, and the code fingerprint check each model
   makes once when it loads (``models.fingerprint``; made before the decisions are timed);
 * a live run of 20 symbols through the Prefect flow — incremental collect, paper account update,
   scoring, records, orders, charts [≤ 5 s wall for 20 symbols, Prefect overhead included], once
@@ -33,6 +36,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from trading.live import LiveContext
+    from trading.live_models import LiveModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -81,66 +85,75 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def _decision_latency(symbols: list[str]) -> list[dict]:
-    import sklearn
-
-    from core.config import load_settings
-    from features.build import compute_features
-    from features.dataset import load_inputs
+def _decision(ctx: LiveContext, model: LiveModel, symbol: str, explain: bool) -> None:
+    """One decision as the live stage makes it (no database): score, signal, risk layer;
+    ``explain``: the record's explanation too (TreeSHAP), as every stored record has."""
     from models.risk import OrderRequest, bars_per_year, decide, risk_state
-    from models.zoo import probability_and_contributions
-    from tasks.live import open_live_run
     from trading.scoring import score_last_candle, signal_of
 
+    settings = ctx.settings
+    scored, _ = score_last_candle(model, ctx.store, symbol, "1h", ctx.now, settings.signals)
+    state = risk_state(ctx.account_state(), settings.risk)
+    signal = signal_of(scored, settings.signals, state)
+    request = OrderRequest(symbol, 1, scored.close, scored.sigma, max(signal.multiplier, 1.0))
+    decide(
+        request,
+        ctx.account_state(),
+        settings.risk,
+        model.labels,
+        periods_per_year=bars_per_year("1h", symbol),
+    )
+    if explain:
+        _ = scored.explanation
+
+
+def _decision_latency(symbols: list[str], now: datetime | None = None) -> list[dict]:
+    """Today's decision path and the compiled one, interleaved in one loop (the machine's load
+    falls on both alike): the same models, once scored by their libraries (``compiled=None``)
+    with the explanation made at once, as before compiled inference, and once compiled."""
+    from dataclasses import replace
+
+    from core.config import load_settings
+    from tasks.live import open_live_run
+
     settings = load_settings()
-    now = END - timedelta(hours=2, minutes=55)  # 5 min after the set-up's last collect
+    if now is None:  # 5 min after the set-up's last collect (bench_api.py passes its own)
+        now = END - timedelta(hours=2, minutes=55)
     ctx = open_live_run.fn(settings, symbols, "1h", now)
     fingerprint = []  # once per model load; made here so that decisions are timed without it
+    models: dict[str, tuple[LiveModel, LiveModel]] = {}
     for symbol in symbols:
         model = ctx.cache.get(f"candleflow.{symbol}.1h", "champion")
         start = time.perf_counter()
         model.code_mismatch(ctx.store, symbol, "1h")
         fingerprint.append(time.perf_counter() - start)
-    decision, full, predict = [], [], []
+        library = replace(model, compiled=None)
+        library.code_mismatch(ctx.store, symbol, "1h")  # its own verdict, made once here
+        models[symbol] = (library, model)
+    today, compiled, explained = [], [], []
     for i in range(REPEATS):
         symbol = symbols[i % len(symbols)]
-        model = ctx.cache.get(f"candleflow.{symbol}.1h", "champion")
-        start = time.perf_counter()
-        scored, _ = score_last_candle(model, ctx.store, symbol, "1h", now, settings.signals)
-        state = risk_state(ctx.account_state(), settings.risk)
-        signal = signal_of(scored, settings.signals, state)
-        request = OrderRequest(symbol, 1, scored.close, scored.sigma, max(signal.multiplier, 1.0))
-        decide(
-            request,
-            ctx.account_state(),
-            settings.risk,
-            model.labels,
-            periods_per_year=bars_per_year("1h", symbol),
-        )
-        decision.append(time.perf_counter() - start)
-        if i < 30:
-            inputs = load_inputs(ctx.store, symbol, "1h", model.spec)
+        library, model = models[symbol]
+        for samples, live, explain in (
+            (today, library, True),
+            (compiled, model, False),
+            (explained, model, True),
+        ):
             start = time.perf_counter()
-            compute_features(
-                inputs.candles,
-                model.spec,
-                "1h",
-                symbol=symbol,
-                higher=inputs.higher,
-                correlated=inputs.correlated,
-            )
-            full.append(time.perf_counter() - start)
-            X = np.zeros((1, len(model.ensemble.feature_columns)))
-            start = time.perf_counter()
-            with sklearn.config_context(assume_finite=True):  # as score_last_candle
-                for family in model.ensemble.models.values():
-                    probability_and_contributions(family, X)
-            predict.append(time.perf_counter() - start)
+            _decision(ctx, live, symbol, explain)
+            samples.append(time.perf_counter() - start)
     return [
+        _ratio_row(
+            "decision: tail features, compiled families, vote, weight, risk (cached)",
+            compiled,
+            today,
+            target_p99_ms=2,
+        ),
+        _ratio_row("decision + the record's explanation (TreeSHAP), compiled", explained, today),
         {
-            "case": "decision: tail features, 4-family ensemble, vote, weight, risk (cached)",
-            "n": len(decision),
-            **_percentiles(decision),
+            "case": "today's path: tail features, libraries' scores + TreeSHAP, vote, weight, risk",
+            "n": len(today),
+            **_percentiles(today),
             "target_p99_ms": 20,
         },
         {
@@ -148,18 +161,77 @@ def _decision_latency(symbols: list[str]) -> list[dict]:
             "n": len(fingerprint),
             **_percentiles(fingerprint),
         },
-        {
-            "case": "reference: features on the whole stored history",
-            "n": len(full),
-            **_percentiles(full),
-        },
-        {
-            "case": "reference: the 4 families' probabilities and contributions alone (1 row)",
-            "n": len(predict),
-            **_percentiles(predict),
-        },
+        *_references(ctx, symbols, models),
         _chart_cost(ctx, symbols),
     ]
+
+
+def _ratio_row(case: str, new: list[float], old: list[float], **extra: float) -> dict:
+    """p50/p99 of ``new`` and how many times faster than ``old`` (same run) at each."""
+    row, before = _percentiles(new), _percentiles(old)
+    return {
+        "case": case,
+        "n": len(new),
+        **row,
+        "x_faster_p50": round(before["p50_ms"] / row["p50_ms"], 1),
+        "x_faster_p99": round(before["p99_ms"] / row["p99_ms"], 1),
+        **extra,
+    }
+
+
+def _references(
+    ctx: LiveContext, symbols: list[str], models: dict[str, tuple[LiveModel, LiveModel]]
+) -> list[dict]:
+    """The parts: features of the newest candle (tail) and of the whole history; the families'
+    probabilities of one row by their libraries (with TreeSHAP, as today) and compiled."""
+    import sklearn
+
+    from core.timeframes import parse_timeframe
+    from features.build import compute_features
+    from features.dataset import load_inputs, recent, tail_bars
+    from models.zoo import probability_and_contributions
+
+    tf = parse_timeframe("1h")
+    tail, full, library, compiled = [], [], [], []
+    for i in range(60):
+        symbol = symbols[i % len(symbols)]
+        model = models[symbol][1]
+        inputs = load_inputs(ctx.store, symbol, "1h", model.spec)
+        short = recent(inputs, tail_bars(model.spec, tf))
+        for samples, source, last in ((tail, short, 1), (full, inputs, None)):
+            start = time.perf_counter()
+            compute_features(
+                source.candles,
+                model.spec,
+                tf,
+                symbol=symbol,
+                higher=source.higher,
+                correlated=source.correlated,
+                last=last,
+            )
+            samples.append(time.perf_counter() - start)
+        X = np.zeros((1, len(model.ensemble.feature_columns)))
+        start = time.perf_counter()
+        with sklearn.config_context(assume_finite=True):  # as scoring did
+            for family in model.ensemble.models.values():
+                probability_and_contributions(family, X)
+        library.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        model.probabilities(X)
+        compiled.append(time.perf_counter() - start)
+    return [
+        {"case": "reference: features of the newest candle (tail)", **_stats(tail)},
+        {"case": "reference: features on the whole stored history", **_stats(full)},
+        {
+            "case": "reference: the 4 families by their libraries, with TreeSHAP (1 row)",
+            **_stats(library),
+        },
+        _ratio_row("reference: the 4 families compiled (1 row)", compiled, library),
+    ]
+
+
+def _stats(samples: list[float]) -> dict:
+    return {"n": len(samples), **_percentiles(samples)}
 
 
 def _chart_cost(ctx: LiveContext, symbols: list[str]) -> dict:

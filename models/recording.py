@@ -30,6 +30,8 @@ from mlflow.tracking import MlflowClient
 
 from core.reports import TrainReport
 from features.dataset import Dataset, DatasetMeta
+from models.compiled import compile_checked
+from models.ensemble import Ensemble
 from models.evidence import (
     EVALUATION_DIGEST,
     VERSION_METRICS,
@@ -183,7 +185,8 @@ def record_training(
         digest, evaluation = _log_artifacts(result, meta)
         mlflow.log_param(EVALUATION_DIGEST, digest)  # a param cannot change once logged
         fingerprint = take(result.ensemble, dataset.frame).to_json()
-        info = log_ensemble(result.ensemble, _input_example(result), fingerprint)
+        compiled = _compiled(result.ensemble, dataset.frame)
+        info = log_ensemble(result.ensemble, _input_example(result), fingerprint, compiled)
         # The version and its tags in one call: a retry never meets a version without its key.
         version_tags = _version_tags(result, meta, key) | {EVALUATION_DIGEST: digest}
         mv = _register_quietly(info.model_uri, name, version_tags)
@@ -320,6 +323,13 @@ def find_version(client: MlflowClient, name: str, key: str) -> ModelVersion | No
     versions = client.search_model_versions(f"name='{name}'")  # [] for a new model
     found = [v for v in versions if v.tags.get("training_key") == key]
     return client.get_model_version(name, found[0].version) if found else None
+
+
+def _compiled(ensemble: Ensemble, frame: pl.DataFrame, rows: int = 2000) -> bytes:
+    """The ensemble's compiled form (what live scores with), checked against the libraries on
+    the dataset's newest rows (the holdout's among them)."""
+    X = frame.tail(rows).select(ensemble.feature_columns).to_numpy().astype(np.float64)
+    return compile_checked(ensemble, X).to_bytes()
 
 
 def _input_example(result: TrainingResult) -> pd.DataFrame:

@@ -284,10 +284,14 @@ class CandleflowModel(mlflow.pyfunc.PythonModel):
 
 
 def log_ensemble(
-    ensemble: Ensemble, input_example: pd.DataFrame, fingerprint: str | None = None
+    ensemble: Ensemble,
+    input_example: pd.DataFrame,
+    fingerprint: str | None = None,
+    compiled: bytes | None = None,
 ) -> Any:
     """Log the ensemble as a pyfunc in the active run (registration is the caller's), with its
-    code fingerprint (``models.fingerprint``, JSON) beside it: it travels with the model."""
+    code fingerprint (``models.fingerprint``, JSON) and its compiled form (``models.compiled``)
+    beside it: they travel with the model."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ensemble.joblib"
         joblib.dump(ensemble, path)
@@ -295,6 +299,9 @@ def log_ensemble(
         if fingerprint is not None:
             (Path(tmp) / "fingerprint.json").write_text(fingerprint)
             artifacts["fingerprint"] = str(Path(tmp) / "fingerprint.json")
+        if compiled is not None:
+            (Path(tmp) / "compiled.npz").write_bytes(compiled)
+            artifacts["compiled"] = str(Path(tmp) / "compiled.npz")
         return mlflow.pyfunc.log_model(
             name="model",
             python_model=CandleflowModel(),

@@ -1,7 +1,8 @@
 """The registered models the live stage scores with: loaded once per version and kept, the
 champion / challenger aliases of every model read in one registry query per run. A model carries
-how it was crowned (its ``decision_kind`` tag) and its code fingerprint, checked once against
-the candle store before its first decision."""
+how it was crowned (its ``decision_kind`` tag), its code fingerprint, checked once against
+the candle store before its first decision, and its compiled form (``models.compiled``: compiled
+when it loads if the version has none stored), which scores its families."""
 
 from __future__ import annotations
 
@@ -12,14 +13,18 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
+import sklearn
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from core.feature_spec import FeatureSpec, LabelSpec
 from core.store import CandleStore
+from models.compiled import CompiledEnsemble, compile_ensemble, disagreement, load_compiled
 from models.ensemble import Ensemble
 from models.fingerprint import Fingerprint, load_fingerprint, verify
 from models.registry import alias_version, all_models, champion_kind, load_ensemble
+from models.zoo import positive_probability
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +43,7 @@ class LiveModel:
     labels: LabelSpec
     champion_kind: str = "gate"  # how it was crowned: gate | manual | rollback
     fingerprint: Fingerprint | None = None
+    compiled: CompiledEnsemble | None = None  # the families scored without their library
     # The fingerprint's verdict, worked out once (by symbol, timeframe): the check rebuilds
     # features over a few thousand candles, too much for every decision.
     _verdicts: dict[tuple[str, str], str | None] = field(
@@ -56,6 +62,16 @@ class LiveModel:
     def notes(self) -> list[str]:
         """What every record of this model should say besides its own reasons."""
         return [] if self.fingerprint is not None else [NO_FINGERPRINT]
+
+    def probabilities(self, X: np.ndarray) -> dict[str, float]:
+        """P(y = 1) of the one row ``X`` by family, in the ensemble's order: compiled where the
+        model has a compiled form of the family, else by its library."""
+        fast = {} if self.compiled is None else self.compiled.probabilities(X)
+        with sklearn.config_context(assume_finite=True):  # live rows are checked finite
+            return {
+                f: float(fast[f][0] if f in fast else positive_probability(m, X)[0])
+                for f, m in self.ensemble.models.items()
+            }
 
     def code_mismatch(self, store: CandleStore, symbol: str, timeframe: str) -> str | None:
         """Why this code does not reproduce the model's fingerprint (None: it does, or the
@@ -152,6 +168,7 @@ class ModelCache:
         fingerprint = load_fingerprint(uri)
         if fingerprint is None:
             logger.warning("%s v%s: %s", name, version, NO_FINGERPRINT)
+        compiled = _compiled(f"{name} v{version}", ensemble, fingerprint, load_compiled(uri))
         meta = ensemble.metadata
         return LiveModel(
             name,
@@ -161,4 +178,27 @@ class ModelCache:
             LabelSpec.model_validate(meta["label_spec"]),
             champion_kind(mv.tags),
             fingerprint,
+            compiled,
         )
+
+
+def _compiled(
+    label: str,
+    ensemble: Ensemble,
+    fingerprint: Fingerprint | None,
+    stored: CompiledEnsemble | None,
+) -> CompiledEnsemble | None:
+    """The compiled form live scores with: the stored one, else compiled now (a model registered
+    before compiled forms were stored); checked against the probabilities the libraries gave
+    the fingerprint's rows at training (None, every family by its library, when it differs)."""
+    compiled = stored
+    if compiled is None:
+        logger.info("%s: no stored compiled form, compiled from the ensemble", label)
+        compiled = compile_ensemble(ensemble)
+    if fingerprint is not None:
+        X = np.asarray(fingerprint.features, dtype=np.float64)
+        problem = disagreement(compiled, X, fingerprint.probabilities)
+        if problem is not None:
+            logger.warning("%s: %s; every family is scored by its library", label, problem)
+            return None
+    return compiled

@@ -6,8 +6,10 @@ regime and CUSUM event of the candle, and the explanation of the prediction. No 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property, partial
 
 import numpy as np
 import polars as pl
@@ -31,7 +33,7 @@ from models.signal import (
     score_signal,
     vote_ensemble,
 )
-from models.zoo import probability_and_contributions
+from models.zoo import feature_contributions
 from trading.live_models import LiveModel
 from trading.records import Explanation
 
@@ -53,9 +55,15 @@ class Scored:
     vote: Vote
     close: float
     sigma: float
-    explanation: Explanation
+    # The explanation's TreeSHAP costs more than the rest of the decision, which never reads it:
+    # worked out when a record first asks for it (``explanation``).
+    explain: Callable[[], Explanation] = field(repr=False, compare=False)
     regime: RegimeReading | None = None
     event: bool = True  # a bar of the kind the model was trained on (CUSUM filter, if any)
+
+    @cached_property
+    def explanation(self) -> Explanation:
+        return self.explain()
 
 
 def score_last_candle(
@@ -78,12 +86,7 @@ def score_last_candle(
     inputs = recent(inputs, tail_bars(model.spec, tf))
     candles = inputs.candles
     X = _last_features(model, inputs, tf, symbol)
-    with sklearn.config_context(assume_finite=True):  # checked already, not again per family
-        scores = {f: probability_and_contributions(m, X) for f, m in model.ensemble.models.items()}
-    probas = {f: float(p[0]) for f, (p, _) in scores.items()}
-    explanation = explain(
-        model.ensemble, X, {f: c[0, :-1] for f, (_, c) in scores.items() if c is not None}
-    )
+    probas = model.probabilities(X)
     # σ of the labels (the barriers' unit) over the regime's window too: computed once. Its
     # recursive estimate starts 4 × its window back at least, where the start is forgotten.
     lookback = 0 if signals is None else signals.regime_lookback
@@ -94,7 +97,7 @@ def score_last_candle(
         vote_ensemble(model.ensemble, probas),
         float(candles["close"][-1]),
         float(sigmas[-1]),
-        explanation,
+        partial(_explanation, model.ensemble, X),
         None if signals is None else regime_from_sigma(sigmas, signals),
         _is_event(window, sigmas, model.labels),
     )
@@ -176,6 +179,18 @@ def _check_fresh(inputs: Inputs, last: datetime, tf: Timeframe) -> None:
         duration = parse_timeframe(name).duration
         if as_utc(frame["ts"][-1]) + 2 * duration <= last + tf.duration:
             raise LiveError(STALE, f"stored {name} candles end at {frame['ts'][-1]}; collect them")
+
+
+def _explanation(ensemble: Ensemble, X: np.ndarray) -> Explanation:
+    """:func:`explain` of the row ``X``, with the contributions of every family that has them."""
+    contributions = {}
+    with sklearn.config_context(assume_finite=True):  # checked already, not again per family
+        for name, fitted in ensemble.models.items():
+            try:
+                contributions[name] = feature_contributions(fitted, X)[0, :-1]
+            except NotImplementedError:  # e.g. histogram GBM: no TreeSHAP
+                continue
+    return explain(ensemble, X, contributions)
 
 
 def explain(
