@@ -1,7 +1,9 @@
 """Alpaca orders (trading API v2, the paper host by default): ``POST /v2/orders`` with the ledger's
 client order id as ``client_order_id``, a stock order as a ``bracket`` (take_profit + stop_loss;
-``oto`` with one exit); crypto orders go plain (Alpaca takes no bracket order for crypto: such a
-position closes by hand or at the venue's own exit orders). Looked up by
+``oto`` with one exit); crypto orders go plain (Alpaca takes no bracket order for crypto: the live
+run closes such a position when a candle touches its stop or take-profit). A position closes by a
+market order the other way under the client id ``<entry id>-x``, the bracket's open legs cancelled
+first (they hold the shares). Looked up by
 ``GET /v2/orders:by_client_order_id``; rules from the asset (``GET /v2/assets/{symbol}``: crypto
 ``min_order_size`` / ``min_trade_increment`` / ``price_increment``; brackets need whole shares);
 the account from ``GET /v2/account``, positions from ``GET /v2/positions`` (one per symbol)."""
@@ -30,6 +32,7 @@ from brokers.venue_execution import (
     WORKING,
     DuplicateClientIdError,
     InstrumentRules,
+    PositionExit,
     VenueAccount,
     VenueExecutionBroker,
     VenueOrder,
@@ -45,6 +48,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_OPEN = ("new", "accepted", "held", "pending_new", "partially_filled", "accepted_for_bidding")
 _STATUS = {
     "filled": FILLED,
     "partially_filled": PARTIAL,
@@ -137,8 +141,11 @@ class AlpacaExecution(VenueExecutionBroker):
             symbol, str(asset.get("symbol") or name), 1.0, 1.0, 2, None, tradeable
         )
 
+    def exits_attached(self, symbol: str) -> bool:
+        return not self._crypto(symbol)  # Alpaca takes no bracket order for crypto
+
     def order_body(self, order: BrokerOrder, rules: InstrumentRules) -> dict[str, Any]:
-        crypto = self._crypto(order.symbol)
+        crypto = not self.exits_attached(order.symbol)
         body: dict[str, Any] = {
             "symbol": rules.venue_symbol,
             "qty": f"{order.quantity:g}",
@@ -155,7 +162,7 @@ class AlpacaExecution(VenueExecutionBroker):
         if exits and crypto:
             logger.warning(
                 "alpaca: %s: no stop-loss/take-profit sent (Alpaca takes no bracket order for "
-                "crypto); the position is closed by its time-out or by hand",
+                "crypto); the live run closes the position at its stop, take-profit or time-out",
                 order.order_id,
             )
         elif exits:
@@ -201,6 +208,40 @@ class AlpacaExecution(VenueExecutionBroker):
             fill_ts=parse_time(when) if when and filled > 0 else None,
             reason="" if status not in (CANCELLED, REFUSED) else f"alpaca: {o.get('status')}",
         )
+
+    def _find_exit(self, exit: PositionExit) -> VenueOrder | None:
+        return self._find(exit.exit_id, None)
+
+    def _send_exit(self, exit: PositionExit) -> VenueOrder:
+        self._cancel_legs(exit.order_id)
+        order, rules = exit.order(), self.rules(exit.symbol)
+        body = self.order_body(order, rules)
+        try:
+            self.api.request("POST", "/v2/orders", json=body, auth_statuses=(401,))
+        except VenueRequestError as exc:
+            if "client_order_id must be unique" not in exc.code:
+                raise rejected(self.name, order.order_id, exc.code) from None
+        # The answer is the accepted order, rarely filled yet: its fill is read back.
+        found = self._find(order.order_id, None)
+        return found or VenueOrder(order.order_id, "", WORKING)
+
+    def _cancel_legs(self, entry_id: str) -> None:
+        """Cancel the entry bracket's open stop-loss / take-profit legs (they hold the shares a
+        closing order sells)."""
+        try:
+            entry = self.api.get_json(
+                "/v2/orders:by_client_order_id", params={"client_order_id": entry_id}
+            )
+        except VenueRequestError as exc:
+            if exc.status == 404:
+                return
+            raise
+        for leg in entry.get("legs") or []:
+            if leg.get("status") in _OPEN:
+                try:
+                    self.api.request("DELETE", f"/v2/orders/{quote(str(leg['id']), safe='')}")
+                except VenueRequestError as exc:  # 422: filled or cancelled meanwhile
+                    logger.info("alpaca: leg %s of %s not cancelled: %s", leg["id"], entry_id, exc)
 
     def account(self) -> VenueAccount:
         a = self.api.get_json("/v2/account")

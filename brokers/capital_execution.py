@@ -5,7 +5,9 @@ reason). Capital.com takes no client order id: an order is found again by its ``
 in the ledger) or, when a run stopped before storing it, by an open position of the same epic,
 direction and size opened after the signal candle closed. Rules from ``GET /api/v1/markets/{epic}``
 (``dealingRules``, ``decimalPlacesFactor``, ``marketStatus``); the account from
-``GET /api/v1/accounts``, positions from ``GET /api/v1/positions``."""
+``GET /api/v1/accounts``, positions from ``GET /api/v1/positions``. A position closes by
+``DELETE /api/v1/positions/{dealId}``, confirmed like an order (the close's level and profit);
+a position no longer open is not closed again."""
 
 from __future__ import annotations
 
@@ -25,13 +27,14 @@ from brokers.venue_execution import (
     FILLED,
     REFUSED,
     InstrumentRules,
+    PositionExit,
     VenueAccount,
     VenueExecutionBroker,
     VenueOrder,
     VenuePosition,
     rejected,
 )
-from core.errors import DataFormatError, UnknownSymbolError
+from core.errors import BrokerError, DataFormatError, UnknownSymbolError
 from core.symbols import normalize_symbol
 from core.timeframes import parse_timeframe
 
@@ -172,6 +175,7 @@ class CapitalExecution(VenueExecutionBroker):
             filled_quantity=float(c.get("size") or 0),
             fill_price=None if c.get("level") is None else float(c["level"]),
             fill_ts=parse_time(c["date"]) if c.get("date") else None,
+            realized_pnl=None if c.get("profit") is None else float(c["profit"]),  # a close's
         )
 
     def _find(self, order: BrokerOrder | str, venue_id: str | None) -> VenueOrder | None:
@@ -207,6 +211,37 @@ class CapitalExecution(VenueExecutionBroker):
         if not isinstance(rows, list):
             raise DataFormatError("capital: the answer has no 'positions' list")
         return rows
+
+    def _deal_id(self, exit: PositionExit) -> str:
+        if not exit.venue_id or exit.venue_id.startswith("o_"):
+            raise BrokerError(
+                f"capital: position of {exit.order_id} has no deal id in the ledger "
+                f"({exit.venue_id!r}); close it at Capital.com by hand"
+            )
+        return exit.venue_id
+
+    def _find_exit(self, exit: PositionExit) -> VenueOrder | None:
+        deal = self._deal_id(exit)
+        if any(p["position"].get("dealId") == deal for p in self._raw_positions()):
+            return None
+        # Gone: closed by an earlier run whose answer was lost (or at the venue). Its close
+        # is confirmed only under the close's deal reference, which was not kept: the price,
+        # time and profit are unknown here (the account's balance has them).
+        return VenueOrder(exit.exit_id, deal, FILLED, filled_quantity=exit.quantity)
+
+    def _send_exit(self, exit: PositionExit) -> VenueOrder:
+        deal = self._deal_id(exit)
+        try:
+            answer = self._call_venue("DELETE", f"/api/v1/positions/{deal}")
+        except VenueRequestError as exc:
+            raise rejected(self.name, exit.exit_id, exc.code) from None
+        reference = str(answer.get("dealReference") or "")
+        if not reference:
+            raise DataFormatError("capital: the close answer has no dealReference")
+        confirmed = self._confirm(exit.exit_id, reference)
+        if confirmed.status == REFUSED:
+            raise rejected(self.name, exit.exit_id, confirmed.reason)
+        return confirmed
 
     def account(self) -> VenueAccount:
         accounts = self._call_venue("GET", "/api/v1/accounts").get("accounts") or []

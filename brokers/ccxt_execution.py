@@ -4,8 +4,9 @@ field), with ``stopLoss`` / ``takeProfit`` trigger prices where the exchange tak
 order (``has['createOrderWithTakeProfitAndStopLoss']``). Found again among the market's orders by
 ``clientOrderId``; rules from ``load_markets`` (``limits.amount.min``, ``precision``); the balance
 of ``ccxt.currency`` from ``fetch_balance`` (other coins held are not counted in equity) and
-positions from ``fetch_positions`` where the exchange has them (derivatives). The exchange's
-sandbox (testnet) by default."""
+positions from ``fetch_positions`` where the exchange has them (derivatives). A position closes
+by a market order the other way under the client id ``<entry id>-x`` (``reduceOnly`` on a
+derivatives market), looked up first like an order. The exchange's sandbox (testnet) by default."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from brokers.venue_execution import (
     WORKING,
     DuplicateClientIdError,
     InstrumentRules,
+    PositionExit,
     VenueAccount,
     VenueExecutionBroker,
     VenueOrder,
@@ -183,6 +185,9 @@ class CcxtExecution(VenueExecutionBroker):
             tradeable=m.get("active") is not False,
         )
 
+    def exits_attached(self, symbol: str) -> bool:
+        return bool(self.exchange.has.get("createOrderWithTakeProfitAndStopLoss"))
+
     def order_params(self, order: BrokerOrder) -> dict[str, Any]:
         params: dict[str, Any] = {"clientOrderId": order.order_id}
         exits = {}
@@ -190,11 +195,12 @@ class CcxtExecution(VenueExecutionBroker):
             exits["stopLoss"] = {"triggerPrice": order.stop_loss}
         if order.take_profit is not None:
             exits["takeProfit"] = {"triggerPrice": order.take_profit}
-        if exits and self.exchange.has.get("createOrderWithTakeProfitAndStopLoss"):
+        if exits and self.exits_attached(order.symbol):
             params |= exits
         elif exits:
             logger.warning(
-                "%s takes no stop-loss/take-profit with an order: %s sent without them",
+                "%s takes no stop-loss/take-profit with an order: %s sent without them (the "
+                "live run closes it at its stop, take-profit or time-out)",
                 self.exchange.id,
                 order.order_id,
             )
@@ -213,6 +219,28 @@ class CcxtExecution(VenueExecutionBroker):
         except ccxt.BaseError as exc:
             raise _translate(exc, f"{self.exchange.id}: order {order.order_id}") from None
         return str(placed["id"])
+
+    def _find_exit(self, exit: PositionExit) -> VenueOrder | None:
+        return self._find(exit.order(), None)
+
+    def _send_exit(self, exit: PositionExit) -> VenueOrder:
+        order, rules = exit.order(), self.rules(exit.symbol)
+        params: dict[str, Any] = {"clientOrderId": order.order_id}
+        if not self.exchange.markets[rules.venue_symbol].get("spot"):
+            params["reduceOnly"] = True  # never opens the other way (spot has no such flag)
+        side = "buy" if order.side > 0 else "sell"
+        try:
+            self.exchange.create_order(
+                rules.venue_symbol, "market", side, order.quantity, None, params
+            )
+        except ccxt.DuplicateOrderId:
+            pass  # sent by an earlier run: read back below
+        except (ccxt.InvalidOrder, ccxt.InsufficientFunds, ccxt.BadSymbol) as exc:
+            raise rejected(self.name, order.order_id, f"{type(exc).__name__}: {exc}") from None
+        except ccxt.BaseError as exc:
+            raise _translate(exc, f"{self.exchange.id}: close {exit.order_id}") from None
+        # The placed order's answer rarely holds the fill: read it back from the exchange.
+        return self._find(order, None) or VenueOrder(order.order_id, "", WORKING)
 
     def _orders(self, market: str | None) -> list[dict[str, Any]]:
         if self.exchange.has.get("fetchOrders"):

@@ -2,7 +2,9 @@
 ``stopLossOnFill`` / ``takeProfitOnFill``, the ledger's client order id as the order's and the
 trade's ``clientExtensions.id`` (so ``GET …/orders/@{id}`` finds it and open trades name it); the
 rules from ``GET …/instruments`` (minimumTradeSize, tradeUnitsPrecision, displayPrecision), the
-account from ``…/summary`` and positions from ``…/openTrades``. The practice host by default."""
+account from ``…/summary`` and positions from ``…/openTrades``. A position closes by
+``PUT …/trades/@{client id}/close`` (the trade itself is the close's key: a closed trade is found
+closed, never closed twice). The practice host by default."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from brokers.venue_execution import (
     WORKING,
     DuplicateClientIdError,
     InstrumentRules,
+    PositionExit,
     VenueAccount,
     VenueExecutionBroker,
     VenueOrder,
@@ -186,6 +189,54 @@ class OandaExecution(VenueExecutionBroker):
             filled_quantity=filled,
             fill_price=float(trade["price"]),
             fill_ts=parse_time(trade.get("openTime") or o["filledTime"]),
+        )
+
+    def _trade_path(self, exit: PositionExit) -> str:
+        return f"{self._root}/trades/@{quote(exit.order_id, safe='')}"
+
+    def _find_exit(self, exit: PositionExit) -> VenueOrder | None:
+        trade = self.api.get_json(self._trade_path(exit)).get("trade") or {}
+        if trade.get("state") != "CLOSED":
+            return None
+        # A closed trade: by this close or by the venue's stop-loss / take-profit (the ledger
+        # asked for the close first, so the exit reason is the ledger's).
+        closing = trade.get("closingTransactionIDs") or [""]
+        price = trade.get("averageClosePrice")
+        return VenueOrder(
+            exit.exit_id,
+            str(closing[-1]),
+            FILLED,
+            filled_quantity=exit.quantity,
+            fill_price=None if price is None else float(price),
+            fill_ts=parse_time(trade["closeTime"]) if trade.get("closeTime") else None,
+            realized_pnl=float(trade.get("realizedPL") or 0),
+        )
+
+    def _send_exit(self, exit: PositionExit) -> VenueOrder:
+        try:
+            response = self.api.request("PUT", f"{self._trade_path(exit)}/close",
+                                        json={"units": "ALL"})  # fmt: skip
+        except VenueRequestError as exc:
+            body = exc.body if isinstance(exc.body, dict) else {}
+            reason = (body.get("orderRejectTransaction") or {}).get("rejectReason") or exc.code
+            raise rejected(self.name, exit.exit_id, str(reason)) from None
+        body = response.json()
+        cancel = body.get("orderCancelTransaction")
+        if cancel:  # e.g. MARKET_HALTED: the trade stays open; the next run tries again
+            raise rejected(self.name, exit.exit_id, str(cancel.get("reason")))
+        fill = body.get("orderFillTransaction")
+        if not isinstance(fill, dict):
+            raise DataFormatError("oanda: the close answer has no orderFillTransaction")
+        closed = [t for t in fill.get("tradesClosed") or [] if isinstance(t, dict)]
+        pnl = sum(float(t.get("realizedPL") or 0) for t in closed) if closed else fill.get("pl")
+        return VenueOrder(
+            exit.exit_id,
+            str(fill["id"]),
+            FILLED,
+            filled_quantity=abs(float(fill.get("units") or exit.quantity)),
+            fill_price=float(fill["price"]),
+            fill_ts=parse_time(fill["time"]),
+            realized_pnl=None if pnl is None else float(pnl),
         )
 
     def account(self) -> VenueAccount:

@@ -4,8 +4,9 @@ account), dry run (the order is built, checked and logged, never sent), a resubm
 rather than duplicated, transient failures retried, and the account's day-start and peak equity
 kept between runs (the risk layer's daily-loss and drawdown limits need them; venues do not say).
 
-A venue module is small: how it finds the rules, sends an order, looks one up by client id and
-reads the account and its positions. Reconciling the ledger with the venue is ``trading.reconcile``.
+A venue module is small: how it finds the rules, sends an order, looks one up by client id,
+closes a position (looked up first: a close is never sent twice) and reads the account and its
+positions. Reconciling the ledger with the venue is ``trading.reconcile``.
 """
 
 from __future__ import annotations
@@ -93,6 +94,33 @@ class VenueOrder:
     fill_price: float | None = None
     fill_ts: datetime | None = None
     reason: str = ""
+    realized_pnl: float | None = None  # a close's, where the venue reports it
+
+
+@dataclass(frozen=True, slots=True)
+class PositionExit:
+    """A ledger position to close at market: the entry's client id (``order_id``) and venue id,
+    what it holds, and why (``STOP_LOSS``, ``TAKE_PROFIT``, ``TIMEOUT``). ``exit_id``: the close's
+    own client id, derived from the entry's so that a re-run finds it instead of closing twice."""
+
+    order_id: str
+    venue_id: str | None
+    symbol: str
+    timeframe: str
+    candle_ts: datetime
+    side: int  # the position's; the close trades the other way
+    quantity: float
+    reason: str
+
+    @property
+    def exit_id(self) -> str:
+        return f"{self.order_id}-x"
+
+    def order(self) -> BrokerOrder:
+        """The close as a market order of its own (for venues that close by a counter-order)."""
+        return BrokerOrder(
+            self.exit_id, self.symbol, self.timeframe, self.candle_ts, -self.side, self.quantity
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +154,6 @@ class VenueExecutionBroker(ABC):
 
     name: ClassVar[str]
     venue: ClassVar[bool] = True  # reconciled each live run, not updated from candles
-    attaches_exits: ClassVar[bool] = True  # stop-loss / take-profit sent with the order
     # Whether ``positions()`` lists every open position (a spot exchange holds balances instead:
     # a ledger position it does not list is not closed for that).
     lists_positions: bool = True
@@ -161,6 +188,20 @@ class VenueExecutionBroker(ABC):
     def _find(self, order: BrokerOrder | str, venue_id: str | None) -> VenueOrder | None:
         """The venue's record of the order with this client id (``order``: the order itself
         where the venue needs more than its id to find it), or None if it has none."""
+
+    @abstractmethod
+    def _find_exit(self, exit: PositionExit) -> VenueOrder | None:
+        """The venue's record of the close of this position (FILLED once closed), or None if
+        the position has not been closed by candleflow."""
+
+    @abstractmethod
+    def _send_exit(self, exit: PositionExit) -> VenueOrder:
+        """Close the position at market; the close as the venue reports it."""
+
+    def exits_attached(self, symbol: str) -> bool:
+        """Whether the venue takes the stop-loss / take-profit with an order of ``symbol``
+        (otherwise the live run closes the position when a candle touches them)."""
+        return True
 
     @abstractmethod
     def account(self) -> VenueAccount: ...
@@ -258,6 +299,24 @@ class VenueExecutionBroker(ABC):
                 raise BrokerError(f"{exc}; yet no order of that client id can be found") from None
             logger.info("%s: order %s was at the venue already", self.name, order.order_id)
             return found.venue_id
+
+    def close(self, exit: PositionExit) -> VenueOrder | None:
+        """Close a position at market, once: in dry run log the close and return None; else a
+        close the venue already made (a re-run after a crash) is reported, not sent again."""
+        what = f"{self.name} close {exit.order_id}"
+        side = "SELL" if exit.side > 0 else "BUY"
+        text = f"{side} {exit.quantity:g} {exit.symbol} at market ({exit.reason})"
+        text += f", closes {exit.order_id}"
+        if self.dry_run:
+            logger.info("%s DRY RUN (not sent): %s", self.name, text)
+            return None
+        found = self._call(what, lambda: self._find_exit(exit))
+        if found is not None:
+            logger.info("%s: the close of %s is at the venue already (%s); not sent again",
+                        self.name, exit.order_id, found.status)  # fmt: skip
+            return found
+        logger.info("%s: sending %s, client id %s", self.name, text, exit.exit_id)
+        return self._call(what, lambda: self._send_exit(exit), sends=True)
 
     def order_status(
         self, order: BrokerOrder | str, venue_id: str | None = None

@@ -1,26 +1,39 @@
 """The ledger reconciled with a real venue at the start of each live run: every order left SUBMITTED
 is looked up at the venue by its client order id and its fill recorded (a position and an ENTRY
 fill, as the paper account books them), a cancelled or refused one marked REJECTED with the
-venue's reason; ledger positions the venue no longer holds are closed (exit reason ``VENUE``: a
-stop-loss or take-profit there); positions the venue holds that the ledger does not know are
+venue's reason; the strategy's exits the venue does not make itself are made
+(``trading.venue_exits``: time-outs, and stops / take-profits the venue did not take); ledger
+positions the venue no longer holds are closed (exit reason ``VENUE``: a stop-loss or take-profit
+there); positions the venue holds that the ledger does not know are
 reported — logged, recorded as a ``venue_position_unknown`` risk event and named in the run's
 report — and never adopted (they still count as exposure: the account snapshot holds them)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+import polars as pl
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from brokers.execution import CLOSED, ENTRY, OPEN, BrokerOrder, fills, positions
-from brokers.venue_execution import CANCELLED, PARTIAL, REFUSED, WORKING, VenueOrder, VenuePosition
+from brokers.venue_execution import (
+    CANCELLED,
+    PARTIAL,
+    REFUSED,
+    WORKING,
+    PositionExit,
+    VenueOrder,
+    VenuePosition,
+)
 from core.symbols import normalize_symbol
 from trading.ledger import Ledger
 from trading.records import DRY_RUN, REJECTED, SUBMITTED, orders
+from trading.venue_exits import VenueFacts, close_due
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +45,11 @@ class Venue(Protocol):
 
     name: str
     account_name: str
+    dry_run: bool
+
+    def exits_attached(self, symbol: str) -> bool: ...
+
+    def close(self, exit: PositionExit) -> VenueOrder | None: ...
 
     def order_status(
         self, order: BrokerOrder | str, venue_id: str | None = None
@@ -52,6 +70,7 @@ class Reconciliation:
     closed: tuple[str, ...] = ()  # closed at the venue since the last run
     unknown_positions: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()  # the venue did not answer: tried again next run
+    exited: tuple[str, ...] = ()  # closed by this run: time-out, stop-loss, take-profit
 
     def warnings(self) -> list[str]:
         out = [
@@ -62,8 +81,15 @@ class Reconciliation:
         return out + [f"{self.broker}: could not reconcile: {f}" for f in self.failed]
 
 
-def reconcile(ledger: Ledger, broker: Venue, now: datetime | None = None) -> Reconciliation:
-    """Bring the ledger up to what ``broker``'s venue says (module docstring)."""
+def reconcile(
+    ledger: Ledger,
+    broker: Venue,
+    now: datetime | None = None,
+    candles: Mapping[str, pl.DataFrame] | None = None,
+) -> Reconciliation:
+    """Bring the ledger up to what ``broker``'s venue says (module docstring); ``candles``: each
+    symbol's candles, judged for the stops and take-profits the venue did not take (without
+    them only time-outs are closed)."""
     now = now or datetime.now(UTC)
     found: dict[str, list[str]] = {k: [] for k in ("filled", "working", "rejected", "missing")}
     failed: list[str] = []
@@ -85,13 +111,22 @@ def reconcile(ledger: Ledger, broker: Venue, now: datetime | None = None) -> Rec
         logger.warning("%s: positions could not be read: %s", broker.name, exc)
         failed.append(f"positions: {exc}")
         held = None
-    closed = unknown = ()
-    if held is not None and getattr(broker, "lists_positions", True):
-        closed = _close_gone(ledger, broker, held, now)
+    closed = unknown = exited = ()
     if held is not None:
+        venue_ids, attached = _venue_ids(ledger, broker)
+        still = _still_held(ledger, broker, held, venue_ids)
+        closed = _close_gone(ledger, broker, still, now)
+        known = VenueFacts(still, venue_ids, attached)
+        exited, not_closed = close_due(ledger, broker, known, candles, now)
+        failed += not_closed
         unknown = _report_unknown(ledger, broker, held, now)
     return Reconciliation(
-        broker.name, *(tuple(found[k]) for k in found), closed, unknown, tuple(failed)
+        broker.name,
+        *(tuple(found[k]) for k in found),
+        closed=closed,
+        unknown_positions=unknown,
+        failed=tuple(failed),
+        exited=exited,
     )
 
 
@@ -155,11 +190,22 @@ def _book_fill(ledger: Ledger, broker: Venue, row: dict, venue: VenueOrder, now:
         with ledger.engine.begin() as conn:
             conn.execute(positions.insert().values(**position))
             conn.execute(fills.insert().values(**fill, reason=ENTRY))
+            order = {"exits_at_venue": _exits_at_venue(broker, row)}
             if venue.venue_id and venue.venue_id != row["broker_order_id"]:
-                where = orders.c.order_id == row["order_id"]
-                conn.execute(orders.update().where(where).values(broker_order_id=venue.venue_id))
+                order["broker_order_id"] = venue.venue_id
+            conn.execute(
+                orders.update().where(orders.c.order_id == row["order_id"]).values(**order)
+            )
     except IntegrityError:  # booked by a concurrent run: what we wanted
         logger.info("%s: the fill of %s was recorded already", broker.name, row["order_id"])
+
+
+def _exits_at_venue(broker: Venue, row: dict) -> bool | None:
+    """Whether the venue took the order's stop-loss / take-profit (the same answer its order
+    body was built from); None without exits."""
+    if row["stop_loss"] is None and row["take_profit"] is None:
+        return None
+    return broker.exits_attached(row["symbol"])
 
 
 def _ledger_ids(ledger: Ledger, broker: Venue) -> tuple[set[str], set[tuple[str, int]]]:
@@ -210,18 +256,31 @@ def _report_unknown(
     return tuple(out)
 
 
-def _close_gone(
-    ledger: Ledger, broker: Venue, held: list[VenuePosition], now: datetime
-) -> tuple[str, ...]:
-    """Ledger positions of this venue account that the venue no longer holds: CLOSED there."""
+def _still_held(
+    ledger: Ledger, broker: Venue, held: list[VenuePosition], venue_ids: dict[str, str]
+) -> set[str]:
+    """The entry ids of this venue account's OPEN ledger positions that the venue still holds
+    (all of them where the venue does not list positions: a spot exchange's balances)."""
+    frame = ledger.open_positions(account=broker.account_name)
+    if not getattr(broker, "lists_positions", True):
+        return set(frame["order_id"].to_list())
     held_ids = {i for p in held for i in p.ids}
     held_sides = {(normalize_symbol(p.symbol), p.side) for p in held if not p.ids}
-    frame = ledger.open_positions(account=broker.account_name)
-    venue_ids = _venue_ids(ledger, broker)
-    closed = []
+    out = set()
     for row in frame.iter_rows(named=True):
         mine = {row["order_id"], venue_ids.get(row["order_id"], row["order_id"])}
         if mine & held_ids or (row["symbol"], row["side"]) in held_sides:
+            out.add(row["order_id"])
+    return out
+
+
+def _close_gone(ledger: Ledger, broker: Venue, still: set[str], now: datetime) -> tuple[str, ...]:
+    """Ledger positions of this venue account that the venue no longer holds, and for which no
+    exit was asked (that is ``close_due``'s to confirm): CLOSED there."""
+    frame = ledger.open_positions(account=broker.account_name)
+    closed = []
+    for row in frame.iter_rows(named=True):
+        if row["order_id"] in still or row["exit_reason"] is not None:
             continue
         where = (positions.c.id == row["id"]) & (positions.c.status == OPEN)
         with ledger.engine.begin() as conn:
@@ -235,9 +294,12 @@ def _close_gone(
     return tuple(closed)
 
 
-def _venue_ids(ledger: Ledger, broker: Venue) -> dict[str, str]:
-    stmt = sa.select(orders.c.order_id, orders.c.broker_order_id).where(
-        orders.c.broker == broker.name, orders.c.status != DRY_RUN
-    )
+def _venue_ids(ledger: Ledger, broker: Venue) -> tuple[dict[str, str], dict[str, bool | None]]:
+    """Of this broker's orders that reached it: their venue ids, and whether the venue took
+    their stop-loss / take-profit."""
+    columns = (orders.c.order_id, orders.c.broker_order_id, orders.c.exits_at_venue)
+    stmt = sa.select(*columns).where(orders.c.broker == broker.name, orders.c.status != DRY_RUN)
     with ledger.engine.connect() as conn:
-        return {r.order_id: r.broker_order_id for r in conn.execute(stmt) if r.broker_order_id}
+        rows = conn.execute(stmt).all()
+    ids = {r.order_id: r.broker_order_id for r in rows if r.broker_order_id}
+    return ids, {r.order_id: r.exits_at_venue for r in rows}

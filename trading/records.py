@@ -78,6 +78,9 @@ orders = sa.Table(
     sa.Column("reason", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Whether the venue took the order's stop-loss / take-profit with it (False: the live run
+    # closes the position when a candle touches them); None: paper, or no exits to attach.
+    sa.Column("exits_at_venue", sa.Boolean),
     # At most one order per candle and model version, enforced by the database itself.
     sa.UniqueConstraint("symbol", "timeframe", "ts", "model_version", name="uq_orders_key"),
 )
@@ -240,3 +243,4 @@ class OrderRow:
     exit_reason: str | None
     realized_pnl: float | None
     fees: float | None
+    exits_at_venue: bool | None = None

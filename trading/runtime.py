@@ -80,7 +80,7 @@ class LiveRuntime:
         recovery = recover_orders(ledger, broker, symbols, timeframe, now, max_age)
         reconciliation = None
         if getattr(broker, "venue", False):  # a real venue fills orders itself: ask it
-            reconciliation = reconcile(ledger, broker, now)
+            reconciliation = reconcile(ledger, broker, now, candles)
             for warning in reconciliation.warnings():
                 logger.warning(warning)
         else:

@@ -4,7 +4,9 @@ ids, sizes and states filled in), and a fake ccxt exchange object. Each keeps it
 id and its open positions; ``mode`` says how the next order ends (``fill``, ``partial``, ``work``:
 accepted, filled later by ``fill_working``, ``refuse``); ``script`` queues answers (a 429, a 401)
 for the next request whose path contains a given part; ``hold_outside`` opens a position no
-candleflow order made."""
+candleflow order made. A close (an order of client id ``<entry>-x``, OANDA's trade close,
+Capital.com's position delete) closes the entry's position at ``CLOSE_PRICE``; ``close_requests``
+lists the closes the venue received."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import httpx
 from tests.brokers.venues import SECRET, FakeCapital, FakeOanda, fixture, reply
 
 OANDA_ACCOUNT = "101-004-1234567-001"
+CLOSE_PRICE = 1.087  # where every fake venue closes a position
 
 
 class OrderBook:
@@ -57,8 +60,17 @@ class OrderBook:
         order = {"id": str(next(self._ids)), "client_id": client_id, "quantity": quantity}
         order |= {"side": side, "symbol": symbol, "status": status or "refused", "price": 1.08512}
         order["filled"] = {"filled": quantity, "partial": quantity / 2}.get(order["status"], 0.0)
+        if client_id.endswith("-x"):  # a close of the entry's position
+            order |= {"exit": True, "price": CLOSE_PRICE}
+            self.close(client_id.removesuffix("-x"))
         self.orders[client_id] = order
         return order
+
+    def close(self, client_id: str) -> dict[str, Any]:
+        entry = self.orders[client_id]
+        assert not entry.get("closed"), f"{client_id} closed twice"
+        entry["closed"] = True
+        return entry
 
     def fill_working(self) -> None:
         for order in self.orders.values():
@@ -67,7 +79,7 @@ class OrderBook:
 
     def held(self) -> list[dict[str, Any]]:
         mine = [o for o in self.orders.values() if o["filled"] > 0]
-        return mine + self.outside
+        return [o for o in mine if not o.get("closed") and not o.get("exit")] + self.outside
 
     def hold_outside(self, symbol: str, quantity: float, side: int = 1) -> None:
         order = {"id": str(next(self._ids)), "client_id": None, "quantity": quantity}
@@ -77,12 +89,18 @@ class OrderBook:
     def order_requests(self) -> list[httpx.Request]:
         raise NotImplementedError
 
+    def close_requests(self) -> list[httpx.Request]:
+        raise NotImplementedError
+
 
 class FakeOandaExec(OrderBook):
     """``/v3/accounts/{id}/…``: instruments, summary, orders (POST, GET @clientid), trades."""
 
     def order_requests(self) -> list[httpx.Request]:
         return [r for r in self.requests if r.method == "POST" and r.url.path.endswith("/orders")]
+
+    def close_requests(self) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == "PUT" and r.url.path.endswith("/close")]
 
     def answer(self, request: httpx.Request, path: str) -> httpx.Response:
         if path.startswith("/v3/instruments/"):  # candles: the market-data fake's
@@ -103,6 +121,8 @@ class FakeOandaExec(OrderBook):
         if rest.startswith("/orders/@"):
             order = self.orders.get(rest.removeprefix("/orders/@"))
             return self._order(order) if order else reply(404, "oanda", "error_order_not_found")
+        if rest.startswith("/trades/@"):
+            return self._trade_by_client(request, rest.removeprefix("/trades/@"))
         if rest.startswith("/trades/"):
             order = next(o for o in self.held() if o["id"] == rest.removeprefix("/trades/"))
             return httpx.Response(200, json={"trade": self._trade(order), "lastTransactionID": "1"})
@@ -136,6 +156,28 @@ class FakeOandaExec(OrderBook):
             del recorded["order"]["tradeOpenedID"]
         return httpx.Response(200, json=recorded)
 
+    def _trade_by_client(self, request: httpx.Request, rest: str) -> httpx.Response:
+        client_id = rest.removesuffix("/close")
+        order = self.orders[client_id]
+        if request.method == "PUT":
+            assert json.loads(request.content) == {"units": "ALL"}
+            self.close(client_id)
+            closed = fixture("oanda", "trade_close")
+            units = str(-order["side"] * order["filled"])
+            closed["orderFillTransaction"] |= {"units": units}
+            closed["orderFillTransaction"]["tradesClosed"][0] |= {
+                "tradeID": order["id"],
+                "clientTradeID": client_id,
+                "units": units,
+            }
+            return httpx.Response(200, json=closed)
+        if order.get("closed"):
+            closed = fixture("oanda", "trade_closed")
+            closed["trade"] |= {"id": order["id"], "initialUnits": str(order["filled"])}
+            closed["trade"]["clientExtensions"]["id"] = client_id
+            return httpx.Response(200, json=closed)
+        return httpx.Response(200, json={"trade": self._trade(order), "lastTransactionID": "1"})
+
     @staticmethod
     def _trade(order: dict[str, Any]) -> dict[str, Any]:
         trade = copy.deepcopy(fixture("oanda", "trade")["trade"])
@@ -154,6 +196,13 @@ class FakeAlpacaExec(OrderBook):
 
     def order_requests(self) -> list[httpx.Request]:
         return [r for r in self.requests if r.method == "POST" and r.url.path == "/v2/orders"]
+
+    def close_requests(self) -> list[httpx.Request]:
+        return [
+            r
+            for r in self.order_requests()
+            if json.loads(r.content)["client_order_id"].endswith("-x")
+        ]
 
     def answer(self, request: httpx.Request, path: str) -> httpx.Response:
         keys = request.headers.get("APCA-API-KEY-ID"), request.headers.get("APCA-API-SECRET-KEY")
@@ -174,10 +223,22 @@ class FakeAlpacaExec(OrderBook):
             if self.mode == "refuse":
                 return reply(403, "alpaca", "error_buying_power")
             side = 1 if body["side"] == "buy" else -1
+            entry = self.orders.get(body["client_order_id"].removesuffix("-x"), {})
+            if body["client_order_id"].endswith("-x") and any(
+                leg["status"] == "new" for leg in entry.get("legs", [])
+            ):  # the bracket's legs hold the shares
+                return reply(403, "alpaca", "error_insufficient_qty")
             order = self.new_order(
                 body["client_order_id"], float(body["qty"]), side, body["symbol"]
             )
+            if body.get("order_class") == "bracket":
+                order["legs"] = [{"id": f"leg-{order['id']}-{k}", "status": "new"} for k in "ts"]
             return httpx.Response(200, json=self._order(order, accepted=True))
+        if path.startswith("/v2/orders/") and request.method == "DELETE":
+            leg_id = path.removeprefix("/v2/orders/")
+            legs = [leg for o in self.orders.values() for leg in o.get("legs", [])]
+            next(leg for leg in legs if leg["id"] == leg_id)["status"] = "canceled"
+            return httpx.Response(204)
         if path == "/v2/orders:by_client_order_id":
             order = self.orders.get(request.url.params["client_order_id"])
             return (
@@ -193,7 +254,10 @@ class FakeAlpacaExec(OrderBook):
 
     @staticmethod
     def _order(order: dict[str, Any], accepted: bool = False) -> dict[str, Any]:
-        body = fixture("alpaca", "order") | {
+        recorded = "order_close" if order.get("exit") else "order"
+        if order.get("legs") and not accepted:
+            recorded = "order_bracket_filled"
+        body = fixture("alpaca", recorded) | {
             "id": f"uuid-{order['id']}",
             "qty": str(order["quantity"]),
         }
@@ -201,6 +265,11 @@ class FakeAlpacaExec(OrderBook):
             "client_order_id": order["client_id"],
             "side": "buy" if order["side"] > 0 else "sell",
         }
+        if body.get("legs"):
+            legs = zip(body["legs"], order["legs"], strict=True)
+            body["legs"] = [
+                leg | {"id": mine["id"], "status": mine["status"]} for leg, mine in legs
+            ]
         if accepted or order["status"] == "working":
             return body | {"status": "accepted" if accepted else "new"}
         status = {"filled": "filled", "partial": "partially_filled"}[order["status"]]
@@ -231,6 +300,9 @@ class FakeCapitalExec(FakeCapital, OrderBook):
             r for r in self.requests if r.method == "POST" and r.url.path == "/api/v1/positions"
         ]
 
+    def close_requests(self) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == "DELETE"]
+
     def answer(self, request: httpx.Request, path: str) -> httpx.Response:
         own = path.startswith(("/api/v1/positions", "/api/v1/confirms/", "/api/v1/accounts"))
         if not own:
@@ -253,6 +325,17 @@ class FakeCapitalExec(FakeCapital, OrderBook):
             ]
             self.confirms[reference] = confirm
             return httpx.Response(200, json={"dealReference": reference})
+        if path.startswith("/api/v1/positions/") and request.method == "DELETE":
+            deal = path.rsplit("/", 1)[1]
+            client_id = next(c for c, o in self.orders.items() if o["id"] == deal)
+            order = self.close(client_id)
+            reference = f"p_{deal}"
+            confirm = fixture("capital", "confirm_closed") | {"dealReference": reference}
+            confirm |= {"dealId": deal, "size": order["filled"], "level": CLOSE_PRICE}
+            confirm["affectedDeals"][0]["dealId"] = deal
+            self.confirms[reference] = confirm
+            answer = fixture("capital", "close_deal_reference") | {"dealReference": reference}
+            return httpx.Response(200, json=answer)
         if path.startswith("/api/v1/confirms/"):
             return httpx.Response(200, json=self.confirms[path.rsplit("/", 1)[1]])
         if path == "/api/v1/accounts":
@@ -354,6 +437,9 @@ class FakeCcxtExchange:
 
     def order_requests(self) -> list[tuple]:
         return [c for c in self.calls if c[0] == "create_order"]
+
+    def close_requests(self) -> list[tuple]:
+        return [c for c in self.order_requests() if c[1][5]["clientOrderId"].endswith("-x")]
 
 
 @contextmanager

@@ -1,7 +1,8 @@
 """The live-signals flow trading a fake OANDA served on 127.0.0.1: champion → signal → risk → an
 order recorded DRY_RUN and never sent; with ``live.dry_run = false`` the venue receives exactly
 one order carrying the ledger's client id, reconciled into a fill on the next run; a crash after
-the venue accepted an order but before the ledger heard back, re-run → still one order."""
+the venue accepted an order but before the ledger heard back, re-run → still one order; the first
+run after the positions' time-out bars closed closes each at the venue once (``TIMEOUT``)."""
 
 from __future__ import annotations
 
@@ -113,3 +114,13 @@ def test_live_flow_trades_a_fake_oanda(monkeypatch: pytest.MonkeyPatch) -> None:
             json.loads(r.content)["order"]["clientExtensions"]["id"] for r in fake.order_requests()
         ]
         assert sorted(ids) == sorted([live.order_id, again.order_id])
+
+        timeouts = [ledger.order(o).timeout_at for o in (live.order_id, again.order_id)]
+        run(max(timeouts) + timedelta(hours=1, minutes=5))  # both time-out bars have closed
+        closed = [r.url.path.split("/trades/@")[1] for r in fake.close_requests()]
+        assert sorted(c.removesuffix("/close") for c in closed) == sorted(ids)
+        for order_id in ids:
+            order = ledger.order(order_id)
+            assert (order.status, order.exit_reason) == ("CLOSED", "TIMEOUT")
+        run(max(timeouts) + timedelta(hours=1, minutes=15))
+        assert len(fake.close_requests()) == 2  # closed once

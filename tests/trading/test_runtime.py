@@ -99,3 +99,35 @@ class _Unreachable:
 
     def submit(self, order: object) -> str:
         raise ConnectionError("killed before the broker heard of it")
+
+
+class _Reconciled(Exception):
+    """Raised by the spy: the run got as far as reconciling with the venue."""
+
+
+def test_a_venue_run_reconciles_with_the_candles_so_unattached_exits_are_judged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A venue's run hands the run's candles to the reconciliation: without them the stops and
+    take-profits a venue did not take are never judged (only time-outs close)."""
+    import trading.runtime as runtime_module
+
+    settings = load_settings(home=tmp_path / "home")
+    CandleStore(settings.home).upsert("BTCUSD", "1h", market("BTCUSD", days=5))
+    seen: dict[str, object] = {}
+
+    class Venue:
+        venue = True
+
+    def spy(ledger: Ledger, broker: object, now: object, candles: object = None) -> None:
+        seen["candles"] = candles
+        raise _Reconciled
+
+    monkeypatch.setattr(runtime_module, "create_execution_broker", lambda s, e: Venue())
+    monkeypatch.setattr(runtime_module, "recover_orders", lambda *a, **k: None)
+    monkeypatch.setattr(runtime_module, "reconcile", spy)
+    with pytest.raises(_Reconciled):
+        LiveRuntime().open_run(settings, ["BTCUSD"], "1h")
+    candles = seen["candles"]
+    stored = CandleStore(settings.home).read("BTCUSD", "1h")
+    assert isinstance(candles, dict) and candles["BTCUSD"].equals(stored)
