@@ -174,6 +174,7 @@ def test_dry_run_closes_nothing_at_the_venue(
     late = OrderIntent(rig.symbol, "1h", T0 - H, "dry", 1, rig.quantity, timeout_bars=1)
     assert ledger.place_order_once(late, dry)[0].status == "DRY_RUN"  # timed out, never held
     caplog.set_level(logging.INFO)
+    caplog.clear()  # the entry's own DRY RUN line, logged above when an earlier test left INFO on
     done = reconcile(ledger, dry, TIMED_OUT)
     assert done.exited == () and rig.fake.close_requests() == []
     position = _position(ledger)
