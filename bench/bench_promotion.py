@@ -71,6 +71,12 @@ def one(args: tuple[str, float, int, str, int]) -> dict:
         "pbo": round(m["pbo"], 2) if m["pbo"] == m["pbo"] else None,
         "trades": int(m["oos_trades"]),
         "trials": int(m["trials_total"]),
+        "trials_effective": round(m["trials_effective"], 1),
+        "dsr_all_trials": (
+            round(m["oos_dsr_all_trials"], 3)
+            if m["oos_dsr_all_trials"] == m["oos_dsr_all_trials"]
+            else None
+        ),
         "promoted": all(c.passed for c in checks),
         "failed": "; ".join(c.message for c in checks if not c.passed),
     }

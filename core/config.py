@@ -178,6 +178,13 @@ class PromotionSettings(Section):
     min_dsr: float = Field(
         default=0.95, ge=0.0, le=1.0, description="out-of-sample Deflated Sharpe"
     )
+    deflate_by: Literal["effective_trials", "all_trials"] = Field(
+        default="effective_trials",
+        description=(
+            "the DSR's N: every trial ever tried counted as the independent trials it amounts "
+            "to (their returns' correlation), or each as independent (stricter)"
+        ),
+    )
     min_auc_lift: float = Field(default=0.02, ge=0.0, le=0.5, description="AUC ≥ 0.5 + lift")
     min_trades: int = Field(default=30, ge=0, description="out-of-sample trades")
     min_oos_days: int = Field(

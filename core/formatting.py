@@ -112,6 +112,7 @@ COLUMNS: dict[str, Column] = {
     "dsr": Column(Kind.PROB, "DSR"),
     "pbo": Column(Kind.PROB, "PBO"),
     "trials_total": Column(Kind.INT, "trials"),
+    "trials_effective": Column(Kind.RATIO, "indep. trials", wide=True),
     "trades": Column(Kind.INT),
     "win_rate": Column(Kind.PERCENT, "win", wide=True),
     "profit_factor": Column(Kind.RATIO, "PF", wide=True),

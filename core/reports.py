@@ -305,4 +305,5 @@ TRAIN_METRICS = (
     "trades",
     "bh_sharpe",
     *("oos_logloss", "psr", "win_rate", "profit_factor", "max_drawdown", "exposure", "cv_sharpe"),
+    "trials_effective",
 )

@@ -85,7 +85,7 @@ class BacktestResult:
     strategy: Report
     buy_and_hold: Report
 
-    def deflated(self, n_trials: int, sr_variance: float) -> BacktestResult:
+    def deflated(self, n_trials: float, sr_variance: float) -> BacktestResult:
         """The same result with both DSRs for ``n_trials`` trials of daily Sharpe variance
         ``sr_variance``."""
         daily = self.daily
@@ -106,7 +106,7 @@ class BacktestResult:
         }
 
 
-def _dsr(returns: pl.Series, n_trials: int, sr_variance: float) -> float:
+def _dsr(returns: pl.Series, n_trials: float, sr_variance: float) -> float:
     expected_max_sharpe(n_trials, sr_variance)  # validates both
     return deflated_sharpe_ratio(returns.to_numpy(), n_trials, sr_variance)
 

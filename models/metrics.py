@@ -145,17 +145,20 @@ def probabilistic_sharpe_ratio(returns: Any, sr_benchmark: float = 0.0) -> float
     return psr_from_stats(sr, r.size, skew, kurt, sr_benchmark)
 
 
-def expected_max_sharpe(n_trials: int, sr_variance: float) -> float:
+def expected_max_sharpe(n_trials: float, sr_variance: float) -> float:
     """Expected maximum of ``n_trials`` per-period Sharpe ratios of skill-less strategies whose
     Sharpe estimates have variance ``sr_variance`` (Bailey & López de Prado 2014)::
 
         E[max SR] = sqrt(V)·((1 − γ)·Φ⁻¹(1 − 1/N) + γ·Φ⁻¹(1 − 1/(N·e))),  γ = Euler–Mascheroni
 
-    ``N = 1`` gives 0: a single trial has no selection to deflate (the formula's Φ⁻¹(0) = −∞ has
-    no meaning there). ``sr_variance`` must be in the units of the Sharpe it deflates (per period).
+    ``N`` may be an effective (non-integer) number of independent trials
+    (:func:`effective_trials`). ``N = 1`` gives 0: a single trial has no selection to deflate (the
+    formula's Φ⁻¹(0) = −∞ has no meaning there), and just above 1, where the formula dips below
+    0, it is held at 0 (the benchmark is never easier than the PSR's). ``sr_variance`` must be in
+    the units of the Sharpe it deflates (per period).
     """
-    if isinstance(n_trials, bool) or int(n_trials) != n_trials or n_trials < 1:
-        raise MetricsError(f"n_trials must be an integer ≥ 1, got {n_trials}")
+    if isinstance(n_trials, bool) or not (math.isfinite(n_trials) and n_trials >= 1):
+        raise MetricsError(f"n_trials must be a number ≥ 1, got {n_trials}")
     if not (math.isfinite(sr_variance) and sr_variance >= 0):
         raise MetricsError(f"sr_variance must be a finite number ≥ 0, got {sr_variance}")
     if n_trials == 1:
@@ -164,10 +167,35 @@ def expected_max_sharpe(n_trials: int, sr_variance: float) -> float:
     z = (1 - EULER_GAMMA) * stats.norm.ppf(1 - 1 / n) + EULER_GAMMA * stats.norm.ppf(
         1 - 1 / (n * math.e)
     )
-    return float(math.sqrt(sr_variance) * z)
+    return float(math.sqrt(sr_variance) * max(z, 0.0))
 
 
-def deflated_sharpe_ratio(returns: Any, n_trials: int, sr_variance: float) -> float:
+def effective_trials(returns: Any) -> float:
+    """The effective number of independent trials among the columns of ``returns`` (one column per
+    trial, one row per period, the same periods), from the eigenvalues λ of their correlation
+    matrix (Galwey 2009, an effective number of tests for correlated tests)::
+
+        M_eff = (Σ sqrt(λ))² / Σ λ
+
+    M uncorrelated trials give M, M copies of one trial give 1, two uncorrelated groups of copies
+    give 2; it moves smoothly in between. A constant column (a trial that never traded) has no
+    correlation to share and counts as one independent trial; so does a lone column. Non-finite
+    returns raise :class:`MetricsError`."""
+    r = np.asarray(returns, dtype=np.float64)
+    if r.ndim != 2:
+        raise MetricsError(f"returns must be a 2-D array (periods × trials), got {r.ndim}-D")
+    if not np.isfinite(r).all():
+        raise MetricsError("returns must be finite")
+    varying = r.std(axis=0) > 0
+    constant = int((~varying).sum())
+    m = int(varying.sum())
+    if m < 2 or r.shape[0] < 3:
+        return float(constant + m)
+    eigenvalues = np.clip(np.linalg.eigvalsh(np.corrcoef(r[:, varying], rowvar=False)), 0, None)
+    return float(constant + np.sqrt(eigenvalues).sum() ** 2 / eigenvalues.sum())
+
+
+def deflated_sharpe_ratio(returns: Any, n_trials: float, sr_variance: float) -> float:
     """DSR: the PSR of ``returns`` against :func:`expected_max_sharpe` (``n_trials`` trials whose
     per-period Sharpe ratios have variance ``sr_variance``). Equals the PSR vs 0 when N = 1."""
     return probabilistic_sharpe_ratio(returns, expected_max_sharpe(n_trials, sr_variance))

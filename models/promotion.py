@@ -151,9 +151,8 @@ def gate(
     """Checks 1–3 on the challenger's out-of-sample (walk-forward) evidence, and 4 from
     ``comparison`` (or the reason it could not be made)."""
     n = _value(metrics, "trials_total")
-    dsr_label = f"DSR (N = {n:.0f} trials ever)" if math.isfinite(n) else "DSR"
     checks = [
-        _at_least("dsr", dsr_label, _value(metrics, "oos_dsr"), settings.min_dsr),
+        _at_least("dsr", _dsr_label(metrics, settings), _dsr(metrics, settings), settings.min_dsr),
         _at_least("auc", "AUC", _value(metrics, "oos_roc_auc"), 0.5 + settings.min_auc_lift),
         _at_least("trades", "trades", _value(metrics, "oos_trades"), settings.min_trades, ".0f"),
         _at_least(
@@ -182,6 +181,25 @@ def gate(
     elif comparison is not None:
         checks.append(_beats_champion(comparison, settings.confidence))
     return checks
+
+
+def _dsr(metrics: Mapping[str, float | None], settings: PromotionSettings) -> float:
+    """The DSR the gate reads (``promotion.deflate_by``). Evidence recorded before effective
+    trials were counted has one DSR, deflated by every trial as independent: it serves both."""
+    counted = "trials_effective" in metrics
+    key = "oos_dsr_all_trials" if settings.deflate_by == "all_trials" and counted else "oos_dsr"
+    return _value(metrics, key)
+
+
+def _dsr_label(metrics: Mapping[str, float | None], settings: PromotionSettings) -> str:
+    """The DSR check's name with the N it was deflated by, e.g. "DSR (N = 40 trials ever,
+    8.2 independent)"."""
+    n, effective = _value(metrics, "trials_total"), _value(metrics, "trials_effective")
+    if not math.isfinite(n):
+        return "DSR"
+    if settings.deflate_by == "all_trials" or not math.isfinite(effective):
+        return f"DSR (N = {n:.0f} trials ever, each independent)"
+    return f"DSR (N = {n:.0f} trials ever, {effective:.1f} independent)"
 
 
 def _pbo(pbo: float, limit: float | None) -> Check:

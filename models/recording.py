@@ -222,7 +222,8 @@ def _note(result: TrainingResult, meta: DatasetMeta, version: str, day: str) -> 
         f"{meta.candle_first:%Y-%m-%d} → {meta.candle_last:%Y-%m-%d}. Out of sample "
         f"(walk-forward, {m['oos_days']:.0f} days, net of costs): Sharpe {m['oos_sharpe']:.2f} "
         f"(buy-and-hold {m['bh_sharpe']:.2f}), DSR {m['dsr']:.3f} (N = {m['trials_total']:.0f} "
-        f"trials ever), PBO {m['pbo']:.2f}, AUC {m['oos_auc']:.3f}, {m['trades']:.0f} trades. "
+        f"trials ever, {m['trials_effective']:.1f} independent), PBO {m['pbo']:.2f}, "
+        f"AUC {m['oos_auc']:.3f}, {m['trades']:.0f} trades. "
         f"Backtest report: artifact `{REPORT_ARTIFACT}`."
     )
     return training_note("**Not reviewed yet by the promotion gate.**", body)
@@ -239,6 +240,7 @@ SUMMARY_METRICS = {
     "dsr": "oos_dsr",
     "pbo": "pbo",
     "trials_total": "trials_total",
+    "trials_effective": "trials_effective",
     "trades": "oos_trades",
     "win_rate": "oos_win_rate",
     "profit_factor": "oos_profit_factor",

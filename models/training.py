@@ -9,8 +9,9 @@ Target: "a long trade entered at this bar wins" (triple-barrier label +1) agains
   parameters fixed, every ``refit_every_bars`` on the events whose labels ended before the block
   (anchored, or a rolling window). The strategy's backtest of these predictions is the
   out-of-sample record (``oos_*``), deflated by every trial ever tried for the model (the
-  journal of all its trainings) and accompanied by the Probability of Backtest Overfitting of
-  this training's trials.
+  journal of all its trainings) counted as the effective number of independent trials they
+  amount to (``trials_effective``; ``oos_dsr_all_trials`` counts each as independent), and
+  accompanied by the Probability of Backtest Overfitting of this training's trials.
 * **The registered model** is the walk's next step: the families refitted on every event.
 """
 
@@ -32,7 +33,11 @@ from core.timeframes import parse_timeframe
 from features.dataset import Dataset, DatasetMeta
 from models.backtest import BacktestResult, backtest
 from models.ensemble import Ensemble, fit_weights
-from models.metrics import classification_report, probability_of_backtest_overfitting
+from models.metrics import (
+    classification_report,
+    deflated_sharpe_ratio,
+    probability_of_backtest_overfitting,
+)
 from models.parallel import fit_workers, map_ordered
 from models.splits import Fold, WalkForward, overlaps, purged_kfold, walk_forward
 from models.strategy import Setup, SingleFamily, Strategy, Voting
@@ -253,10 +258,22 @@ def _train(
     clock = time.perf_counter()
     ensemble = _final(tuned, oof, X, y, y[walk.development], meta, cfg)
     seconds["final_fit"] = time.perf_counter() - clock
-    journal_n, sharpes = journal_trials(journal)
-    n = max(journal_n, prior_trials + sum(t.new_trials for t in tuned.values()))
+    journal_record = journal_trials(journal)
+    n = max(journal_record.n, prior_trials + sum(t.new_trials for t in tuned.values()))
+    # A lost journal never lowers N (the registered floor); its effective share stays the one
+    # the trials on record show.
+    share = journal_record.effective / journal_record.n if journal_record.n else 1.0
     evidence = _Evidence(
-        frame, walk.development, walk.oos, y, oof, oos_p, len(walk.steps), n, sharpes
+        frame,
+        walk.development,
+        walk.oos,
+        y,
+        oof,
+        oos_p,
+        len(walk.steps),
+        n,
+        n * share,
+        journal_record.sharpes,
     )
     result = _evaluate(ensemble, tuned, evidence, setup, cfg)
     result.folds = _fold_record(frame["ts"], walk.development, folds, "development")
@@ -344,24 +361,38 @@ class _Evidence:
     oos_p: dict[str, np.ndarray]
     refits: int
     trials_total: int
+    trials_effective: float
     trial_sharpes: list[float]
 
 
-def _deflation(e: _Evidence, tuned: dict[str, Tuned], oos_days: int) -> tuple[int, float]:
-    """N (every trial ever tried for the model, at least this training's) and the variance of
-    the trials' daily Sharpe ratios in the units of the out-of-sample record: NaN when fewer
-    than two are finite while N > 1 (the DSR is then undefined and the gate refuses).
+@dataclass(frozen=True)
+class _Deflation:
+    """The DSR's inputs: ``n`` every trial ever tried, ``effective`` how many independent trials
+    they amount to, ``variance`` their Sharpe ratios' variance (NaN: undefined)."""
+
+    n: int
+    effective: float
+    variance: float
+
+
+def _deflation(e: _Evidence, tuned: dict[str, Tuned], oos_days: int) -> _Deflation:
+    """N (every trial ever tried for the model, at least this training's), its effective number
+    (:func:`models.tuning.journal_trials`) and the variance of the trials' daily Sharpe ratios in
+    the units of the out-of-sample record: NaN when fewer than two are finite while N > 1 (the DSR
+    is then undefined and the gate refuses).
 
     The trials were scored on the development days; the null variance of a Sharpe estimate is
     inversely proportional to its sample length (Lo 2002: ≈ (1 + SR²/2)/T), so their spread is
     rescaled by ``dev_days / oos_days`` to be the spread of Sharpe ratios measured on as many days
     as the record the DSR judges."""
     n = max(e.trials_total, sum(t.trials for t in tuned.values()))
+    effective = min(max(e.trials_effective, 1.0), float(n))
     sharpes = [s for s in e.trial_sharpes if math.isfinite(s)]
     if len(sharpes) < 2:
-        return n, (0.0 if n == 1 else math.nan)
+        return _Deflation(n, effective, 0.0 if n == 1 else math.nan)
     dev_days = max((r.size for t in tuned.values() for r in t.trial_returns), default=oos_days)
-    return n, float(np.var(sharpes, ddof=1)) * dev_days / max(oos_days, 1)
+    variance = float(np.var(sharpes, ddof=1)) * dev_days / max(oos_days, 1)
+    return _Deflation(n, effective, variance)
 
 
 def _pbo(tuned: dict[str, Tuned]) -> float:
@@ -382,9 +413,12 @@ def _evaluate(
 ) -> TrainingResult:
     oos_frame, dev_frame = e.frame[e.oos], e.frame[e.dev]
     result = _bt(setup, oos_frame, ensemble, e.oos_p)
-    n_total, sr_variance = _deflation(e, tuned, result.daily.height)
-    if math.isfinite(sr_variance):
-        result = result.deflated(n_total, sr_variance)
+    deflation = _deflation(e, tuned, result.daily.height)
+    dsr_all_trials = math.nan
+    if math.isfinite(deflation.variance):
+        result = result.deflated(deflation.effective, deflation.variance)
+        returns = result.daily["ret"].to_numpy()
+        dsr_all_trials = deflated_sharpe_ratio(returns, deflation.n, deflation.variance)
     dev_bt = _bt(setup, dev_frame, ensemble, e.oof)
     oof_p, _ = ensemble.combine(e.oof)
     oos_ens, _ = ensemble.combine(e.oos_p)
@@ -395,8 +429,10 @@ def _evaluate(
         **{f"oos_{k}": v for k, v in result.to_dict().items()},
         "cv_sharpe_annual": dev_bt.strategy.sharpe_annual,
         "trials": float(sum(t.trials for t in tuned.values())),
-        "trials_total": float(n_total),
-        "trial_sharpe_variance": sr_variance,
+        "trials_total": float(deflation.n),
+        "trials_effective": deflation.effective,
+        "trial_sharpe_variance": deflation.variance,
+        "oos_dsr_all_trials": dsr_all_trials,
         "pbo": _pbo(tuned),
         "oos_rows": float(e.oos.size),
         "dev_rows": float(e.dev.size),

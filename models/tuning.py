@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 import numpy as np
 import optuna
@@ -29,6 +29,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from sklearn.metrics import roc_auc_score
 
 from models.family import TrainingSet
+from models.metrics import effective_trials
 from models.splits import Fold
 from models.zoo import balanced_sample_weight, get_family
 
@@ -195,25 +196,63 @@ def tune(
     return tuned, oof
 
 
-def journal_trials(journal: Path) -> tuple[int, list[float]]:
+class JournalTrials(NamedTuple):
+    """Every trial ever tried for a model (``n``), the finite Sharpe ratios of those that
+    completed, and ``effective``: how many independent trials ``n`` amounts to."""
+
+    n: int
+    sharpes: list[float]
+    effective: float
+
+
+def journal_trials(journal: Path) -> JournalTrials:
     """Every trial ever tried for the model whose journal this is (all its studies: every
-    training, every family, complete, pruned or failed) and the finite Sharpe ratios of those
-    that completed: the N and the spread of the Deflated Sharpe Ratio."""
+    training, every family, complete, pruned or failed), the finite Sharpe ratios of those that
+    completed, and their effective number: the N and the spread of the Deflated Sharpe Ratio.
+
+    The effective number is counted per training (the studies of one key share their development
+    days, so their trials' daily returns line up) and summed over trainings, which counts trials
+    of different trainings as independent of each other (the cautious side). Within a training,
+    the completed trials' correlation gives the share of independent ones
+    (:func:`effective_share`), applied to every trial tried there, pruned and failed included."""
     if not journal.exists():
-        return 0, []
+        return JournalTrials(0, [], 0.0)
     storage = open_journal(journal)
-    n, sharpes = 0, []
+    tried: dict[str, int] = {}
+    returns: dict[str, list[np.ndarray]] = {}
+    sharpes: list[float] = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
-        n += len(trials)
+        key = summary.study_name.partition("-")[2] or summary.study_name
+        tried[key] = tried.get(key, 0) + len(trials)
+        completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         sharpes += [
             float(t.user_attrs["sharpe"])
-            for t in trials
-            if t.state == optuna.trial.TrialState.COMPLETE
-            and t.user_attrs.get("sharpe") is not None
+            for t in completed
+            if t.user_attrs.get("sharpe") is not None
         ]
-    return n, sharpes
+        returns.setdefault(key, []).extend(
+            np.asarray(t.user_attrs["daily"], dtype=np.float64)
+            for t in completed
+            if "daily" in t.user_attrs
+        )
+    effective = sum(n * effective_share(returns.get(key, [])) for key, n in tried.items())
+    return JournalTrials(sum(tried.values()), sharpes, float(effective))
+
+
+def effective_share(returns: list[np.ndarray]) -> float:
+    """The effective number of independent trials among these daily return series
+    (:func:`models.metrics.effective_trials`, on their common first days) per series; a series
+    that cannot be compared (under 3 days, non-finite) counts as independent, and fewer than two
+    comparable ones give 1."""
+    comparable = [r for r in returns if r.size >= 3 and np.isfinite(r).all()]
+    if len(comparable) < 2:
+        return 1.0
+    days = min(r.size for r in comparable)  # the same window; a trade may end a day later
+    matrix = np.column_stack([r[:days] for r in comparable])
+    alone = len(returns) - len(comparable)  # not comparable: each counts as independent
+    return (effective_trials(matrix) + alone) / len(returns)
 
 
 def open_journal(journal: Path) -> JournalStorage:

@@ -132,8 +132,10 @@ def test_numbers_are_exact_a_dsr_just_under_the_bar_fails(trained: Trained, tmp_
     assert not decision.promoted
     (failed,) = [c for c in decision.checks if not c.passed]
     assert failed.name == "dsr" and failed.value == 0.9499996
-    n = int(expected["trials_total"])
-    assert failed.message == f"DSR (N = {n} trials ever) 0.9499996 < 0.95"
+    n, effective = int(expected["trials_total"]), expected["trials_effective"]
+    assert (
+        failed.message == f"DSR (N = {n} trials ever, {effective:.1f} independent) 0.9499996 < 0.95"
+    )
 
 
 def test_an_honest_model_with_the_evidence_is_crowned(trained: Trained, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from models.metrics import (
     annualised_sharpe,
     classification_report,
     deflated_sharpe_ratio,
+    effective_trials,
     expected_max_sharpe,
     max_drawdown,
     probabilistic_sharpe_ratio,
@@ -198,7 +199,7 @@ def test_undefined_statistics_are_nan() -> None:
         (lambda: annualised_sharpe(RETURNS, 0), "periods_per_year"),
         (lambda: psr_from_stats(0.1, 100, 0.0, 0.0), "RAW kurtosis"),  # excess passed by mistake
         (lambda: expected_max_sharpe(0, 0.1), "n_trials"),
-        (lambda: expected_max_sharpe(2.5, 0.1), "n_trials"),
+        (lambda: expected_max_sharpe(math.nan, 0.1), "n_trials"),
         (lambda: expected_max_sharpe(True, 0.1), "n_trials"),
         (lambda: expected_max_sharpe(10, -0.1), "sr_variance"),
         (lambda: deflated_sharpe_ratio(RETURNS, 10, math.nan), "sr_variance"),
@@ -229,3 +230,46 @@ def test_max_drawdown_by_hand() -> None:
     assert max_drawdown([-0.1, 0.05]) == pytest.approx(0.1)
     assert max_drawdown([0.01, 0.02]) == 0.0
     assert max_drawdown([]) == 0.0
+
+
+def test_effective_trials_counts_independent_ones() -> None:
+    rng = np.random.default_rng(5)
+    base = rng.normal(0.0, 0.01, (400, 2))
+    # Uncorrelated trials: as many as there are (up to sampling noise in the correlations).
+    assert effective_trials(rng.normal(0.0, 0.01, (2000, 8))) == pytest.approx(8, rel=0.02)
+    # Copies of one trial, scaled or shifted: one.
+    copies = np.column_stack([base[:, 0] * k + 0.001 * k for k in (1, 2, 3, 4)])
+    assert effective_trials(copies) == pytest.approx(1.0)
+    # Two uncorrelated groups of copies: two, whatever the group sizes.
+    groups = np.column_stack([base[:, 0]] * 5 + [base[:, 1]] * 3)
+    assert effective_trials(groups) == pytest.approx(2.0, abs=0.05)  # sample correlation ≠ 0
+    # Correlated trials lie in between, and more correlation is fewer independent trials.
+    common = rng.normal(0.0, 0.01, (2000, 1))
+    loose = common + rng.normal(0.0, 0.01, (2000, 6))
+    tight = common + rng.normal(0.0, 0.003, (2000, 6))
+    assert 1.0 < effective_trials(tight) < effective_trials(loose) < 6.0
+
+
+def test_effective_trials_edge_cases() -> None:
+    rng = np.random.default_rng(6)
+    r = rng.normal(0.0, 0.01, (100, 3))
+    never_traded = np.zeros((100, 1))
+    # A trial that never traded cannot be correlated: it counts as one independent trial.
+    assert effective_trials(np.column_stack([r[:, :1], r[:, :1], never_traded])) == (
+        pytest.approx(2.0)
+    )
+    assert effective_trials(r[:, :1]) == 1.0
+    with pytest.raises(MetricsError, match="2-D"):
+        effective_trials(r[:, 0])
+    with pytest.raises(MetricsError, match="finite"):
+        effective_trials(np.column_stack([r, np.full(100, np.nan)]))
+
+
+def test_expected_max_sharpe_takes_an_effective_number_of_trials() -> None:
+    # Between integers it lies between their values; it never goes below 0 (just above N = 1
+    # the formula would); fewer trials than one is refused.
+    assert expected_max_sharpe(8, 1.0) < expected_max_sharpe(8.5, 1.0) < expected_max_sharpe(9, 1.0)
+    assert expected_max_sharpe(1.05, 1.0) == 0.0
+    assert 0.0 < expected_max_sharpe(1.5, 1.0) < expected_max_sharpe(2, 1.0)
+    with pytest.raises(MetricsError, match="≥ 1"):
+        expected_max_sharpe(0.5, 1.0)

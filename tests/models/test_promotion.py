@@ -17,6 +17,8 @@ GOOD = {
     "oos_bh_sharpe_annual": 0.4,
     "oos_days": 500.0,
     "trials_total": 40.0,
+    "trials_effective": 9.1,
+    "oos_dsr_all_trials": 0.91,
     "pbo": 0.2,
 }
 
@@ -35,7 +37,7 @@ def test_a_challenger_with_evidence_passes_every_check() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "check", "message"),
     [
-        ("oos_dsr", 0.41, "dsr", "DSR (N = 40 trials ever) 0.410 < 0.950"),
+        ("oos_dsr", 0.41, "dsr", "DSR (N = 40 trials ever, 9.1 independent) 0.410 < 0.950"),
         (
             "oos_dsr",
             None,
@@ -52,6 +54,24 @@ def test_a_challenger_with_evidence_passes_every_check() -> None:
 def test_each_check_refuses_on_its_own(key: str, value, check: str, message: str) -> None:
     metrics = GOOD | {"oos_bh_sharpe_annual": -1.0} if check == "sharpe" else GOOD
     assert _failed(gate(metrics | {key: value}, PromotionSettings())) == {check: message}
+
+
+def test_the_dsr_counts_trials_as_configured() -> None:
+    """By default the DSR deflated by the effective number of independent trials decides;
+    ``deflate_by = "all_trials"`` reads the one deflated by every trial as independent, and
+    evidence recorded before effective counts (one DSR, every trial independent) serves both."""
+    strict = PromotionSettings(deflate_by="all_trials")
+    assert _failed(gate(GOOD, PromotionSettings())) == {}
+    assert _failed(gate(GOOD, strict)) == {
+        "dsr": "DSR (N = 40 trials ever, each independent) 0.910 < 0.950"
+    }
+    old = {k: v for k, v in GOOD.items() if k not in ("trials_effective", "oos_dsr_all_trials")}
+    for settings in (PromotionSettings(), strict):
+        (check,) = [c for c in gate(old, settings) if c.name == "dsr"]
+        assert (
+            check.passed
+            and check.message == "DSR (N = 40 trials ever, each independent) 0.970 ≥ 0.950"
+        )
 
 
 def test_flat_benchmark_does_not_ask_to_beat_buy_and_hold() -> None:
@@ -81,7 +101,8 @@ def test_a_decision_reads_like_the_record_it_leaves() -> None:
     checks = gate(GOOD | {"oos_dsr": 0.41, "oos_roc_auc": 0.503}, PromotionSettings())
     decision = Decision("EURUSD", "1h", "7", False, checks)
     assert decision.summary() == (
-        "EURUSD 1h v7 not promoted: DSR (N = 40 trials ever) 0.410 < 0.950; AUC 0.503 < 0.520"
+        "EURUSD 1h v7 not promoted: DSR (N = 40 trials ever, 9.1 independent) 0.410 < 0.950; "
+        "AUC 0.503 < 0.520"
     )
     tags = decision.tags()
     assert tags["decision"] == "rejected" and tags["decision_reasons"].startswith("DSR (N = 40")

@@ -108,12 +108,16 @@ def test_an_undefined_deflation_is_not_a_free_pass() -> None:
     from models.training import _deflation, _Evidence
     from models.tuning import Tuned
 
-    def evidence(sharpes: list[float], total: int) -> _Evidence:
-        return _Evidence(None, None, None, None, {}, {}, 1, total, sharpes)  # type: ignore[arg-type]
+    def evidence(sharpes: list[float], total: int, effective: float = 2.5) -> _Evidence:
+        return _Evidence(None, None, None, None, {}, {}, 1, total, effective, sharpes)  # type: ignore[arg-type]
 
     tuned = {"logreg": Tuned("logreg", {}, 0.5, 3, [0.1], [np.zeros(100)])}
-    n, variance = _deflation(evidence([0.1, float("nan")], 7), tuned, 300)
-    assert n == 7 and math.isnan(variance)
-    n, variance = _deflation(evidence([0.1, 0.3, 0.2], 7), tuned, 300)
-    assert variance == pytest.approx(np.var([0.1, 0.3, 0.2], ddof=1) * 100 / 300)
-    assert _deflation(evidence([], 1), tuned, 300)[0] == 3  # at least this training's trials
+    d = _deflation(evidence([0.1, float("nan")], 7), tuned, 300)
+    assert d.n == 7 and math.isnan(d.variance)
+    d = _deflation(evidence([0.1, 0.3, 0.2], 7), tuned, 300)
+    assert d.variance == pytest.approx(np.var([0.1, 0.3, 0.2], ddof=1) * 100 / 300)
+    assert d.effective == 2.5
+    assert _deflation(evidence([], 1, 1.0), tuned, 300).n == 3  # at least this training's trials
+    # The effective number lies between 1 and N.
+    assert _deflation(evidence([0.1, 0.3], 7, 0.2), tuned, 300).effective == 1.0
+    assert _deflation(evidence([0.1, 0.3], 7, 9.0), tuned, 300).effective == 7.0

@@ -47,7 +47,7 @@ def test_a_torn_tail_is_cut_with_a_warning_and_intact_trials_stay_counted(
         f.write(last[: len(last) // 2])
 
     with caplog.at_level(logging.WARNING, logger="models.tuning"):
-        n, sharpes = journal_trials(journal)
+        n, sharpes, _ = journal_trials(journal)
     assert (n, len(sharpes)) == (3, 3)
     assert journal.read_bytes() == intact
     (record,) = [r for r in caplog.records if "torn" in r.getMessage()]
@@ -90,3 +90,50 @@ def test_an_intact_journal_is_not_rewritten(tmp_path: Path) -> None:
     before = journal.stat().st_mtime_ns
     assert journal_trials(journal)[0] == 2
     assert journal.stat().st_mtime_ns == before
+
+
+def _add_trials(journal: Path, study_name: str, series: list[np.ndarray], pruned: int = 0) -> None:
+    """Completed trials carrying ``series`` as their daily returns, and ``pruned`` pruned ones."""
+    import optuna
+
+    from models.tuning import open_journal
+
+    study = optuna.create_study(study_name=study_name, storage=open_journal(journal))
+    for i, daily in enumerate(series):
+        attrs = {"sharpe": float(daily.mean() / daily.std()), "daily": [float(r) for r in daily]}
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"C": float(i + 1)},
+                distributions={"C": optuna.distributions.FloatDistribution(0.1, 100.0)},
+                value=0.5,
+                user_attrs=attrs,
+            )
+        )
+    for _ in range(pruned):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"C": 1.0},
+                distributions={"C": optuna.distributions.FloatDistribution(0.1, 100.0)},
+                state=optuna.trial.TrialState.PRUNED,
+            )
+        )
+
+
+def test_the_effective_number_of_trials_is_counted_per_training(tmp_path: Path) -> None:
+    """Every trial counts in N. The effective number: within one training (one study key, every
+    family) the completed trials' correlation gives the independent share, applied to all tried
+    there, pruned ones too; trials of different trainings add up as independent."""
+    rng = np.random.default_rng(11)
+    a, b, c, d = (rng.normal(0.0005, 0.01, 180) for _ in range(4))
+    journal = tmp_path / "BTCUSD_1h.journal"
+    # Training k1: logreg tried 4 (3 copies of one strategy and 1 pruned); hgb 2 copies of another.
+    _add_trials(journal, "logreg-k1", [a, a * 2, a + 0.001], pruned=1)
+    _add_trials(journal, "hgb-k1", [b, b * 3])
+    # Training k2 (another split): two unrelated strategies.
+    _add_trials(journal, "logreg-k2", [c, d])
+
+    record = journal_trials(journal)
+    assert record.n == 8 and len(record.sharpes) == 7
+    # k1: 6 tried × 2 independent of 5 completed = 2.4; k2: 2 × 2/2 = 2.
+    assert record.effective == pytest.approx(2.4 + 2.0, abs=0.1)
+    assert record.effective < record.n

@@ -91,7 +91,7 @@ def test_a_kill_mid_journal_append_leaves_a_journal_the_next_training_repairs(
         again = train_dataset(dataset, candles, cfg, tmp_path)
     assert any(str(journal) in r.getMessage() and "torn" in r.getMessage() for r in caplog.records)
     assert journal.read_bytes().startswith(intact)  # kept, and the torn bytes gone
-    n, _ = journal_trials(journal)
+    n = journal_trials(journal).n
     assert n == again.metrics["trials_total"] == len(cfg.families) * cfg.trials
 
 
