@@ -26,10 +26,17 @@ class ComponentWeights(Section):
         "see another model, so a weight here trades something the gate did not evaluate",
     )
     risk: float = Field(default=0.15, ge=0, description="room left before the loss limits")
+    tradingview: float = Field(
+        default=0.0,
+        ge=0,
+        description="the newest fresh TradingView alert, scored by its strategy's resolved hit "
+        "rate; 0 by default: the gate's backtest cannot see alerts, so a weight here trades a "
+        "signal weight the evidence did not evaluate",
+    )
 
     @model_validator(mode="after")
     def _some_weight(self) -> ComponentWeights:
-        if self.confidence + self.agreement + self.regime + self.higher_tf + self.risk <= 0:
+        if sum(self.model_dump().values()) <= 0:
             raise ValueError("at least one component weight must be > 0")
         return self
 
@@ -46,8 +53,22 @@ class SignalSettings(Section):
     )
     missing_component: Literal["renormalise", "neutral"] = Field(
         default="renormalise",
-        description="an absent optional component (higher timeframe, regime): its weight is "
-        "spread over the others ('renormalise') or it scores 0.5 ('neutral')",
+        description="an absent optional component (higher timeframe, regime, TradingView): its "
+        "weight is spread over the others ('renormalise') or it scores 0.5 ('neutral')",
+    )
+    alert_min_resolved: int = Field(
+        default=20,
+        ge=1,
+        le=1_000_000,
+        description="TradingView alerts count only from a strategy with at least this many "
+        "resolved BUY alerts (of the symbol × timeframe)",
+    )
+    alert_max_age_bars: int = Field(
+        default=1,
+        ge=1,
+        le=10_000,
+        description="a TradingView alert older than this many bars of the timeframe at decision "
+        "time does not count",
     )
     regime_lookback: int = Field(
         default=500, ge=20, le=100_000, description="bars of σ history the regime ranks against"

@@ -9,9 +9,11 @@ components, a recommendation tier and a position multiplier. Pure functions of p
   families whose own vote matches the decision (by training weight for ``weighted``, by count
   for ``majority``); ``regime`` (:func:`volatility_regime`); ``higher_tf`` = 0.5 + (p_htf −
   threshold_htf) / (2·margin), i.e. 0.5 when the higher timeframe's model sits at its threshold;
-  ``risk`` = ``RiskState.score``. All clipped to [0, 1]. An absent optional component (regime,
-  higher timeframe) is marked ``missing``; by default its weight is spread over the others
-  (``renormalise``: no absent input pulls every signal towards the middle), or it scores 0.5.
+  ``risk`` = ``RiskState.score``; ``tradingview`` (:func:`alert_score`) = 0.5 + (hit rate −
+  0.5) × agreement of the newest fresh TradingView alert, never an order on its own. All clipped
+  to [0, 1]. An absent optional component (regime, higher timeframe, alert) is marked
+  ``missing``; by default its weight is spread over the others (``renormalise``: no absent input
+  pulls every signal towards the middle), or it scores 0.5.
 * **Tier**: AVOID when trading is halted, or the risk or regime score is below its ``avoid_*``
   floor; else a flat vote, or a bar off the model's events (CUSUM filter), is NEUTRAL; else BUY
   from ``buy_weight``, STRONG_BUY from ``strong_weight`` (SELL tiers alike), and NEUTRAL below
@@ -25,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -206,6 +209,47 @@ def regime_from_sigma(
 
 
 @dataclass(frozen=True)
+class AlertOpinion:
+    """The newest TradingView alert of a symbol × timeframe still fresh at decision time, with its
+    strategy's resolved BUY hit rate there (``trading.alerts.hit_rates``; NaN: none resolved)."""
+
+    side: Side
+    hit_rate: float
+    resolved: int
+    strategy: str
+    at: datetime
+
+    @property
+    def raw(self) -> float | None:
+        """The component's raw input: the hit rate signed by the alert's side (−0.6: a SELL
+        alert from a strategy right 60 % of the time; 0: a flat / close alert)."""
+        return int(self.side) * self.hit_rate if math.isfinite(self.hit_rate) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "side": int(self.side),
+            "action": self.side.name,
+            "hit_rate": self.hit_rate if math.isfinite(self.hit_rate) else None,
+            "resolved": self.resolved,
+            "strategy": self.strategy,
+            "at": self.at.isoformat(),
+        }
+
+
+def alert_score(alert: AlertOpinion | None, side: Side, min_resolved: int) -> float | None:
+    """The ``tradingview`` component: 0.5 + (hit_rate − 0.5) × agreement, where agreement is
+    the alert's side × the vote's side: +1 on the same side, −1 on opposite sides, 0 for a flat
+    / close alert (or a flat vote). An agreeing alert from a strategy right 60 % of the time
+    scores 0.6, an opposing one 0.4; an agreeing alert from a strategy below 50 % lowers the
+    weight. None (missing) without an alert, or when its strategy has fewer than
+    ``min_resolved`` resolved alerts: a hit rate not yet learned is no evidence."""
+    if alert is None or alert.resolved < min_resolved or not math.isfinite(alert.hit_rate):
+        return None
+    agreement = int(alert.side) * int(side)
+    return _clip01(0.5 + (alert.hit_rate - 0.5) * agreement)
+
+
+@dataclass(frozen=True)
 class Component:
     """One named part of the signal weight: its raw input, its score in [0, 1], the configured
     weight and the effective one (normalised over the components that count)."""
@@ -233,6 +277,7 @@ def _components(
     risk: RiskState,
     regime: RegimeReading | None,
     higher_tf: Vote | None,
+    alert: AlertOpinion | None,
 ) -> tuple[Component, ...]:
     margin = settings.confidence_margin
     htf_raw = None if higher_tf is None else higher_tf.probability
@@ -249,6 +294,11 @@ def _components(
         ),
         ("higher_tf", htf_raw, htf_score),
         ("risk", risk.usage, risk.score),
+        (
+            "tradingview",
+            None if alert is None else alert.raw,
+            alert_score(alert, vote_.side, settings.alert_min_resolved),
+        ),
     ]
     neutral = settings.missing_component == "neutral"
     weights = settings.weights.model_dump()
@@ -316,6 +366,7 @@ class Signal:
     multiplier: float
     components: tuple[Component, ...]
     reasons: tuple[str, ...]
+    alert: AlertOpinion | None = None  # the TradingView alert the weight was given, if any
 
     @property
     def side(self) -> Side:
@@ -339,6 +390,9 @@ class Signal:
 
     def to_dict(self) -> dict[str, Any]:
         v = self.vote
+        components = {c.name: asdict(c) | {"points": c.points} for c in self.components}
+        if self.alert is not None:  # which alert, from which strategy, on what record
+            components["tradingview"]["alert"] = self.alert.to_dict()
         return {
             "side": int(v.side),
             "action": v.side.name,
@@ -351,7 +405,7 @@ class Signal:
             "min_agree": v.min_agree,
             "families": dict(v.families),
             "agreeing": list(v.agreeing),
-            "components": {c.name: asdict(c) | {"points": c.points} for c in self.components},
+            "components": components,
             "reasons": list(self.reasons),
         }
 
@@ -377,12 +431,15 @@ def score_signal(
     *,
     regime: RegimeReading | None = None,
     higher_tf: Vote | None = None,
+    alert: AlertOpinion | None = None,
     off_event: str | None = None,
 ) -> Signal:
     """Weight, tier and multiplier of a vote (module docstring). ``higher_tf``: the vote of the
-    higher timeframe's model on its latest closed bar, if there is one. ``off_event``: why the
-    bar is not one the model was trained to score (a CUSUM filter's non-event): NEUTRAL."""
-    components = _components(vote_, settings, risk, regime, higher_tf)
+    higher timeframe's model on its latest closed bar, if there is one; ``alert``: the newest
+    fresh TradingView alert, if there is one (it only weighs the vote: a flat vote stays
+    NEUTRAL whatever the alert). ``off_event``: why the bar is not one the model was trained to
+    score (a CUSUM filter's non-event): NEUTRAL."""
+    components = _components(vote_, settings, risk, regime, higher_tf, alert)
     weight = min(max(sum(c.points for c in components), 0.0), 100.0)
     avoid = avoid_reasons(risk, regime, settings)
     tier = recommend(vote_.side, weight, bool(avoid), settings)
@@ -394,4 +451,4 @@ def score_signal(
     if neutral and not avoid:
         reasons.append(neutral)
     multiplier = position_multiplier(weight, settings) if tier in ORDER_TIERS else 0.0
-    return Signal(vote_, weight, tier, multiplier, components, tuple(reasons))
+    return Signal(vote_, weight, tier, multiplier, components, tuple(reasons), alert)

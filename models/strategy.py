@@ -5,8 +5,9 @@ One definition, shared with live and the paper account:
 
 * **entry**: the ensemble's vote (``models.signal.vote``), the signal weight, tier and position
   multiplier (``models.signal.score_signal``, with the simulated account's risk state and the
-  volatility regime; the higher timeframe's confirmation is missing here, and so it is in live
-  unless ``signals.weights.higher_tf`` is set); an order only on an order tier;
+  volatility regime; the higher timeframe's confirmation and the TradingView alert are missing
+  here, and so they are in live unless ``signals.weights.higher_tf`` / ``tradingview`` is set);
+  an order only on an order tier;
 * **sizing and caps**: ``models.risk.decide`` on the simulated account (balance, equity, peak, day
   start), at most ``risk.max_positions_per_symbol`` open positions per symbol (one by default);
 * **fills, exits and costs**: ``core.strategy`` (next candle's open, barriers from the labels' σ

@@ -2,7 +2,8 @@
 recent time), stored once each in the live database's ``alerts`` table (its ``key`` is a hash of
 the alert's content and candle, under a unique constraint), and scored afterwards by their own
 resolved hit rate, the way ``trading.shadow`` scores a model's BUY signals. An alert is never
-executed: it is one more opinion about a symbol."""
+executed: it is one more opinion about a symbol, the ``tradingview`` component of the signal
+weight (:func:`alert_opinion`) when ``signals.weights.tradingview`` is > 0."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from sqlalchemy.exc import IntegrityError
 
 from core.errors import CandleflowError, InvalidSymbolError, UnknownTimeframeError
 from core.feature_spec import LabelSpec
+from core.store import CandleStore
 from core.symbols import normalize_symbol
 from core.timeframes import as_utc, parse_timeframe
+from models.signal import AlertOpinion, Side
 from trading.records import Json, alerts, json_safe
 from trading.shadow import known_outcomes
 
@@ -32,6 +35,8 @@ ACTIONS = {"buy": 1, "long": 1, "sell": -1, "short": -1, "flat": 0, "close": 0, 
 SIDE_ACTION = {1: "buy", -1: "sell", 0: "flat"}
 _TV_INTERVAL = re.compile(r"^(\d*)([SDWM]?)$")  # TradingView's {{interval}}: 60, 240, 1D, W
 _TV_UNITS = {"": "m", "S": "s", "D": "d", "W": "w", "M": "mo"}
+HISTORY_LIMIT = 5000  # a strategy's newest BUY alerts its hit rate is learned from
+WARMUP_WINDOWS = 4  # σ's recursive estimate starts this many vol windows before the oldest alert
 HIT_RATE_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
     "timeframe": pl.String(),
@@ -239,3 +244,54 @@ def _by_unit(rows: list[dict[str, object]]) -> dict[tuple[str, str], list[dict[s
 def _outcomes(candles: pl.DataFrame, timeframe: str, labels: LabelSpec) -> dict[datetime, int]:
     known = known_outcomes(candles, timeframe, labels)
     return {as_utc(ts): int(label) for ts, label in known.iter_rows()}
+
+
+def alert_opinion(
+    engine: sa.Engine,
+    store: CandleStore,
+    symbol: str,
+    timeframe: str,
+    now: datetime,
+    labels: LabelSpec,
+    max_age_bars: int,
+) -> AlertOpinion | None:
+    """The newest alert of ``symbol`` × ``timeframe`` at most ``max_age_bars`` bars old at
+    ``now`` (None: there is none), with its strategy's :func:`hit_rates` there: over its newest
+    ``HISTORY_LIMIT`` BUY alerts up to ``now``, outcomes from the stored candles before ``now``
+    (nothing later is seen: a decision replayed at ``now`` gets the same opinion)."""
+    symbol, tf, now = normalize_symbol(symbol), parse_timeframe(timeframe), as_utc(now)
+    unit = (alerts.c.symbol == symbol) & (alerts.c.timeframe == tf.name) & (alerts.c.ts <= now)
+    fresh = unit & (alerts.c.ts >= now - max_age_bars * tf.duration)
+    newest_first = (alerts.c.ts.desc(), alerts.c.id.desc())
+    with engine.connect() as conn:
+        newest = conn.execute(
+            sa.select(alerts.c.side, alerts.c.strategy, alerts.c.ts)
+            .where(fresh)
+            .order_by(*newest_first)
+            .limit(1)
+        ).first()
+        if newest is None:
+            return None
+        buys = conn.execute(
+            sa.select(
+                alerts.c.symbol,
+                alerts.c.timeframe,
+                alerts.c.strategy,
+                alerts.c.side,
+                alerts.c.candle_ts,
+            )
+            .where(unit & (alerts.c.strategy == newest.strategy) & (alerts.c.side == 1))
+            .order_by(*newest_first)
+            .limit(HISTORY_LIMIT)
+        )
+        rows = [dict(r) for r in buys.mappings()]
+    hit_rate, resolved = math.nan, 0
+    if rows:
+        oldest = min(as_utc(r["candle_ts"]) for r in rows)
+        start = oldest - WARMUP_WINDOWS * labels.vol_window * tf.duration
+        candles = store.read(symbol, tf, start=start, end=now)
+        rate = hit_rates(rows, {(symbol, tf.name): candles}, labels).row(0, named=True)
+        hit_rate, resolved = float(rate["hit_rate"]), int(rate["resolved"])
+    return AlertOpinion(
+        Side(int(newest.side)), hit_rate, resolved, str(newest.strategy), as_utc(newest.ts)
+    )

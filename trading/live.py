@@ -38,14 +38,16 @@ from models.risk import (
     AccountState,
     Position,
     RiskEvent,
+    RiskState,
     bars_per_year,
     decide,
     risk_state,
 )
-from models.signal import Side, Signal, Vote
+from models.signal import Side, Signal
 from models.tracking import registered_name
 from trading.ledger import Ledger, OrderIntent
 from trading.live_models import LiveModel, ModelCache
+from trading.opinions import Outside, outside_opinions
 from trading.orders import Recovery
 from trading.reconcile import Reconciliation
 from trading.records import NEW, REJECTED, Cell, OrderRow, SignalRecord
@@ -118,6 +120,7 @@ class LiveDecision:
     scored: Scored | None = None
     signal: Signal | None = None
     order: OrderOutcome | None = None
+    outside: Outside = field(default_factory=Outside)
 
 
 def run_symbol(ctx: LiveContext, symbol: str, timeframe: str) -> list[SignalReport]:
@@ -146,29 +149,45 @@ def run_symbol(ctx: LiveContext, symbol: str, timeframe: str) -> list[SignalRepo
     return reports
 
 
-def _decide(
-    ctx: LiveContext, symbol: str, timeframe: str, model: LiveModel, shadow: bool
-) -> SignalReport:
+def scored_decision(
+    ctx: LiveContext, symbol: str, timeframe: str, model: LiveModel, shadow: bool = False
+) -> LiveDecision:
+    """A decision's first steps, shared by live runs and predictions (``trading.predict``): the
+    model scores the newest candle (else the refusal: ``scored`` None, status and reason), then
+    the outside opinions whose weight counts are asked (``trading.opinions``)."""
     decision = LiveDecision(symbol, timeframe, model.name, OK, [], model, shadow)
     try:
         scored, _ = score_last_candle(
             model, ctx.store, symbol, timeframe, ctx.now, ctx.settings.signals
         )
     except LiveError as exc:
-        return _record(ctx, replace(decision, status=exc.status, reasons=[one_line(exc)]))
+        return replace(decision, status=exc.status, reasons=[one_line(exc)])
     except CandleflowError as exc:
-        return _record(ctx, replace(decision, status=ERROR, reasons=[one_line(exc)]))
-    decision = replace(decision, scored=scored)
-    # Asked only when it counts: with a weight of 0 (the default, what the gate evaluated) the
-    # higher timeframe's vote cannot change the signal.
-    counts = ctx.settings.signals.weights.higher_tf > 0
-    higher = higher_vote(ctx, symbol, model) if counts and not shadow else None
+        return replace(decision, status=ERROR, reasons=[one_line(exc)])
+    outside = outside_opinions(ctx, symbol, timeframe, model, shadow)
+    return replace(decision, scored=scored, outside=outside)
+
+
+def decision_signal(ctx: LiveContext, d: LiveDecision) -> tuple[RiskState, Signal]:
+    """The account's risk state now and the signal of a scored decision under it."""
+    assert d.scored is not None  # a scored decision
+    state = risk_state(ctx.account_state(), ctx.settings.risk, ctx.kill_file)
+    o = d.outside
+    return state, signal_of(d.scored, ctx.settings.signals, state, o.higher, o.alert)
+
+
+def _decide(
+    ctx: LiveContext, symbol: str, timeframe: str, model: LiveModel, shadow: bool
+) -> SignalReport:
+    decision = scored_decision(ctx, symbol, timeframe, model, shadow)
+    scored = decision.scored
+    if scored is None:  # refused: recorded with its reason
+        return _record(ctx, decision)
     with ctx.lock:  # the risk state and the orders of this run move together
         taken = None if shadow else ctx.ledger.candle_order(symbol, timeframe, scored.ts)
         if taken is not None and taken.model_version == str(model.version):
-            return _rerun(ctx, decision, taken, higher)
-        state = risk_state(ctx.account_state(), ctx.settings.risk, ctx.kill_file)
-        signal = signal_of(scored, ctx.settings.signals, state, higher)
+            return _rerun(ctx, decision, taken)
+        state, signal = decision_signal(ctx, decision)
         reasons, order = list(signal.reasons), None
         if state.halted and int(scored.vote.side) != 0 and not shadow:  # a refused trade
             _risk_events(ctx.ledger, symbol, scored.ts, state.events)
@@ -232,7 +251,7 @@ def _order(
     )
 
 
-def _rerun(ctx: LiveContext, d: LiveDecision, taken: OrderRow, higher: Vote | None) -> SignalReport:
+def _rerun(ctx: LiveContext, d: LiveDecision, taken: OrderRow) -> SignalReport:
     """A re-run of a candle this model version ordered on an earlier run: its order (sent now if
     a stopped run left it unsent), reported with the earlier run's record, which stays as it was.
     Neither the signal nor the risk layer decides again (the order would count as exposure
@@ -249,9 +268,7 @@ def _rerun(ctx: LiveContext, d: LiveDecision, taken: OrderRow, higher: Vote | No
     if earlier is not None:
         return _earlier_report(earlier, order)
     # The earlier run stopped before recording its signal: recorded now, with its order.
-    assert d.scored is not None
-    state = risk_state(ctx.account_state(), ctx.settings.risk, ctx.kill_file)
-    signal = signal_of(d.scored, ctx.settings.signals, state, higher)
+    _, signal = decision_signal(ctx, d)
     reasons = list(signal.reasons) + order.reasons
     return _record(ctx, replace(d, reasons=reasons, signal=signal, order=order))
 
@@ -296,19 +313,6 @@ def _same_order(ctx: LiveContext, row: OrderRow) -> OrderOutcome:
         row.stop_loss,
         row.take_profit,
     )
-
-
-def higher_vote(ctx: LiveContext, symbol: str, model: LiveModel) -> Vote | None:
-    """The higher timeframe champion's vote on its newest closed candle, if one exists."""
-    for higher in model.spec.higher_timeframes:
-        other = ctx.cache.get(registered_name(symbol, higher), CHAMPION)
-        if other is None:
-            continue
-        try:
-            return score_last_candle(other, ctx.store, symbol, higher, ctx.now)[0].vote
-        except CandleflowError as exc:
-            logger.info("%s %s: no higher-timeframe confirmation (%s)", symbol, higher, exc)
-    return None
 
 
 def _record(ctx: LiveContext, decision: LiveDecision) -> SignalReport:

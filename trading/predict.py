@@ -27,20 +27,21 @@ from core.symbols import normalize_symbol
 from core.timeframes import Timeframe, as_utc, parse_timeframe
 from core.validation import validate_candles
 from models.registry import CHAMPION
-from models.risk import bars_per_year, decide, risk_state
+from models.risk import bars_per_year, decide
 from models.signal import Signal
 from models.tracking import registered_name
 from trading.live import (
     LiveContext,
     LiveDecision,
     OrderOutcome,
-    higher_vote,
+    decision_signal,
     one_line,
+    scored_decision,
     signal_rows,
 )
 from trading.live_models import LiveModel
 from trading.records import SignalRecord
-from trading.scoring import ERROR, NO_MODEL, OK, LiveError, score_last_candle, signal_of
+from trading.scoring import NO_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -164,22 +165,14 @@ def predict(ctx: LiveContext, symbol: str, timeframe: str) -> Prediction:
 
 
 def _decide(ctx: LiveContext, symbol: str, timeframe: str, model: LiveModel) -> LiveDecision:
-    """``trading.live._decide`` for a champion, the order only sized (not placed)."""
-    decision = LiveDecision(symbol, timeframe, model.name, OK, [], model)
-    try:
-        scored, _ = score_last_candle(
-            model, ctx.store, symbol, timeframe, ctx.now, ctx.settings.signals
-        )
-    except LiveError as exc:
-        return replace(decision, status=exc.status, reasons=[one_line(exc)])
-    except CandleflowError as exc:
-        return replace(decision, status=ERROR, reasons=[one_line(exc)])
-    counts = ctx.settings.signals.weights.higher_tf > 0
-    higher = higher_vote(ctx, symbol, model) if counts else None
-    state = risk_state(ctx.account_state(), ctx.settings.risk, ctx.kill_file)
-    signal = signal_of(scored, ctx.settings.signals, state, higher)
+    """``trading.live._decide`` for a champion (the same steps: ``scored_decision``,
+    ``decision_signal``), the order only sized (not placed)."""
+    decision = scored_decision(ctx, symbol, timeframe, model)
+    if decision.scored is None:  # refused, with its status and reason
+        return decision
+    _, signal = decision_signal(ctx, decision)
     reasons, order = list(signal.reasons), None
-    decision = replace(decision, scored=scored, signal=signal)
+    decision = replace(decision, signal=signal)
     if signal.is_order:
         order = _sized(ctx, decision, signal)
         reasons += order.reasons

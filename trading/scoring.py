@@ -26,6 +26,7 @@ from features.labels import cusum_events, volatility
 from models.ensemble import Ensemble
 from models.risk import RiskState
 from models.signal import (
+    AlertOpinion,
     RegimeReading,
     Signal,
     Vote,
@@ -152,14 +153,24 @@ def _is_event(window: pl.DataFrame, sigmas: np.ndarray, labels: LabelSpec) -> bo
 
 
 def signal_of(
-    scored: Scored, settings: SignalSettings, state: RiskState, higher: Vote | None = None
+    scored: Scored,
+    settings: SignalSettings,
+    state: RiskState,
+    higher: Vote | None = None,
+    alert: AlertOpinion | None = None,
 ) -> Signal:
     """The signal on a scored candle: weight, tier, multiplier (NEUTRAL off the model's events)."""
     off_event = None
     if not scored.event:
         off_event = "not a CUSUM event: the model was trained on event bars only"
     return score_signal(
-        scored.vote, settings, state, regime=scored.regime, higher_tf=higher, off_event=off_event
+        scored.vote,
+        settings,
+        state,
+        regime=scored.regime,
+        higher_tf=higher,
+        alert=alert,
+        off_event=off_event,
     )
 
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import math
+from datetime import UTC, datetime
 
 import numpy as np
 import polars as pl
@@ -14,9 +16,11 @@ from core.settings_trading import ComponentWeights, RiskSettings, SignalSettings
 from models.ensemble import Ensemble, combine
 from models.risk import AccountState, RiskState, decide
 from models.signal import (
+    AlertOpinion,
     RegimeReading,
     Side,
     Tier,
+    alert_score,
     position_multiplier,
     recommend,
     regime_from_candles,
@@ -162,7 +166,8 @@ def test_weight_is_the_weighted_sum_of_visible_components() -> None:
     main, higher = _strong_vote()
     risk = RiskState(1.5, 0.0, 0.5)
     signal = score_signal(main, DEFAULTS, risk, regime=MID_REGIME, higher_tf=higher)
-    scores = {c.name: c.score for c in signal.components}
+    scores = {c.name: c.score for c in signal.components if c.name != "tradingview"}
+    assert signal.component("tradingview").score is None  # no alert: missing
     assert scores == pytest.approx(
         {"confidence": 0.1 / 0.15, "agreement": 1.0, "regime": 1.0, "higher_tf": 2 / 3, "risk": 0.5}
     )
@@ -173,7 +178,10 @@ def test_weight_is_the_weighted_sum_of_visible_components() -> None:
     assert signal.component("confidence").raw == pytest.approx(0.1)
     assert signal.component("risk").raw == 0.5
     data = json.loads(json.dumps(signal.to_dict()))
-    assert set(data["components"]) == {"confidence", "agreement", "regime", "higher_tf", "risk"}
+    assert set(data["components"]) == {
+        *("confidence", "agreement", "regime", "higher_tf", "risk", "tradingview")
+    }
+    assert data["components"]["tradingview"]["missing"]  # no alert given
     assert data["components"]["agreement"] == {
         "name": "agreement",
         "raw": 1.0,
@@ -214,6 +222,80 @@ def test_higher_timeframe_confirmation_moves_the_weight() -> None:
     down = score_signal(main, DEFAULTS, CALM, regime=MID_REGIME, higher_tf=disagree)
     assert up.component("higher_tf").score == 1.0 and down.component("higher_tf").score == 0.0
     assert up.weight - down.weight == pytest.approx(15.0)
+
+
+def _alert(side: Side, hit_rate: float = 0.6, resolved: int = 25) -> AlertOpinion:
+    return AlertOpinion(side, hit_rate, resolved, "breakout", datetime(2024, 5, 1, 12, tzinfo=UTC))
+
+
+@pytest.mark.parametrize(
+    ("alert_side", "vote_side", "hit_rate", "score"),
+    [
+        (Side.BUY, Side.BUY, 0.6, 0.6),  # agrees: its hit rate
+        (Side.SELL, Side.BUY, 0.6, 0.4),  # opposes: its miss rate
+        (Side.FLAT, Side.BUY, 0.6, 0.5),  # a close / flat alert says nothing about the side
+        (Side.BUY, Side.FLAT, 0.9, 0.5),  # nor does a flat vote
+        (Side.BUY, Side.BUY, 0.4, 0.4),  # a strategy wrong more often than right lowers it
+        (Side.SELL, Side.BUY, 0.3, 0.7),  # … and raises it when it opposes
+        (Side.BUY, Side.BUY, 1.0, 1.0),
+    ],
+)
+def test_alert_score_is_its_hit_rate_signed_by_agreement(
+    alert_side: Side, vote_side: Side, hit_rate: float, score: float
+) -> None:
+    assert alert_score(_alert(alert_side, hit_rate), vote_side, 20) == pytest.approx(score)
+
+
+def test_alert_score_is_missing_without_an_alert_or_a_learned_hit_rate() -> None:
+    assert alert_score(None, Side.BUY, 20) is None
+    assert alert_score(_alert(Side.BUY, resolved=19), Side.BUY, 20) is None
+    assert alert_score(_alert(Side.BUY, resolved=20), Side.BUY, 20) == pytest.approx(0.6)
+    assert alert_score(_alert(Side.BUY, math.nan, 0), Side.BUY, 1) is None
+
+
+def test_an_alert_moves_the_weight_only_when_weighted_and_learned() -> None:
+    main, _ = _strong_vote()
+    weighted = SignalSettings(weights=ComponentWeights(tradingview=0.3))
+    signals = {
+        name: score_signal(main, weighted, CALM, regime=MID_REGIME, alert=alert)
+        for name, alert in {
+            "none": None,
+            "agree": _alert(Side.BUY, 0.8),
+            "oppose": _alert(Side.SELL, 0.8),
+            "unlearned": _alert(Side.BUY, 0.8, resolved=3),
+        }.items()
+    }
+    tv = {name: s.component("tradingview") for name, s in signals.items()}
+    assert tv["none"].missing and tv["unlearned"].missing and tv["unlearned"].raw == 0.8
+    assert signals["unlearned"].weight == pytest.approx(signals["none"].weight)  # renormalised
+    assert (tv["agree"].raw, tv["agree"].score) == pytest.approx((0.8, 0.8))
+    assert (tv["oppose"].raw, tv["oppose"].score) == pytest.approx((-0.8, 0.2))
+    share = 0.3 / 1.15  # the component's normalised weight
+    assert signals["agree"].weight - signals["oppose"].weight == pytest.approx(100 * share * 0.6)
+    data = json.loads(json.dumps(signals["agree"].to_dict()))
+    assert data["components"]["tradingview"]["alert"] == {
+        "side": 1,
+        "action": "BUY",
+        "hit_rate": 0.8,
+        "resolved": 25,
+        "strategy": "breakout",
+        "at": "2024-05-01T12:00:00+00:00",
+    }
+    assert "alert" not in data["components"]["agreement"]
+    # The default weight 0: an alert given changes nothing.
+    plain = score_signal(main, DEFAULTS, CALM, regime=MID_REGIME)
+    given_ = score_signal(main, DEFAULTS, CALM, regime=MID_REGIME, alert=_alert(Side.SELL, 0.9))
+    assert given_.weight == pytest.approx(plain.weight) and given_.tier is plain.tier
+
+
+def test_an_alert_never_trades_on_its_own() -> None:
+    flat = vote({"a": 0.3}, {"a": 1}, "weighted", 0.55, 1)
+    only_alerts = SignalSettings(
+        weights=ComponentWeights(confidence=0, agreement=0, regime=0, risk=0, tradingview=1.0)
+    )
+    signal = score_signal(flat, only_alerts, CALM, alert=_alert(Side.BUY, 1.0, 500))
+    assert signal.tier is Tier.NEUTRAL and not signal.is_order and signal.multiplier == 0.0
+    assert signal.order("EURUSD", 1.1, 0.001) is None
 
 
 def test_flat_vote_is_neutral_and_not_an_order() -> None:
@@ -319,6 +401,10 @@ def test_signal_settings_validation() -> None:
         SignalSettings(min_multiplier=3.0, max_multiplier=2.0)
     with pytest.raises(ValidationError, match="at least one"):
         ComponentWeights(confidence=0, agreement=0, regime=0, higher_tf=0, risk=0)
+    ComponentWeights(confidence=0, agreement=0, regime=0, risk=0, tradingview=0.5)  # counts too
+    for bad in ({"alert_min_resolved": 0}, {"alert_max_age_bars": 0}):
+        with pytest.raises(ValidationError):
+            SignalSettings(**bad)
     with pytest.raises(ValidationError):
         SignalSettings(treshold=0.5)  # type: ignore[call-arg]
     assert sum(DEFAULTS.weights.model_dump().values()) == pytest.approx(1.0)
