@@ -17,7 +17,9 @@ Set-up (untimed): the 7 default symbols, 120 days of hourly candles, a quick tra
 (2 families, 1 trial) made champion by hand, so that ``signals`` scores 7 champions. Offline, on
 the simulated market; every server binds 127.0.0.1 and is stopped by its PID.
 
-    uv run --frozen python bench/bench_cli.py [--ref c360639] [--repeats 3]
+    uv run --frozen python bench/bench_cli.py [--ref c360639] [--repeats 3] [--only signals]
+
+``--only`` measures the named commands alone (comma-separated labels) and writes ``cli-only``.
 """
 
 from __future__ import annotations
@@ -113,11 +115,24 @@ def _up(tree: Path, env: dict[str, str], home: Path) -> subprocess.Popen:
     raise SystemExit("candleflow up not healthy after 120 s")
 
 
+def _selected(parser: argparse.ArgumentParser, only: str | None) -> dict[str, list[str]]:
+    """The commands to measure: every one, or those ``--only`` names."""
+    if not only:
+        return COMMANDS
+    labels = [label.strip() for label in only.split(",")]
+    unknown = [label for label in labels if label not in COMMANDS]
+    if unknown:
+        parser.error(f"--only: unknown command(s) {unknown}; known: {list(COMMANDS)}")
+    return {label: COMMANDS[label] for label in labels}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ref", default="c360639", help="the reference commit")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", help=f"comma-separated commands, of: {', '.join(COMMANDS)}")
     args = parser.parse_args()
+    commands = _selected(parser, args.only)
     root = Path(tempfile.mkdtemp(prefix="bench-cli-"))
     ref_tree = root / "ref"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", str(ref_tree), args.ref])
@@ -134,7 +149,7 @@ def main() -> None:
         codes: dict[tuple[str, str], int] = {}
 
         def measure(variant: str, tree: Path, env: dict[str, str]) -> None:
-            for label, command in COMMANDS.items():
+            for label, command in commands.items():
                 seconds, code = _run(tree, command, env)
                 times.setdefault((label, variant), []).append(seconds)
                 codes[(label, variant)] = code
@@ -148,7 +163,7 @@ def main() -> None:
         for _ in range(args.repeats):
             measure("new+up", tree, env)
         rows = []
-        for label in COMMANDS:
+        for label in commands:
             row: dict[str, object] = {"command": label}
             for variant in ("ref", "new", "new+up"):
                 samples = times.get((label, variant), [])
@@ -160,7 +175,7 @@ def main() -> None:
             row["target s"] = target
             rows.append(row)
             print(row, flush=True)
-        save("cli", rows)
+        save("cli-only" if args.only else "cli", rows)
     finally:
         if up is not None:
             os.killpg(up.pid, signal.SIGINT)

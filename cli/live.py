@@ -13,6 +13,7 @@ from cli.common import (
     JsonOption,
     SymbolsOption,
     WideOption,
+    loading_libraries,
     report_rows,
     run_flow,
     settings_of,
@@ -58,7 +59,8 @@ def signals(
     if len(tf) != 1:
         raise output.fail(f"signals scores one timeframe per run, got {', '.join(tf)}")
     _check_known(settings, units)
-    from flows.live_signals import live_signals  # Prefect loads only once the input is known good
+    with loading_libraries():  # Prefect loads only once the input is known good
+        from flows.live_signals import live_signals
 
     with output.stderr.status(f"Scoring {len(units)} symbol(s)…"):
         result = run_flow(

@@ -6,6 +6,7 @@ second; a command imports what it needs when it runs."""
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import Annotated
@@ -131,7 +132,12 @@ def main_options(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # The interpreter's exit ends with a full collection over every object left, the
+        # libraries a command loaded included; frozen, they go with the process instead.
+        gc.freeze()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from cli.common import (
     SymbolsOption,
     TimeframeOption,
     WideOption,
+    loading_libraries,
     run_flow,
     settings_of,
     units_of,
@@ -26,7 +27,8 @@ def run(
     json_: JsonOption = False,
 ) -> None:
     """Run the whole pipeline: collect, dataset, train, promote, live signals."""
-    from flows.pipeline import run_pipeline
+    with loading_libraries():
+        from flows.pipeline import run_pipeline
 
     settings = settings_of(ctx)
     units = units_of(settings, symbols, timeframe)

@@ -16,6 +16,7 @@ from cli.common import (
     SymbolsOption,
     TimeframeOption,
     WideOption,
+    loading_libraries,
     report_rows,
     run_flow,
     settings_of,
@@ -82,7 +83,8 @@ def collect(
     except CandleflowError as exc:
         raise output.fail(str(exc)) from None
 
-    from flows.collect_candles import configured
+    with loading_libraries():
+        from flows.collect_candles import configured
 
     result = run_flow(
         configured(settings),
@@ -120,7 +122,8 @@ def dataset(
     """Label stored candles and build feature datasets (one Parquet file per symbol)."""
     settings = settings_of(ctx)  # the label and feature specs are validated here, before any work
     units = units_of(settings, symbols, timeframe)
-    from flows.build_dataset import configured
+    with loading_libraries():
+        from flows.build_dataset import configured
 
     result = run_flow(
         configured(settings),
@@ -151,7 +154,8 @@ def train(
     settings = settings_of(ctx)
     units = units_of(settings, symbols, timeframe)
     _check_datasets(settings.home, units)
-    from flows.train_models import configured
+    with loading_libraries():
+        from flows.train_models import configured
 
     result = run_flow(
         configured(settings),

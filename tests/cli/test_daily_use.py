@@ -68,6 +68,31 @@ def test_loading_the_configuration_does_not_import_talib(tmp_path: Path) -> None
     assert output.strip().splitlines()[-1] == "loaded:"
 
 
+def test_a_flows_libraries_load_without_collections_and_stay_frozen(tmp_path: Path) -> None:
+    """The cyclic collector is paused while a flow's libraries load and they are frozen after:
+    it never traverses them (a signals run spent seconds there); its own state is restored."""
+    code = (
+        "import gc\nfrom cli.common import loading_libraries\n"
+        "runs = []\ngc.callbacks.append(lambda phase, info: runs.append(phase))\n"
+        "with loading_libraries():\n    import polars, sqlalchemy.orm\n"
+        "print(len(runs), gc.get_freeze_count() > 10_000, gc.isenabled())\n"
+        "gc.disable()\nwith loading_libraries():\n    pass\nprint(gc.isenabled())"
+    )
+    output = _python(code, _clean_env(tmp_path / "home"))
+    assert output.strip().splitlines()[-2:] == ["0 True True", "False"]
+
+
+def test_a_command_leaves_its_objects_frozen_for_the_exit(tmp_path: Path) -> None:
+    """The interpreter's last full collection would traverse everything a command loaded."""
+    code = (
+        "import atexit, gc, sys\nsys.argv = ['candleflow', '--version']\n"
+        "atexit.register(lambda: print('frozen:', gc.get_freeze_count() > 0))\n"
+        "from cli.main import main\nmain()"
+    )
+    output = _python(code, _clean_env(tmp_path / "home"))
+    assert output.strip().splitlines()[-1] == "frozen: True"
+
+
 def test_version() -> None:
     result = _invoke("--version")
     assert result.exit_code == 0 and result.stdout.startswith("candleflow ")
