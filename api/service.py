@@ -22,6 +22,7 @@ from core.errors import CandleflowError
 from core.store import CandleStore
 from core.symbols import normalize_symbol
 from core.timeframes import parse_timeframe
+from features.incremental import FeatureStreams
 from models.risk import Position
 from trading import alerts as alert_store
 from trading.ledger import Ledger
@@ -73,6 +74,9 @@ class SignalService:
         self._account: _Account | None = None
         self._lock = threading.Lock()
         self.broker = PaperBroker(self.ledger.engine, settings.paper, settings.costs)
+        # The newest candle's features one step per new candle (``features.incremental``):
+        # for the store's own candles only, never a request's candles laid over them.
+        self.features = FeatureStreams()
 
     # -- models ----------------------------------------------------------------------------
     def models(self) -> Models:
@@ -129,6 +133,7 @@ class SignalService:
             account.snapshot,
             now,
             pending=account.pending,
+            features=self.features if store is self.store else None,
         )
 
     def _account_now(self, now: datetime) -> _Account:

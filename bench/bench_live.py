@@ -35,6 +35,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    import polars as pl
+
+    from core.store import CandleStore
+    from features.incremental import FeatureStreams
     from trading.live import LiveContext
     from trading.live_models import LiveModel
 
@@ -85,14 +89,48 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     }
 
 
-def _decision(ctx: LiveContext, model: LiveModel, symbol: str, explain: bool) -> None:
+class _Arriving:
+    """The store as candles arrive: each series' candles closed by ``now`` (slices of frames
+    read once, no file I/O), so that every decision round scores a new candle."""
+
+    def __init__(self, store: CandleStore) -> None:
+        self.store, self.now_us = store, 0
+        self._frames: dict[tuple[str, str], tuple[pl.DataFrame, np.ndarray]] = {}
+
+    def read(self, symbol: str, timeframe: str, *_: object) -> pl.DataFrame:
+        from core.timeframes import parse_timeframe
+        from features.build import epoch_us
+
+        key = (symbol, str(timeframe))
+        if key not in self._frames:
+            frame = self.store.read(symbol, timeframe)
+            closes = epoch_us(frame["ts"]) + parse_timeframe(timeframe).seconds * 1_000_000
+            self._frames[key] = (frame, closes)
+        frame, closes = self._frames[key]
+        return frame.head(int(np.searchsorted(closes, self.now_us, "right")))
+
+    def at(self, now: datetime) -> None:
+        self.now_us = int(now.timestamp() * 1_000_000)
+
+
+def _decision(
+    ctx: LiveContext,
+    model: LiveModel,
+    symbol: str,
+    explain: bool,
+    store: object | None = None,
+    streams: FeatureStreams | None = None,
+) -> None:
     """One decision as the live stage makes it (no database): score, signal, risk layer;
-    ``explain``: the record's explanation too (TreeSHAP), as every stored record has."""
+    ``explain``: the record's explanation too (TreeSHAP), as every stored record has;
+    ``streams``: the newest candle's features from feature streams (the signal service's way)."""
     from models.risk import OrderRequest, bars_per_year, decide, risk_state
     from trading.scoring import score_last_candle, signal_of
 
     settings = ctx.settings
-    scored, _ = score_last_candle(model, ctx.store, symbol, "1h", ctx.now, settings.signals)
+    scored, _ = score_last_candle(
+        model, store or ctx.store, symbol, "1h", ctx.now, settings.signals, streams
+    )
     state = risk_state(ctx.account_state(), settings.risk)
     signal = signal_of(scored, settings.signals, state)
     request = OrderRequest(symbol, 1, scored.close, scored.sigma, max(signal.multiplier, 1.0))
@@ -108,12 +146,15 @@ def _decision(ctx: LiveContext, model: LiveModel, symbol: str, explain: bool) ->
 
 
 def _decision_latency(symbols: list[str], now: datetime | None = None) -> list[dict]:
-    """Today's decision path and the compiled one, interleaved in one loop (the machine's load
-    falls on both alike): the same models, once scored by their libraries (``compiled=None``)
-    with the explanation made at once, as before compiled inference, and once compiled."""
+    """Today's decision path and the compiled ones, interleaved in one loop (the machine's load
+    falls on all alike), one new candle per symbol and round (the store as candles arrive):
+    the same models scored by their libraries (``compiled=None``) with the explanation made at
+    once, as before compiled inference; compiled on the tail's features; compiled on feature
+    streams (``features.incremental``: one step per new candle, started before the rounds)."""
     from dataclasses import replace
 
     from core.config import load_settings
+    from features.incremental import FeatureStreams
     from tasks.live import open_live_run
 
     settings = load_settings()
@@ -130,31 +171,61 @@ def _decision_latency(symbols: list[str], now: datetime | None = None) -> list[d
         library = replace(model, compiled=None)
         library.code_mismatch(ctx.store, symbol, "1h")  # its own verdict, made once here
         models[symbol] = (library, model)
-    today, compiled, explained = [], [], []
-    for i in range(REPEATS):
-        symbol = symbols[i % len(symbols)]
-        library, model = models[symbol]
-        for samples, live, explain in (
-            (today, library, True),
-            (compiled, model, False),
-            (explained, model, True),
-        ):
-            start = time.perf_counter()
-            _decision(ctx, live, symbol, explain)
-            samples.append(time.perf_counter() - start)
+    rounds = -(-REPEATS // len(symbols))
+    arriving, streams = _Arriving(ctx.store), FeatureStreams()
+    first = now - timedelta(hours=rounds)  # the candles of the last ``rounds`` hours arrive
+    arriving.at(first - timedelta(hours=1))
+    starts = []
+    for symbol in symbols:  # each stream starts on the tail the live path builds from
+        begin = time.perf_counter()
+        _decision(
+            replace(ctx, now=first - timedelta(hours=1)),
+            models[symbol][1],
+            symbol,
+            False,
+            arriving,
+            streams,
+        )
+        starts.append(time.perf_counter() - begin)
+    today, compiled, streamed, explained = [], [], [], []
+    for r in range(rounds):
+        at = first + timedelta(hours=r)
+        arriving.at(at)
+        round_ctx = replace(ctx, now=at)
+        for symbol in symbols:
+            library, model = models[symbol]
+            for samples, live, explain, feed in (
+                (today, library, True, None),
+                (compiled, model, False, None),
+                (streamed, model, False, streams),
+                (explained, model, True, None),
+            ):
+                start = time.perf_counter()
+                _decision(round_ctx, live, symbol, explain, arriving, feed)
+                samples.append(time.perf_counter() - start)
+    assert streams.restarts == 0, "a stream started again: the candles did not continue"
     return [
         _ratio_row(
-            "decision: tail features, compiled families, vote, weight, risk (cached)",
-            compiled,
+            "decision: feature streams, compiled families, vote, weight, risk (new candle)",
+            streamed,
             today,
             target_p99_ms=2,
         ),
-        _ratio_row("decision + the record's explanation (TreeSHAP), compiled", explained, today),
+        _ratio_row(
+            "decision: tail features, compiled families, vote, weight, risk", compiled, today
+        ),
+        _ratio_row(
+            "decision + the record's explanation (TreeSHAP), tail, compiled", explained, today
+        ),
         {
             "case": "today's path: tail features, libraries' scores + TreeSHAP, vote, weight, risk",
             "n": len(today),
             **_percentiles(today),
             "target_p99_ms": 20,
+        },
+        {
+            "case": "per symbol and process: a feature stream starts (the tail, bar by bar)",
+            **_stats(starts),
         },
         {
             "case": "per model load: code fingerprint check (3 reference rows rebuilt, scored)",

@@ -21,8 +21,13 @@ COLUMNS: tuple[str, ...] = tuple(CANDLE_SCHEMA)
 TRACE_COLUMNS: tuple[str, ...] = ("source_row",)
 
 
+_EMPTY = pl.DataFrame(schema=CANDLE_SCHEMA)
+
+
 def empty_candles() -> pl.DataFrame:
-    return pl.DataFrame(schema=CANDLE_SCHEMA)
+    """A new empty candle frame (a copy: building one from the schema costs ~0.1 ms, and a
+    live decision reads an absent higher-timeframe file each time)."""
+    return _EMPTY.clear()
 
 
 def conform(frame: pl.DataFrame) -> pl.DataFrame:

@@ -33,6 +33,7 @@ from core.reports import SignalReport
 from core.store import CandleStore
 from core.symbols import normalize_symbol
 from core.timeframes import as_utc, parse_timeframe
+from features.incremental import FeatureStreams
 from models.registry import CHALLENGER, CHAMPION
 from models.risk import (
     AccountState,
@@ -81,6 +82,9 @@ class LiveContext:
     recovery: Recovery = field(default_factory=Recovery)  # what became of unsent orders
     reconciliation: Reconciliation | None = None  # a venue's fills and positions (not paper)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # A long-running process's feature streams (the signal service): the newest candle's
+    # features in one step each instead of a rebuilt tail (``features.incremental``).
+    features: FeatureStreams | None = None
 
     @property
     def kill_file(self) -> Path:
@@ -158,7 +162,7 @@ def scored_decision(
     decision = LiveDecision(symbol, timeframe, model.name, OK, [], model, shadow)
     try:
         scored, _ = score_last_candle(
-            model, ctx.store, symbol, timeframe, ctx.now, ctx.settings.signals
+            model, ctx.store, symbol, timeframe, ctx.now, ctx.settings.signals, ctx.features
         )
     except LiveError as exc:
         return replace(decision, status=exc.status, reasons=[one_line(exc)])

@@ -20,8 +20,9 @@ from core.feature_spec import LabelSpec
 from core.settings_trading import SignalSettings
 from core.store import CandleStore
 from core.timeframes import Timeframe, as_utc, parse_timeframe
-from features.build import compute_features
+from features.build import FeatureError, compute_features
 from features.dataset import Inputs, load_inputs, recent, tail_bars
+from features.incremental import FeatureStreams
 from features.labels import cusum_events, volatility
 from models.ensemble import Ensemble
 from models.risk import RiskState
@@ -74,9 +75,11 @@ def score_last_candle(
     timeframe: str,
     now: datetime,
     signals: SignalSettings | None = None,
+    streams: FeatureStreams | None = None,
 ) -> tuple[Scored, pl.DataFrame]:
     """The model's vote on the newest closed candle (and the candles it came from), with the
-    volatility regime of that candle when ``signals`` says how to read it."""
+    volatility regime of that candle when ``signals`` says how to read it. ``streams``: a
+    long-running process's feature streams (the same features, one step per new candle)."""
     _check_model(model, store, symbol, timeframe)
     tf = parse_timeframe(timeframe)
     inputs = load_inputs(store, symbol, timeframe, model.spec)
@@ -84,9 +87,9 @@ def score_last_candle(
     if as_utc(now) - last >= 2 * tf.duration:
         raise LiveError(STALE, f"last candle opened {last:%Y-%m-%d %H:%M} UTC, ≥ 2 × {tf.name} ago")
     _check_fresh(inputs, last, tf)
-    inputs = recent(inputs, tail_bars(model.spec, tf))
+    inputs = recent(inputs, _tail_bars(model, tf))
     candles = inputs.candles
-    X = _last_features(model, inputs, tf, symbol)
+    X = _last_features(model, inputs, tf, symbol, streams)
     probas = model.probabilities(X)
     # σ of the labels (the barriers' unit) over the regime's window too: computed once. Its
     # recursive estimate starts 4 × its window back at least, where the start is forgotten.
@@ -105,6 +108,17 @@ def score_last_candle(
     return scored, candles
 
 
+_TAILS: dict[tuple[str, str], int] = {}
+
+
+def _tail_bars(model: LiveModel, tf: Timeframe) -> int:
+    """``tail_bars`` of the model's spec, worked out once per spec and timeframe."""
+    key = (model.spec_hash, tf.name)
+    if key not in _TAILS:
+        _TAILS[key] = tail_bars(model.spec, tf)
+    return _TAILS[key]
+
+
 def _check_model(model: LiveModel, store: CandleStore, symbol: str, timeframe: str) -> None:
     """Refuse a model whose spec or code this code does not reproduce."""
     trained_hash = model.ensemble.metadata["spec_hash"]
@@ -119,8 +133,27 @@ def _check_model(model: LiveModel, store: CandleStore, symbol: str, timeframe: s
         raise LiveError(SPEC_MISMATCH, mismatch)
 
 
-def _last_features(model: LiveModel, inputs: Inputs, tf: Timeframe, symbol: str) -> np.ndarray:
-    """The model's features of the last candle, as one row (all finite, else refused)."""
+def _last_features(
+    model: LiveModel,
+    inputs: Inputs,
+    tf: Timeframe,
+    symbol: str,
+    streams: FeatureStreams | None = None,
+) -> np.ndarray:
+    """The model's features of the last candle, as one row (all finite, else refused): from the
+    feature streams when there are some, else built on the tail."""
+    columns = model.ensemble.feature_columns
+    if streams is not None:
+        try:
+            X = streams.last_row(
+                *(inputs.candles, inputs.higher, inputs.correlated),
+                *(model.spec, tf, symbol, columns, model.spec_hash),
+            )
+        except KeyError as exc:  # the columns streamed are not the model's: the spec differs
+            raise LiveError(SPEC_MISMATCH, f"v{model.version}: features differ ({exc})") from None
+        except FeatureError as exc:
+            raise LiveError(ERROR, f"{symbol} {tf.name}: {exc}") from None
+        return _finite(model, X, columns)
     features = compute_features(
         inputs.candles,
         model.spec,
@@ -130,11 +163,14 @@ def _last_features(model: LiveModel, inputs: Inputs, tf: Timeframe, symbol: str)
         correlated=inputs.correlated,
         last=1,
     )
-    columns = model.ensemble.feature_columns
     if features.columns != columns:
         missing = sorted(set(columns) - set(features.columns))[:5]
         raise LiveError(SPEC_MISMATCH, f"v{model.version}: features differ (missing {missing})")
     X = np.array([features.frame.row(-1)[1:]], dtype=np.float64)  # ts, then the columns
+    return _finite(model, X, columns)
+
+
+def _finite(model: LiveModel, X: np.ndarray, columns: list[str]) -> np.ndarray:
     if not np.isfinite(X).all():
         bad = [c for c, v in zip(columns, X[0], strict=True) if not math.isfinite(v)][:5]
         raise LiveError(ERROR, f"features undefined at the last candle: {bad}")
