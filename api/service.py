@@ -31,6 +31,7 @@ from trading.live_models import LiveModel
 from trading.orders import pending_positions
 from trading.predict import Prediction, candle_frame, overlay, predict
 from trading.records import json_safe
+from trading.scoring import ScoredMemo
 
 ACCOUNT_TTL_SECONDS = 1.0
 STORE_CACHE_MB = 256
@@ -77,6 +78,7 @@ class SignalService:
         # The newest candle's features one step per new candle (``features.incremental``):
         # for the store's own candles only, never a request's candles laid over them.
         self.features = FeatureStreams()
+        self.memo = ScoredMemo()  # one scoring per model and stored candle, however often asked
 
     # -- models ----------------------------------------------------------------------------
     def models(self) -> Models:
@@ -134,6 +136,7 @@ class SignalService:
             now,
             pending=account.pending,
             features=self.features if store is self.store else None,
+            memo=self.memo if store is self.store else None,
         )
 
     def _account_now(self, now: datetime) -> _Account:

@@ -2,14 +2,17 @@
 
 * decision latency with the model cached, in this process — features of the newest candle (the
   model's own spec), the 4-family ensemble, vote, weight, risk sizing — as the live stage makes
-  it (``trading.scoring`` + ``models.risk``: ``bench/bench_live.py``'s rows, compiled families
-  against the libraries' path in the same run [p99 ≤ 2 ms]) and as ``POST /v1/predict`` makes it
-  (``trading.predict.predict`` through the service: account snapshot, records built with their
-  explanation, no database write);
+  it (``trading.scoring`` + ``models.risk``: ``bench/bench_live.py``'s rows, one new candle per
+  decision, feature streams and the rebuilt tail against the libraries' path in the same run
+  [p99 ≤ 2 ms, ≥ 5×]) and as ``POST /v1/predict`` makes it on the store's newest candle,
+  asked again and again (``trading.predict.predict`` through the service: account snapshot,
+  records built with their explanation, no database write; the candle scored once);
 * ``POST /v1/predict`` over HTTP on 127.0.0.1 against a real ``candleflow api`` process, from a
-  bounded open-loop load generator (requests sent on a fixed schedule, at most ``--in-flight``
-  at once) at each ``--rates`` for ``--seconds``: p50/p99 latency (from each request's send),
-  errors, requests the generator could not send on time, and the server's RSS at start and end
+  bounded open-loop load generator (requests due on a fixed schedule, at most ``--in-flight``
+  at once, each on a keep-alive connection; raw asyncio HTTP/1.1, as light as a C generator's
+  client side can be made here) at each ``--rates`` for ``--seconds``: p50/p99 latency (from
+  each request's due time), errors, requests the generator could not send on time, and the
+  server's RSS at start and end
   [p99 ≤ 10 ms at 200 req/s for 30 s, zero errors, memory flat]; next to it, the same load on
   ``GET /healthz`` (HTTP and middleware, no decision). The server's rate limit is off for the
   run (one client at 200 req/s is past the default 50/s).
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -127,44 +131,73 @@ def _start_server(home: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the API did not start in 120 s")
 
 
-async def _load(url: str, rate: float, seconds: float, in_flight: int, path: str) -> dict:
-    """Open loop: request i is due at i / rate; at most ``in_flight`` at once (a request not
-    sent within 10 ms of its time counts as late: the server or the generator fell behind)."""
-    import httpx
+class _Connection:
+    """One keep-alive HTTP/1.1 connection of the load generator: raw asyncio streams (an
+    httpx client costs ~1 ms of CPU a request, on the 2 cores the server runs on too)."""
 
-    body = {"symbol": SYMBOL, "timeframe": "1h"}
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes) -> int:
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        header = await self.reader.readuntil(b"\r\n\r\n")
+        lines = header.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+        fields = {k.lower(): v for k, v in fields.items()}
+        await self.reader.readexactly(int(fields.get("content-length", "0")))
+        if fields.get("connection", "").lower() == "close":
+            self.writer.close()
+        return status
+
+
+async def _load(url: str, rate: float, seconds: float, in_flight: int, path: str) -> dict:
+    """Open loop: request i is due at i / rate; at most ``in_flight`` at once, each on a
+    keep-alive connection of its own. A latency runs from the request's due time (a request
+    waiting for a free connection, or sent late, counts its wait: no coordinated omission); a
+    request not sent within 10 ms of its time also counts as late."""
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"symbol": SYMBOL, "timeframe": "1h"}).encode() if path == PREDICT else b""
+    method = "POST" if path == PREDICT else "GET"
     latencies: list[float] = []
     errors: dict[str, int] = {}  # HTTP status or exception → count
     late = 0
-    gate = asyncio.Semaphore(in_flight)
-    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+    idle: asyncio.Queue[_Connection] = asyncio.Queue()
+    for _ in range(in_flight):
+        idle.put_nowait(_Connection(host, int(port)))
 
-        async def one() -> None:
-            async with gate:
-                start = time.perf_counter()
-                try:
-                    if path == PREDICT:
-                        answer = await client.post(path, json=body)
-                    else:
-                        answer = await client.get(path)
-                    error = None if answer.status_code == 200 else str(answer.status_code)
-                except httpx.HTTPError as exc:
-                    error = type(exc).__name__
-                latencies.append(time.perf_counter() - start)
-                if error is not None:
-                    errors[error] = errors.get(error, 0) + 1
+    async def one(due: float) -> None:
+        connection = await idle.get()  # the wait for a free connection counts too
+        try:
+            status = await asyncio.wait_for(connection.request(method, path, body), 30)
+            error = None if status == 200 else str(status)
+        except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            error, connection = type(exc).__name__, _Connection(host, int(port))
+        latencies.append(time.perf_counter() - due)
+        idle.put_nowait(connection)
+        if error is not None:
+            errors[error] = errors.get(error, 0) + 1
 
-        tasks, t0 = [], time.perf_counter()
-        for i in range(int(rate * seconds)):
-            delay = t0 + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -0.01:
-                late += 1
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
-        wall = time.perf_counter() - t0
+    tasks, t0 = [], time.perf_counter()
+    for i in range(int(rate * seconds)):
+        due = t0 + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        elif delay < -0.01:
+            late += 1
+        tasks.append(asyncio.create_task(one(due)))
+    await asyncio.gather(*tasks)
+    wall = time.perf_counter() - t0
     return {
         "requests": len(latencies),
         "achieved_rps": round(len(latencies) / wall, 1),

@@ -1,10 +1,14 @@
 """Live-stage figures (issue targets in brackets), on the simulated market:
 
 * per-symbol decision with a cached model — features of the last candle (the model's own spec),
-  the ensemble's 4 families, vote, weight, risk layer; no database — by the compiled families
-  (``models.compiled``) [p99 ≤ 2 ms, ≥ 5× today's], with the record's explanation (TreeSHAP)
-  too, and by today's path (the libraries' scores and TreeSHAP at once) [p99 ≤ 20 ms], the
-  three interleaved in one loop, ratios against today's; next to them, the features of the
+  the ensemble's 4 families, vote, weight, risk layer; no database — timed as candles arrive
+  (each round brings every symbol one new candle, read from memory: the store as of the round's
+  time), four ways interleaved in one loop, ratios against today's: the signal service's way
+  (feature streams, ``features.incremental``: one step per new candle; compiled families)
+  [p99 ≤ 2 ms, ≥ 5× today's]; the tail rebuilt with compiled families (``candleflow signals``,
+  a fresh process each run); the same with the record's explanation (TreeSHAP); and today's
+  path (the tail, the libraries' scores and TreeSHAP at once) [p99 ≤ 20 ms]. Next to them: a
+  feature stream's start (once per symbol and process, on the same tail), the features of the
   newest candle alone and on the whole stored history (what the bounded tail saves), the 4
   families alone by their libraries and compiled, and the code fingerprint check each model
   makes once when it loads (``models.fingerprint``; made before the decisions are timed);

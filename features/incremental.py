@@ -405,19 +405,36 @@ class _Source:
 
     key: str
     take: Callable[[Bar], None]
+    start_us: np.ndarray
     close_us: np.ndarray
     bars: np.ndarray  # rows of open, high, low, close, volume
     next: int = 0
 
 
-def _bar(candles: pl.DataFrame, i: int) -> Bar:
-    row = candles.row(i, named=True)
-    return tuple(float(row[c]) for c in _COLUMNS)  # type: ignore[return-value]
+_RECENT = 64  # candles read from a frame's end when the last one seen is among them
 
 
-def _arrays(frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _unseen(
+    frame: pl.DataFrame, last_us: int | None, last_bar: Bar | None, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Open times (µs) and bars of ``frame``'s candles after the one opened at ``last_us``
+    (all of them when None); that one must still be there, unchanged (else
+    :class:`OutOfStep`). Only the frame's end is read when it holds that candle."""
+    if last_us is not None and frame.height > _RECENT:
+        recent = frame.tail(_RECENT)
+        if epoch_us(recent["ts"].head(1))[0] <= last_us:
+            frame = recent
     starts = epoch_us(frame["ts"])
-    bars = np.column_stack([frame[c].to_numpy().astype(np.float64) for c in _COLUMNS])
+    first = 0
+    if last_us is not None:
+        first = int(np.searchsorted(starts, last_us, "left"))
+        if first >= starts.size or starts[first] != last_us:
+            raise OutOfStep(f"{name}: the last candle seen is no longer stored")
+    bars = np.column_stack([frame[c].to_numpy()[first:] for c in _COLUMNS]).astype(np.float64)
+    if last_us is not None:
+        if tuple(bars[0].tolist()) != last_bar:
+            raise OutOfStep(f"{name}: the last candle seen was revised")
+        return starts[first + 1 :], bars[1:]
     return starts, bars
 
 
@@ -489,25 +506,13 @@ class FeatureStream:
             raise OutOfStep(
                 f"{self.symbol}: stored higher timeframes or correlated symbols changed"
             )
-        starts = epoch_us(candles["ts"])
-        first = 0
-        if self.last_us is not None:
-            first = int(np.searchsorted(starts, self.last_us, "left"))
-            if first >= starts.size or starts[first] != self.last_us:
-                raise OutOfStep(f"{self.symbol}: the last candle seen is no longer stored")
-            if _bar(candles, first) != self.last_bar:
-                raise OutOfStep(f"{self.symbol}: the last candle seen was revised")
-            first += 1
-        if first >= starts.size:
-            return 0
-        sources = self._sources(higher, correlated)
-        bars = np.column_stack(
-            [candles[c].to_numpy().astype(np.float64)[first:] for c in _COLUMNS]
-        ).tolist()
+        starts, bars = _unseen(candles, self.last_us, self.last_bar, self.symbol)
         width = self.tf.seconds * 1_000_000
-        for start_us, bar in zip(starts[first:].tolist(), bars, strict=True):
-            self._push(int(start_us), tuple(bar), start_us + width, sources)
-        return starts.size - first
+        if starts.size:
+            sources = self._sources(higher, correlated)
+            for start_us, bar in zip(starts.tolist(), bars.tolist(), strict=True):
+                self._push(start_us, tuple(bar), start_us + width, sources)
+        return int(starts.size)
 
     def _sources(
         self,
@@ -529,17 +534,10 @@ class FeatureStream:
         for key, take, frame, tf in feeds:
             if frame is None or frame.is_empty():
                 continue
-            starts, bars = _arrays(frame)
+            seen = self._seen.get(key)
+            starts, bars = _unseen(frame, *(seen or (None, None)), key[:-1])
             closes = starts + tf.seconds * 1_000_000
-            first, seen = 0, self._seen.get(key)
-            if seen is not None:
-                first = int(np.searchsorted(closes, seen[0], "left"))
-                if first >= closes.size or closes[first] != seen[0]:
-                    raise OutOfStep(f"{key[:-1]}: the last candle seen is no longer stored")
-                if tuple(bars[first].tolist()) != seen[1]:
-                    raise OutOfStep(f"{key[:-1]}: the last candle seen was revised")
-                first += 1
-            out.append(_Source(key, take, closes, bars, first))
+            out.append(_Source(key, take, starts, closes, bars))
         return out
 
     def _push(
@@ -553,7 +551,7 @@ class FeatureStream:
             while source.next < source.close_us.size and source.close_us[source.next] <= close_us:
                 other = tuple(source.bars[source.next].tolist())
                 source.take(other)
-                self._seen[source.key] = (int(source.close_us[source.next]), other)
+                self._seen[source.key] = (int(source.start_us[source.next]), other)
                 source.next += 1
         for h in self.higher:
             if h.resampled:

@@ -6,12 +6,18 @@ same order, so a signal service can update its features per candle without re-ru
 Inputs must be finite: NaN inputs are never passed by the project and are not handled.
 A function or parameter set reproduced only approximately gets no stream (``make_stream``
 returns None) and the caller falls back to the vectorised path.
+
+The arithmetic is that of the bundled TA-Lib 0.8 library as read from its machine code, which
+differs from the public C source (fused multiply-adds, scaled zero tests, a re-centring TA_VAR,
+resets after runs of bars without movement). Its functions with fused multiply-adds (EMA, MACD,
+ATR, NATR, BBANDS) are picked at load time for CPUs with FMA; the streams reproduce those.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -426,7 +432,9 @@ class _Lagged:
 
 
 class _ULTOSC:
-    """Three running (close - true low, true range) totals over the sorted periods."""
+    """Three running (close - true low, true range) totals over the sorted periods. TA-Lib 0.8
+    counts the bars in a row with neither buying pressure nor range: once they span a period,
+    that period's totals are zero (not rounding residue); a total is used when positive."""
 
     outputs = ("real",)
 
@@ -439,6 +447,7 @@ class _ULTOSC:
         self.b = [0.0, 0.0, 0.0]
         self.count = 0
         self.prev_close = 0.0
+        self.idle = 0  # bars in a row with zero buying pressure and zero true range
 
     def push(self, high: float, low: float, close: float) -> tuple[float, ...]:
         today = self.count
@@ -450,21 +459,29 @@ class _ULTOSC:
         buying = close - min(low, prev_close)
         true_range = _true_range(high, low, prev_close)
         self.terms.append((buying, true_range))
+        self.idle = self.idle + 1 if buying == 0.0 and true_range == 0.0 else 0
         a, b = self.a, self.b
-        for j, period in enumerate(self.periods):
+        periods = self.periods
+        for j, period in enumerate(periods):
             if today > self.lookback - period:
                 a[j] += buying
                 b[j] += true_range
         if today < self.lookback:
             return (NAN,)
+        idle = self.idle
+        if idle >= periods[0]:
+            for j, period in enumerate(periods):
+                if idle >= period:
+                    a[j] = b[j] = 0.0
+            self.idle = min(idle, periods[2])
         output = 0.0
-        if not _is_zero(b[0]):
-            output += 4.0 * (a[0] / b[0])
-        if not _is_zero(b[1]):
+        if b[0] > 0.0:
+            output += (a[0] / b[0]) * 4.0
+        if b[1] > 0.0:
             output += 2.0 * (a[1] / b[1])
-        if not _is_zero(b[2]):
+        if b[2] > 0.0:
             output += a[2] / b[2]
-        for j, period in enumerate(self.periods):
+        for j, period in enumerate(periods):
             old_buying, old_range = self.terms[-period]
             a[j] -= old_buying
             b[j] -= old_range
@@ -605,6 +622,18 @@ class _BBANDS:
         return (upper, middle, middle - self.nbdevdn * deviation)
 
 
+def _dx(plus_dm: float, minus_dm: float, true_range: float) -> float:
+    """TA_ADX's DX, or NaN where it takes none (no range, or DIs summing to about zero)."""
+    if not true_range > 0.0:
+        return NAN
+    minus_di = (minus_dm / true_range) * 100.0
+    plus_di = (plus_dm / true_range) * 100.0
+    di_sum = minus_di + plus_di
+    if -EPSILON < di_sum < EPSILON:
+        return NAN
+    return (abs(minus_di - plus_di) / di_sum) * 100.0
+
+
 class _ADX:
     """Wilder's ADX as TA-Lib 0.8 computes it: DM and TR sums seeded over ``period - 1`` bars,
     the first ADX the mean of ``period`` DX values; a DX is taken only when the smoothed TR is
@@ -655,13 +684,7 @@ class _ADX:
         self.plus_dm = plus_dm
         smoothed = self.true_range - self.true_range / period + true_range
         self.true_range = smoothed
-        dx = NAN
-        if smoothed > 0.0:
-            minus_di = (minus_dm / smoothed) * 100.0
-            plus_di = (plus_dm / smoothed) * 100.0
-            di_sum = minus_di + plus_di
-            if not -EPSILON < di_sum < EPSILON:
-                dx = (abs(minus_di - plus_di) / di_sum) * 100.0
+        dx = _dx(plus_dm, minus_dm, smoothed)
         last_seed = 2 * self.period - 1
         if count <= last_seed:
             if dx == dx:
@@ -736,8 +759,8 @@ class _MFI:
         total = positive + self.negative_sum
         if count > period and reset:
             return (0.0,)
-        clamped = 0.0 if 0.0 > positive else (total if total < positive else positive)
-        if 0.0 >= total:
+        clamped = 0.0 if positive < 0.0 else (total if total < positive else positive)
+        if total <= 0.0:
             # The first value is 0 here; later ones keep the clamped flow.
             return (0.0 if count == period else clamped,)
         return ((clamped / total) * 100.0,)
@@ -854,9 +877,54 @@ _BUILDERS: dict[str, Callable[[Mapping[str, Any]], Stream | None]] = {
 
 def make_stream(function: str, params: Mapping[str, Any]) -> Stream | None:
     """A fresh stream for TA-Lib function ``function`` with ``params`` (every parameter named,
-    as talib's abstract interface lists them), or None when it cannot be reproduced exactly."""
+    as talib's abstract interface lists them), or None when it cannot be reproduced exactly —
+    including on this machine: the first stream of each function and parameters is checked
+    against TA-Lib on a test series (``agrees_with_talib``), since the library picks its code
+    by CPU at load time."""
     builder = _BUILDERS.get(function)
-    return None if builder is None else builder(params)
+    if builder is None:
+        return None
+    stream = builder(params)
+    if stream is None or not agrees_with_talib(function, tuple(sorted(params.items()))):
+        return None
+    return stream
+
+
+@functools.cache
+def agrees_with_talib(function: str, params: tuple[tuple[str, Any], ...]) -> bool:
+    """Whether a stream of ``function`` gives TA-Lib's values bit for bit on a test series
+    here (600 bars: a walk with a flat run and a jump), worked out once per process."""
+    import numpy as np
+    import talib
+    from talib import abstract
+
+    builder = _BUILDERS[function]
+    stream = builder(dict(params))
+    if stream is None:
+        return False
+    rng = np.random.default_rng(20261201)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 600)))
+    close[200:260] = close[199]  # a flat run: TA-Lib's zero tests and resets
+    close[400:] *= 3.0  # a jump: re-centred sums
+    spread = np.abs(rng.normal(0, 0.004, 600)) * close
+    spread[200:260] = 0.0
+    candles = {
+        "open": np.r_[close[0], close[:-1]],
+        "high": close + spread,
+        "low": close - spread,
+        "close": close,
+        "volume": np.where((np.arange(600) // 50) % 5 == 0, 0.0, rng.uniform(1, 1e4, 600)),
+    }
+    candles["high"] = np.maximum(candles["high"], candles["open"])
+    candles["low"] = np.minimum(candles["low"], candles["open"])
+    info = abstract.Function(function).info["input_names"].values()
+    names = [n for group in info for n in ([group] if isinstance(group, str) else group)]
+    inputs = [candles["close"] if n not in candles else candles[n] for n in names]
+    expected = getattr(talib, function)(*inputs, **dict(params))
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    pushed = [stream.push(*(float(x[i]) for x in inputs)) for i in range(600)]
+    got = np.array(pushed, dtype=np.float64).T
+    return all(np.array_equal(g, e, equal_nan=True) for g, e in zip(got, expected, strict=True))
 
 
 def supported(function: str, params: Mapping[str, Any]) -> bool:

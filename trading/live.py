@@ -58,6 +58,7 @@ from trading.scoring import (
     OK,
     LiveError,
     Scored,
+    ScoredMemo,
     score_last_candle,
     signal_of,
 )
@@ -85,6 +86,7 @@ class LiveContext:
     # A long-running process's feature streams (the signal service): the newest candle's
     # features in one step each instead of a rebuilt tail (``features.incremental``).
     features: FeatureStreams | None = None
+    memo: ScoredMemo | None = None  # its scorings, while the stored candles are unchanged
 
     @property
     def kill_file(self) -> Path:
@@ -162,7 +164,8 @@ def scored_decision(
     decision = LiveDecision(symbol, timeframe, model.name, OK, [], model, shadow)
     try:
         scored, _ = score_last_candle(
-            model, ctx.store, symbol, timeframe, ctx.now, ctx.settings.signals, ctx.features
+            *(model, ctx.store, symbol, timeframe, ctx.now),
+            *(ctx.settings.signals, ctx.features, ctx.memo),
         )
     except LiveError as exc:
         return replace(decision, status=exc.status, reasons=[one_line(exc)])

@@ -6,6 +6,7 @@ regime and CUSUM event of the candle, and the explanation of the prediction. No 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -76,10 +77,12 @@ def score_last_candle(
     now: datetime,
     signals: SignalSettings | None = None,
     streams: FeatureStreams | None = None,
+    memo: ScoredMemo | None = None,
 ) -> tuple[Scored, pl.DataFrame]:
     """The model's vote on the newest closed candle (and the candles it came from), with the
     volatility regime of that candle when ``signals`` says how to read it. ``streams``: a
-    long-running process's feature streams (the same features, one step per new candle)."""
+    long-running process's feature streams (the same features, one step per new candle);
+    ``memo``: its scorings, reused while the stored candles are unchanged."""
     _check_model(model, store, symbol, timeframe)
     tf = parse_timeframe(timeframe)
     inputs = load_inputs(store, symbol, timeframe, model.spec)
@@ -87,6 +90,11 @@ def score_last_candle(
     if as_utc(now) - last >= 2 * tf.duration:
         raise LiveError(STALE, f"last candle opened {last:%Y-%m-%d %H:%M} UTC, ≥ 2 × {tf.name} ago")
     _check_fresh(inputs, last, tf)
+    if memo is not None:
+        known = memo.get(model, inputs, signals)
+        if known is not None:
+            return known
+    inputs_read = inputs
     inputs = recent(inputs, _tail_bars(model, tf))
     candles = inputs.candles
     X = _last_features(model, inputs, tf, symbol, streams)
@@ -105,7 +113,62 @@ def score_last_candle(
         None if signals is None else regime_from_sigma(sigmas, signals),
         _is_event(window, sigmas, model.labels),
     )
+    if memo is not None:
+        memo.put(model, inputs_read, signals, (scored, candles))
     return scored, candles
+
+
+class ScoredMemo:
+    """A long-running process's scorings of the newest candle, one per model, kept while the
+    candles they came from are the very frames the store hands out again (its read cache gives
+    the same frame until the file changes): a service asked about one candle many times scores
+    it once — features, families, vote, σ, regime, and the explanation when first asked for.
+    The staleness and freshness checks still run on every call. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[LiveModel, Inputs, object, tuple[Scored, pl.DataFrame]]]
+        self._entries = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def get(
+        self, model: LiveModel, inputs: Inputs, signals: SignalSettings | None
+    ) -> tuple[Scored, pl.DataFrame] | None:
+        with self._lock:
+            entry = self._entries.get(id(model))
+        if entry is None or entry[0] is not model or entry[2] is not signals:
+            return None
+        if not _same_frames(entry[1], inputs):
+            return None
+        self.hits += 1
+        return entry[3]
+
+    def put(
+        self,
+        model: LiveModel,
+        inputs: Inputs,
+        signals: SignalSettings | None,
+        scored: tuple[Scored, pl.DataFrame],
+    ) -> None:
+        with self._lock:  # the model is held too: its id cannot be reused while it is here
+            self._entries[id(model)] = (model, inputs, signals, scored)
+
+
+def _same_frames(a: Inputs, b: Inputs) -> bool:
+    """The same frame objects (an absent series: empty in both)."""
+
+    def same(x: pl.DataFrame | None, y: pl.DataFrame | None) -> bool:
+        if x is y:
+            return True
+        return (x is None or x.is_empty()) and (y is None or y.is_empty())
+
+    if not same(a.candles, b.candles) or a.higher.keys() != b.higher.keys():
+        return False
+    if a.correlated.keys() != b.correlated.keys():
+        return False
+    pairs = [(a.higher[k], b.higher[k]) for k in a.higher]
+    pairs += [(a.correlated[k], b.correlated[k]) for k in a.correlated]
+    return all(same(x, y) for x, y in pairs)
 
 
 _TAILS: dict[tuple[str, str], int] = {}

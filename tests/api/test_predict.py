@@ -241,3 +241,34 @@ def test_an_order_in_flight_is_exposure_for_the_next_prediction(
     assert first["would_order"] and not second["would_order"]
     assert (second["weight"], second["tier"]) == (first["weight"], first["tier"])
     assert len(second["reasons"]) > len(first["reasons"])
+
+
+def test_each_new_candle_is_scored_once_through_the_feature_streams(
+    world: tuple, tmp_path: Path
+) -> None:
+    """The service keeps the newest candle's features up to date one candle at a time and
+    scores a candle once however often it is asked: as candles arrive in its store, each
+    prediction is the decision ``candleflow signals`` makes on the same candle (features equal
+    to its rebuilt tail's within what the tail forgets, so the same action, tier and size);
+    asked again on the same candle, the same answer from the first scoring."""
+    home, live, now = world
+    candles = CandleStore(home).read("BTCUSD", "1h")
+    own = tmp_path / "home"
+    store = CandleStore(own)
+    store.upsert("BTCUSD", "1h", candles.head(-3))
+    settings = settings_for(home, tmp_path).model_copy(update={"home": own})
+    clock = [now - timedelta(hours=3)]
+    service = SignalService(settings, Champions({live.name: live}), clock=lambda: clock[0])
+    for k in (3, 2, 1):
+        answers = [service.predict("BTCUSD", "1h").report.row() for _ in range(2)]
+        assert answers[0] == answers[1]  # the second from the first scoring
+        (decided,), _ = _signals_run(service, tmp_path / f"run{k}")
+        expected = decided.row()
+        assert abs(answers[0]["probability"] - expected["probability"]) < 1e-9
+        fields = ("ts", "status", "action", "tier", "position_multiplier", "quantity")
+        assert {f: answers[0][f] for f in fields} == {f: expected[f] for f in fields}
+        store.upsert("BTCUSD", "1h", candles.slice(candles.height - k, 1))  # the next closes
+        clock[0] += timedelta(hours=1)
+    assert service.memo.hits == 3
+    assert service.features.restarts == 0
+    service.close()

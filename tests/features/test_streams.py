@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import numpy as np
@@ -62,7 +63,30 @@ def _magnitudes() -> dict:
     return bars
 
 
-SERIES = {"walk": _random_walk(), "flat": _flat_stretches(), "magnitudes": _magnitudes()}
+def _quiet() -> dict:
+    """No movement at all at the start and for 1 200 bars later (Wilder sums decay to exactly
+    zero), and bars whose high and low stay put while the close moves (true range without
+    directional movement)."""
+    rng = np.random.default_rng(41)
+    close = np.round(10.0 * np.exp(np.cumsum(rng.normal(0.0, 0.006, N_BARS))), 2)
+    bars = _ohlcv(close, rng, 100.0)
+    for column in ("open", "high", "low", "close"):
+        bars[column][:80] = 10.0
+        bars[column][1500:2700] = bars["close"][1500]
+    bars["high"][80:140] = 10.5
+    bars["low"][80:140] = 9.5
+    bars["close"][80:140] = np.where(np.arange(60) % 2 == 0, 10.0, 10.2)
+    bars["open"][80:140] = np.concatenate([[10.0], bars["close"][80:139]])
+    bars["volume"][:40] = 0.0
+    return bars
+
+
+SERIES = {
+    "walk": _random_walk(),
+    "flat": _flat_stretches(),
+    "magnitudes": _magnitudes(),
+    "quiet": _quiet(),
+}
 
 STDDEV_PERIODS = (2, 3, 5, 12, 20, 48, 100)
 BBANDS_PARAMS = (
@@ -169,7 +193,13 @@ def test_stream_equals_talib(case: tuple[str, dict[str, Any]], series: str) -> N
 
 
 @pytest.mark.parametrize(
-    "case", [c for c in CASES if c[0] in {"ATR", "MACD", "CCI", "AROONOSC", "STOCH", "ULTOSC"}][::2]
+    "case",
+    [
+        c
+        for c in CASES
+        if c[0]
+        in {"ATR", "MACD", "CCI", "AROONOSC", "STOCH", "ULTOSC", "STDDEV", "BBANDS", "ADX", "MFI"}
+    ][::2],
 )
 def test_deepcopy_continues_identically(case: tuple[str, dict[str, Any]]) -> None:
     """A snapshot taken mid-series resumes exactly where the original stream was."""
@@ -296,3 +326,32 @@ def test_variance_streams_over_long_and_shifted_series(
     got = _pushed(stream, inputs)
     for name, want, have in zip(stream.outputs, expected, got, strict=True):
         np.testing.assert_array_equal(have, want, err_msg=f"{function} {params} {name} {series}")
+
+
+def test_a_stream_this_machine_computes_otherwise_than_talib_is_not_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """TA-Lib picks its code by CPU at load time: a stream that disagrees with it here, by one
+    unit in the last place, is refused, and the caller replays TA-Lib instead."""
+    import features.streams as module
+
+    exact = module._BUILDERS["RSI"]
+
+    class OneUlpOff:
+        outputs = ("real",)
+
+        def __init__(self, params: dict) -> None:
+            self.inner = exact(params)
+
+        def push(self, *values: float) -> tuple[float, ...]:
+            (x,) = self.inner.push(*values)
+            return (math.nextafter(x, math.inf),)
+
+    params = {"timeperiod": 14}
+    assert module.make_stream("RSI", params) is not None
+    module.agrees_with_talib.cache_clear()
+    monkeypatch.setitem(module._BUILDERS, "RSI", OneUlpOff)
+    try:
+        assert module.make_stream("RSI", params) is None
+    finally:
+        module.agrees_with_talib.cache_clear()
