@@ -45,7 +45,9 @@ def _replay(spec: FeatureSpec, symbol: str, higher: dict, correlated: dict, step
         seen = candles.head(k)
         if k > start:
             assert stream.catch_up(seen, higher, correlated) == 1
-        full = compute_features(seen, spec, "1h", symbol=symbol, higher=higher, correlated=correlated)
+        full = compute_features(
+            seen, spec, "1h", symbol=symbol, higher=higher, correlated=correlated
+        )
         _assert_rows_equal(stream, full.frame)
     assert stream.catch_up(candles, higher, correlated) == 0  # nothing new: nothing pushed
 
