@@ -310,3 +310,30 @@ def test_quiet_keeps_errors_and_results() -> None:
     finally:
         logs.set_verbosity(logs.NORMAL)  # back to normal for the tests after this one
         output.stderr.quiet = False
+
+
+def test_a_commands_flow_run_sends_no_heartbeats_unless_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A command's own flow run has Prefect's heartbeat thread off (its join costs ~0.8 s per
+    command); a frequency the user set is kept."""
+    from prefect.settings import get_current_settings
+
+    from cli.common import run_flow
+
+    class Done:
+        def __init__(self, value: object) -> None:
+            self.value = value
+
+        def result(self, raise_on_failure: bool = True) -> object:
+            return self.value
+
+    def frequency(return_state: bool) -> Done:
+        return Done(get_current_settings().flows.heartbeat_frequency)
+
+    for name in ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY"):
+        monkeypatch.delenv(name, raising=False)
+    assert run_flow(frequency) is None
+    assert get_current_settings().flows.heartbeat_frequency is not None  # only inside
+    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
+    assert run_flow(frequency) == get_current_settings().flows.heartbeat_frequency
