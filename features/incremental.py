@@ -10,9 +10,10 @@ column of the default spec, with a higher timeframe stored or resampled and a co
 
 A stream starts on the same tail the live path builds from (``features.dataset.recent``), so its
 first row is the live path's; later rows differ from a fresh tail's by what that tail forgets
-(under 1e-10, ``features.dataset.tail_bars``). A spec with anything the streams cannot reproduce
-exactly (a TA-Lib function or parameter ``features.streams`` lacks) is not streamed at all:
-:func:`supported` says so and the caller builds the tail as before.
+(under 1e-10, ``features.dataset.tail_bars``). A TA-Lib function or parameter set without an
+exact stream (``features.streams`` lacks it, or it disagrees with TA-Lib on this CPU) is
+*replayed*: its inputs are kept and TA-Lib is called over all of them when its newest value is
+asked for — the same call as the full build's, so still the same values, at TA-Lib's cost.
 
 No look-ahead, as in ``features.build``: a higher timeframe's or another symbol's candle is
 visible from the first base bar whose close is at or after its close.
