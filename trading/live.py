@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from brokers.execution import AccountSnapshot, ExecutionBroker
 from core.config import Settings
@@ -33,7 +34,6 @@ from core.reports import SignalReport
 from core.store import CandleStore
 from core.symbols import normalize_symbol
 from core.timeframes import as_utc, parse_timeframe
-from features.incremental import FeatureStreams
 from models.registry import CHALLENGER, CHAMPION
 from models.risk import (
     AccountState,
@@ -62,6 +62,9 @@ from trading.scoring import (
     score_last_candle,
     signal_of,
 )
+
+if TYPE_CHECKING:  # streams only in a long-running service: not imported by a run
+    from features.incremental import FeatureStreams
 
 logger = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property, partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -23,7 +24,6 @@ from core.store import CandleStore
 from core.timeframes import Timeframe, as_utc, parse_timeframe
 from features.build import FeatureError, compute_features
 from features.dataset import Inputs, load_inputs, recent, tail_bars
-from features.incremental import FeatureStreams
 from features.labels import cusum_events, volatility
 from models.ensemble import Ensemble
 from models.risk import RiskState
@@ -39,6 +39,9 @@ from models.signal import (
 from models.zoo import feature_contributions
 from trading.live_models import LiveModel
 from trading.records import Explanation
+
+if TYPE_CHECKING:  # streams only in a long-running service: not imported by a run
+    from features.incremental import FeatureStreams
 
 OK, NO_MODEL, STALE, SPEC_MISMATCH, ERROR = "OK", "NO_MODEL", "STALE", "SPEC_MISMATCH", "ERROR"
 TOP_CONTRIBUTIONS = 5
