@@ -122,14 +122,15 @@ def score_last_candle(
 
 
 class ScoredMemo:
-    """A long-running process's scorings of the newest candle, one per model, kept while the
+    """A long-running process's scorings of the newest candle, one per registered model (a new
+    version replaces its predecessor's), kept while the
     candles they came from are the very frames the store hands out again (its read cache gives
     the same frame until the file changes): a service asked about one candle many times scores
     it once — features, families, vote, σ, regime, and the explanation when first asked for.
     The staleness and freshness checks still run on every call. Thread-safe."""
 
     def __init__(self) -> None:
-        self._entries: dict[int, tuple[LiveModel, Inputs, object, tuple[Scored, pl.DataFrame]]]
+        self._entries: dict[str, tuple[LiveModel, Inputs, object, tuple[Scored, pl.DataFrame]]]
         self._entries = {}
         self._lock = threading.Lock()
         self.hits = 0
@@ -138,13 +139,13 @@ class ScoredMemo:
         self, model: LiveModel, inputs: Inputs, signals: SignalSettings | None
     ) -> tuple[Scored, pl.DataFrame] | None:
         with self._lock:
-            entry = self._entries.get(id(model))
-        if entry is None or entry[0] is not model or entry[2] is not signals:
-            return None
-        if not _same_frames(entry[1], inputs):
-            return None
-        self.hits += 1
-        return entry[3]
+            entry = self._entries.get(model.name)
+            if entry is None or entry[0] is not model or entry[2] is not signals:
+                return None
+            if not _same_frames(entry[1], inputs):
+                return None
+            self.hits += 1
+            return entry[3]
 
     def put(
         self,
@@ -153,8 +154,8 @@ class ScoredMemo:
         signals: SignalSettings | None,
         scored: tuple[Scored, pl.DataFrame],
     ) -> None:
-        with self._lock:  # the model is held too: its id cannot be reused while it is here
-            self._entries[id(model)] = (model, inputs, signals, scored)
+        with self._lock:
+            self._entries[model.name] = (model, inputs, signals, scored)
 
 
 def _same_frames(a: Inputs, b: Inputs) -> bool:
@@ -210,16 +211,18 @@ def _last_features(
     feature streams when there are some, else built on the tail."""
     columns = model.ensemble.feature_columns
     if streams is not None:
+        from features.incremental import ColumnsDiffer  # loaded with the streams already
+
         try:
             X = streams.last_row(
                 *(inputs.candles, inputs.higher, inputs.correlated),
                 *(model.spec, tf, symbol, columns, model.spec_hash),
             )
-        except KeyError as exc:  # the columns streamed are not the model's: the spec differs
+        except ColumnsDiffer as exc:
             raise LiveError(SPEC_MISMATCH, f"v{model.version}: features differ ({exc})") from None
         except FeatureError as exc:
             raise LiveError(ERROR, f"{symbol} {tf.name}: {exc}") from None
-        return _finite(model, X, columns)
+        return _finite(X, columns)
     features = compute_features(
         inputs.candles,
         model.spec,
@@ -233,10 +236,10 @@ def _last_features(
         missing = sorted(set(columns) - set(features.columns))[:5]
         raise LiveError(SPEC_MISMATCH, f"v{model.version}: features differ (missing {missing})")
     X = np.array([features.frame.row(-1)[1:]], dtype=np.float64)  # ts, then the columns
-    return _finite(model, X, columns)
+    return _finite(X, columns)
 
 
-def _finite(model: LiveModel, X: np.ndarray, columns: list[str]) -> np.ndarray:
+def _finite(X: np.ndarray, columns: list[str]) -> np.ndarray:
     if not np.isfinite(X).all():
         bad = [c for c, v in zip(columns, X[0], strict=True) if not math.isfinite(v)][:5]
         raise LiveError(ERROR, f"features undefined at the last candle: {bad}")

@@ -39,6 +39,10 @@ class OutOfStep(Exception):
     candle): start a new stream."""
 
 
+class ColumnsDiffer(Exception):
+    """The columns a stream builds are not the ones asked for (the spec differs)."""
+
+
 @dataclass
 class _Source:
     """Candles of a higher timeframe or another symbol waiting to become visible."""
@@ -223,13 +227,14 @@ class FeatureStream:
         return max([*(b.replayed for b in blocks), *vols, 0])
 
     def values(self, columns: list[str]) -> np.ndarray:
-        """The newest row, whose columns must be ``columns`` in order (else KeyError, naming
-        the first ones that differ: ``compute_features`` would build other columns too)."""
+        """The newest row, whose columns must be ``columns`` in order (else
+        :class:`ColumnsDiffer`, naming the first ones that differ: ``compute_features`` would
+        build other columns too)."""
         row = self.row
         if list(row) != columns:
             missing = [c for c in columns if c not in row][:5]
             extra = [c for c in row if c not in set(columns)][:5]
-            raise KeyError(f"missing {missing}, not in the model {extra}")
+            raise ColumnsDiffer(f"missing {missing}, not in the model {extra}")
         return np.array([list(row.values())], dtype=np.float64)
 
 
@@ -266,16 +271,24 @@ class FeatureStreams:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             stream = self._streams.get(key)
+            if (
+                stream is not None
+                and stream.replayed
+                and stream.bars >= 2 * self._started_with[key]
+            ):
+                self.renewals += 1
+                stream = None
             try:
                 if stream is None:
                     raise OutOfStep("no stream yet")
-                if stream.replayed and stream.bars >= 2 * self._started_with[key]:
-                    self.renewals += 1
-                    raise OutOfStep("renewed")
                 stream.catch_up(candles, higher, correlated)
-            except OutOfStep as exc:
-                self.restarts += stream is not None and str(exc) != "renewed"
+            except OutOfStep:
+                self.restarts += stream is not None
                 stream = FeatureStream(spec, timeframe, symbol)
                 self._streams[key] = stream
                 self._started_with[key] = stream.catch_up(candles, higher, correlated)
             return stream.values(columns)
+
+    def _grown(self, stream: FeatureStream, key: tuple[str, str, str]) -> bool:
+        """A stream whose replayed functions hold twice the bars it started with."""
+        return bool(stream.replayed) and stream.bars >= 2 * self._started_with[key]

@@ -14,7 +14,7 @@ from brokers.simulated import SimulatedBroker
 from core.feature_spec import FeatureSpec, IndicatorSpec
 from core.timeframes import parse_timeframe
 from features.build import compute_features
-from features.incremental import FeatureStream, FeatureStreams, OutOfStep
+from features.incremental import ColumnsDiffer, FeatureStream, FeatureStreams, OutOfStep
 
 NOW = datetime(2025, 6, 2, 12, tzinfo=UTC)
 H1 = parse_timeframe("1h")
@@ -135,9 +135,24 @@ def test_other_columns_than_the_models_are_refused() -> None:
     stream = FeatureStream(FeatureSpec(), "1h", "EURUSD")
     stream.catch_up(candles, {}, {})
     columns = list(stream.row)
-    with pytest.raises(KeyError, match="missing"):
+    with pytest.raises(ColumnsDiffer, match="missing"):
         stream.values([*columns, "rsi_99"])
-    with pytest.raises(KeyError, match="not in the model"):
+    with pytest.raises(ColumnsDiffer, match="not in the model"):
         stream.values(columns[1:])
-    with pytest.raises(KeyError):
+    with pytest.raises(ColumnsDiffer):
         stream.values(columns[::-1])  # the same columns in another order
+
+
+def test_a_stream_with_replayed_functions_starts_again_once_it_has_doubled() -> None:
+    """Replayed functions keep every input: once a stream holds twice the candles it started
+    with, it starts again on the tail it is given — its row then that tail's full build."""
+    spec = FeatureSpec(indicators=[IndicatorSpec(function="KAMA")], higher_timeframes=[])
+    candles = market("EURUSD")
+    streams, tail = FeatureStreams(), 200
+    columns = compute_features(candles.head(tail), spec, "1h", symbol="EURUSD").columns
+    for end in range(tail, 2 * tail + 2):
+        window = candles.slice(end - tail, tail)
+        row = streams.last_row(window, {}, {}, spec, H1, "EURUSD", columns)
+    assert streams.renewals == 1 and streams.restarts == 0
+    rebuilt = compute_features(window, spec, "1h", symbol="EURUSD").frame
+    np.testing.assert_array_equal(row[0], np.array(rebuilt.row(-1)[1:], dtype=np.float64))
