@@ -31,21 +31,21 @@ import polars as pl
 from core.config import Settings
 from core.timeframes import parse_timeframe
 from features.dataset import Dataset, DatasetMeta
-from models.backtest import BacktestResult, backtest
+from models.backtest import BacktestResult
 from models.ensemble import Ensemble, fit_weights
+from models.family_runs import STAGES, FamilyRun, bt, run_families
 from models.metrics import (
     classification_report,
     deflated_sharpe_ratio,
     probability_of_backtest_overfitting,
 )
-from models.parallel import fit_workers, map_ordered
+from models.parallel import FitPool, fit_workers
 from models.splits import Fold, WalkForward, overlaps, purged_kfold, walk_forward
-from models.strategy import Setup, SingleFamily, Strategy, Voting
-from models.tuning import Tuned, fit, journal_trials, tune
+from models.strategy import Setup, Strategy
+from models.tuning import Tuned, journal_trials
 from models.zoo import blas_cap
 
 logger = logging.getLogger(__name__)
-PERIODS_PER_YEAR = 365  # the backtest's daily series holds every calendar day
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,8 @@ class TrainingResult:
     oos_backtest: BacktestResult
     folds: list[FoldRecord] = field(default_factory=list)
     data_hash: str = ""
-    seconds: dict[str, float] = field(default_factory=dict)  # tuning, walk-forward, final fit
+    # tuning, walk_forward, final_fit (each summed over the families), families_wall
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def data_hash(dataset: Dataset) -> str:
@@ -156,25 +157,6 @@ def _fold_record(ts: pl.Series, rows: np.ndarray, folds: list[Fold], kind: str) 
     ]
 
 
-def _bt(
-    setup: Setup,
-    frame: pl.DataFrame,
-    voting: Voting,
-    probas: dict[str, np.ndarray],
-    n_trials: int | None = None,
-    sr_variance: float | None = None,
-) -> BacktestResult:
-    return backtest(
-        setup,
-        voting,
-        frame["ts"],
-        probas,
-        periods_per_year=PERIODS_PER_YEAR,
-        n_trials=n_trials,
-        sr_variance=sr_variance,
-    )
-
-
 def _setup(cfg: TrainingConfig, meta: DatasetMeta, candles: pl.DataFrame) -> Setup:
     return Setup(cfg.strategy, candles, meta.label_spec, meta.symbol, meta.timeframe)
 
@@ -197,30 +179,6 @@ def _layout(frame: pl.DataFrame, cfg: TrainingConfig) -> tuple[WalkForward, list
     return walk, folds
 
 
-def _walk(
-    tuned: dict[str, Tuned], X: np.ndarray, y: np.ndarray, walk: WalkForward, cfg: TrainingConfig
-) -> dict[str, np.ndarray]:
-    """Each out-of-sample event predicted by the families refitted (fixed parameters) on the
-    events before its block."""
-
-    def one(family: str) -> np.ndarray:
-        p = []
-        for step in walk.steps:
-            model = fit(
-                family,
-                tuned[family].params,
-                X[step.train],
-                y[step.train],
-                seed=cfg.seed,
-                n_threads=cfg.n_threads,
-            )
-            p.append(model.predict_proba(X[step.test])[:, 1])
-        return np.concatenate(p)
-
-    # One job per family (each carries the rows once to its worker process).
-    return map_ordered(one, tuned, cfg.workers, cfg.n_threads)
-
-
 def train_dataset(
     dataset: Dataset,
     candles: pl.DataFrame,
@@ -231,6 +189,7 @@ def train_dataset(
     """Tune, combine, walk forward, refit on everything and evaluate (module docstring).
     ``prior_trials``: the N the model's registered evidence already holds (its newest version's
     ``trials_total``), so a lost or deleted journal never lowers it."""
+    FitPool(cfg.workers, cfg.n_threads).warm("models.family_runs")  # while the data is prepared
     # Every fit's BLAS cap held once for the whole training: set and lifted once, not per fit.
     with blas_cap(cfg.n_threads):
         return _train(dataset, candles, cfg, journal_dir, prior_trials)
@@ -250,14 +209,15 @@ def _train(
     setup, digest = _setup(cfg, meta, candles), data_hash(dataset)
     journal = journal_dir / f"{meta.symbol}_{meta.timeframe}.journal"
     clock = time.perf_counter()
-    tuned, oof = _tune(setup, frame[walk.development], X, y, walk, folds, cfg, journal, digest)
-    seconds = {"tuning": time.perf_counter() - clock}
-    clock = time.perf_counter()
-    oos_p = _walk(tuned, X, y, walk, cfg)
-    seconds["walk_forward"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    ensemble = _final(tuned, oof, X, y, y[walk.development], meta, cfg)
-    seconds["final_fit"] = time.perf_counter() - clock
+    runs = run_families(setup, frame, X, y, walk, folds, cfg, journal, cfg.study_key(digest))
+    wall = time.perf_counter() - clock
+    tuned = {f: r.tuned for f, r in runs.items()}
+    oof = {f: r.oof for f, r in runs.items()}
+    oos_p = {f: r.oos_p for f, r in runs.items()}
+    ensemble = _ensemble(runs, y[walk.development], meta, cfg)
+    # Each stage's seconds summed over the families (its work), and the wall time of them all.
+    seconds = {k: sum(r.seconds[k] for r in runs.values()) for k in STAGES}
+    seconds["families_wall"] = wall
     journal_record = journal_trials(journal)
     n = max(journal_record.n, prior_trials + sum(t.new_trials for t in tuned.values()))
     # A lost journal never lowers N (the registered floor); its effective share stays the one
@@ -283,65 +243,17 @@ def _train(
     return result
 
 
-def _tune(
-    setup: Setup,
-    dev_frame: pl.DataFrame,
-    X: np.ndarray,
-    y: np.ndarray,
-    walk: WalkForward,
-    folds: list[Fold],
-    cfg: TrainingConfig,
-    journal: Path,
-    digest: str,
-) -> tuple[dict[str, Tuned], dict[str, np.ndarray]]:
-    """Each family tuned by purged CV on the development events; its out-of-fold probabilities."""
-    dev, key = walk.development, cfg.study_key(digest)
-
-    def one(family: str) -> tuple[Tuned, np.ndarray]:
-        def trial_result(p: np.ndarray) -> tuple[float, np.ndarray]:
-            bt = _bt(setup, dev_frame, SingleFamily(family, cfg.threshold), {family: p})
-            return bt.strategy.sharpe, bt.daily["ret"].to_numpy()
-
-        return tune(
-            family,
-            X[dev],
-            y[dev],
-            folds,
-            trials=cfg.trials,
-            timeout=cfg.timeout,
-            seed=cfg.seed,
-            n_threads=cfg.n_threads,
-            journal=journal,
-            study_name=f"{family}-{key}",
-            sharpe_of=trial_result,
-        )
-
-    done = map_ordered(one, cfg.families, cfg.workers, cfg.n_threads)
-    return {f: r[0] for f, r in done.items()}, {f: r[1] for f, r in done.items()}
-
-
-def _final(
-    tuned: dict[str, Tuned],
-    oof: dict[str, np.ndarray],
-    X: np.ndarray,
-    y: np.ndarray,
-    y_dev: np.ndarray,
-    meta: DatasetMeta,
-    cfg: TrainingConfig,
+def _ensemble(
+    runs: dict[str, FamilyRun], y_dev: np.ndarray, meta: DatasetMeta, cfg: TrainingConfig
 ) -> Ensemble:
     """The registered model: the families refitted on every event, weighted on the development
     out-of-fold probabilities."""
+    oof = {f: r.oof for f, r in runs.items()}
     weights = (
         fit_weights(oof, y_dev) if cfg.method == "weighted" else {f: 1 / len(oof) for f in oof}
     )
-
-    def one(family: str) -> object:
-        params = tuned[family].params
-        return fit(family, params, X, y, seed=cfg.seed, n_threads=cfg.n_threads)
-
-    models = map_ordered(one, tuned, cfg.workers, cfg.n_threads)
     return Ensemble(
-        models,
+        {f: r.model for f, r in runs.items()},
         weights,
         list(meta.feature_columns),
         cfg.method,
@@ -412,14 +324,14 @@ def _evaluate(
     cfg: TrainingConfig,
 ) -> TrainingResult:
     oos_frame, dev_frame = e.frame[e.oos], e.frame[e.dev]
-    result = _bt(setup, oos_frame, ensemble, e.oos_p)
+    result = bt(setup, oos_frame, ensemble, e.oos_p)
     deflation = _deflation(e, tuned, result.daily.height)
     dsr_all_trials = math.nan
     if math.isfinite(deflation.variance):
         result = result.deflated(deflation.effective, deflation.variance)
         returns = result.daily["ret"].to_numpy()
         dsr_all_trials = deflated_sharpe_ratio(returns, deflation.n, deflation.variance)
-    dev_bt = _bt(setup, dev_frame, ensemble, e.oof)
+    dev_bt = bt(setup, dev_frame, ensemble, e.oof)
     oof_p, _ = ensemble.combine(e.oof)
     oos_ens, _ = ensemble.combine(e.oos_p)
     y_dev, y_oos = e.y[e.dev], e.y[e.oos]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from models.parallel import fit_workers, map_ordered
+from models.parallel import FitPool, fit_workers, gather, map_ordered
 
 DELAYS = {"slow": 0.3, "fast": 0.0, "mid": 0.1}
 
@@ -56,3 +56,23 @@ def test_a_closure_is_shipped_to_the_workers() -> None:
 def test_workers_fit_the_cores() -> None:
     assert fit_workers(1) >= 1
     assert fit_workers(10_000) == 1
+
+
+def test_a_pool_job_submitted_on_completion_runs_and_errors_keep_their_type() -> None:
+    pool = FitPool(workers=2)
+    first = pool.submit(_job, "fast")
+    key, pid = first.result()
+    follower = pool.submit(_job, "mid")  # submitted once the first ended, as training does
+    assert gather([first, follower])[1][0] == "MID" and pid != os.getpid()
+    with pytest.raises(ValueError, match="bad family"):
+        gather([pool.submit(_fail, "a"), pool.submit(_fail, "bad")])
+
+
+def test_an_inline_pool_runs_at_submission_and_holds_the_error_for_gather() -> None:
+    pool = FitPool(workers=1)
+    done = pool.submit(_job, "fast")
+    assert done.done() and done.result()[1] == os.getpid()
+    failed = pool.submit(_fail, "bad")
+    with pytest.raises(ValueError, match="bad family"):
+        gather([done, failed])
+    pool.warm("json")  # nothing to start inline
