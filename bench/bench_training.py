@@ -87,6 +87,7 @@ def worker(symbol: str, out: Path) -> None:
             "metrics": {k: result.metrics.get(k) for k in PROMOTION},
             "params": {f: t.params for f, t in result.tuned.items()},
             "completed": {f: len(t.trial_sharpes) for f, t in result.tuned.items()},
+            "data_hash": result.data_hash,
         }
         out.write_text(json.dumps(figures, default=float))
     finally:
@@ -109,11 +110,20 @@ def base_tree(commit: str) -> Iterator[Path]:
 def _env(home: Path | None = None) -> dict[str, str]:
     env = {**os.environ, "DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "60"
+    # Both trees trade this tree's simulated market (its edge was re-calibrated since the base
+    # commit): the same candles give the same dataset, so their tuned results can be compared.
+    env.setdefault("CANDLEFLOW_SIMULATED__EDGE", str(_edge()))
     env.pop("PREFECT_API_URL", None)
     if home is not None:
         env["CANDLEFLOW_HOME"] = str(home)
         env["PREFECT_HOME"] = str(home / "prefect-home")
     return env
+
+
+def _edge() -> float:
+    from core.config import load_settings
+
+    return load_settings().simulated.edge
 
 
 def run_worker(tree: Path, symbol: str) -> dict:
@@ -170,7 +180,8 @@ def same_run(base: Path, repeats: int) -> list[dict]:
                 "note": f"old {[round(v, 1) for v in o]}, new {[round(v, 1) for v in n]}",
             }
         )
-    same = all(r["params"] == old[0]["params"] for r in old + new)
+    same_data = len({r["data_hash"] for r in old + new}) == 1
+    same = same_data and all(r["params"] == old[0]["params"] for r in old + new)
     rows.append(
         {
             "case": "tuned params, old vs new (same seed)",
@@ -178,7 +189,7 @@ def same_run(base: Path, repeats: int) -> list[dict]:
             "new_s": None,
             "speed_up": None,
             "target": "identical",
-            "note": "identical" if same else "DIFFER",
+            "note": "identical" if same else ("DIFFER" if same_data else "datasets differ"),
         }
     )
     _details(

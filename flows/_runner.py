@@ -55,6 +55,17 @@ def training_workers(settings: Settings) -> int:
     return max(1, (os.cpu_count() or 1) // settings.training.n_threads)
 
 
+Workers = Callable[[Settings], int]
+
+
+def unit_threads(units: Workers, tasks_per_unit: int) -> Workers:
+    """Threads for ``units(settings)`` units running side by side when each unit is a chain of
+    ``tasks_per_unit`` tasks. A submitted task takes its runner thread at once and waits there
+    for its upstream, so a pool of one thread per unit is held by the first units' waiting
+    downstream tasks and runs the units one at a time."""
+    return lambda settings: units(settings) * tasks_per_unit
+
+
 class ConfiguredTaskRunner(TaskRunner[PrefectFuture[Any]]):
     """Resolves the configured runner when the flow run enters it and delegates to it."""
 

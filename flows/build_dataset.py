@@ -10,11 +10,14 @@ from core.collect import collection_units
 from core.config import Settings, load_settings
 from core.reports import DatasetReport
 from flows._fanout import Chain, fan_out, finish
-from flows._runner import ConfiguredTaskRunner, cpu_workers, task_runner
+from flows._runner import ConfiguredTaskRunner, cpu_workers, task_runner, unit_threads
 from tasks.dataset import dataset, features, label, load_dataset_inputs
 
+# A unit's tasks: inputs, labels, features, dataset (flows._runner.unit_threads).
+THREADS = unit_threads(cpu_workers, tasks_per_unit=4)
 
-@flow(name="build-dataset", task_runner=ConfiguredTaskRunner(cpu_workers))
+
+@flow(name="build-dataset", task_runner=ConfiguredTaskRunner(THREADS))
 def build_datasets(
     symbols: list[str] | None = None,
     timeframes: list[str] | None = None,
@@ -42,7 +45,7 @@ def build_datasets(
 
 def configured(settings: Settings) -> Flow:
     """The flow with the configured task runner (threads: no more than cores, CPU-bound work)."""
-    return build_datasets.with_options(task_runner=task_runner(settings, cpu_workers(settings)))
+    return build_datasets.with_options(task_runner=task_runner(settings, THREADS(settings)))
 
 
 if __name__ == "__main__":

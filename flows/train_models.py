@@ -12,7 +12,7 @@ from core.collect import collection_units
 from core.config import Settings, load_settings
 from core.reports import TrainReport
 from flows._fanout import Chain, fan_out, publish_decisions, publish_table, raise_if_failed
-from flows._runner import ConfiguredTaskRunner, task_runner, training_workers
+from flows._runner import ConfiguredTaskRunner, task_runner, training_workers, unit_threads
 from models.training import TrainingConfig
 from tasks.promote import review_trained
 from tasks.train import read_training_data, record, registered_trials, train
@@ -20,7 +20,11 @@ from tasks.train import read_training_data, record, registered_trials, train
 SUMMARY = ("cv_auc", "oos_auc", "oos_sharpe", "oos_days", "dsr", "pbo", "trades", "bh_sharpe")
 
 
-@flow(name="train-models", task_runner=ConfiguredTaskRunner(training_workers))
+# A unit's tasks: read, prior trials, train, record, review (flows._runner.unit_threads).
+THREADS = unit_threads(training_workers, tasks_per_unit=5)
+
+
+@flow(name="train-models", task_runner=ConfiguredTaskRunner(THREADS))
 def train_models(
     symbols: list[str] | None = None,
     timeframes: list[str] | None = None,
@@ -90,7 +94,7 @@ def _markdown(rows: list[TrainReport]) -> str:
 def configured(settings: Settings) -> Flow:
     """The flow with the configured task runner (threads: no more parallel trainings than cores
     allow, each fit using ``training.n_threads``)."""
-    return train_models.with_options(task_runner=task_runner(settings, training_workers(settings)))
+    return train_models.with_options(task_runner=task_runner(settings, THREADS(settings)))
 
 
 if __name__ == "__main__":
