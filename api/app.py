@@ -18,6 +18,7 @@ from fastapi.exception_handlers import (
 )
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -48,7 +49,9 @@ def create_app(settings: Settings, service: SignalService | None = None) -> Fast
     """The app for ``settings`` (``service``: one built already, e.g. with test models)."""
     service = service or SignalService(settings)
     metrics = Metrics(lambda: service.ledger.engine)
-    app = FastAPI(
+    # FastAPI with /docs and /redoc whose scripts and styles it serves itself (the stock pages
+    # load them from a CDN, blank on a machine without internet).
+    app = FastAPIOffline(
         title="candleflow signal service",
         version=_version(),
         description="Ask the champions for a decision, read the live ledger and the registry, "

@@ -3,6 +3,7 @@ metrics and the OpenAPI docs."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,11 @@ def test_metrics_parse_and_count(client: TestClient, service: SignalService) -> 
 
 
 def test_docs_and_openapi(client: TestClient) -> None:
-    assert "swagger" in client.get("/docs").text.lower()
+    for page, script in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        html = client.get(page).text
+        assert "cdn." not in html and "//fonts." not in html  # nothing from the internet
+        src = next(s for s in re.findall(r'src="([^"]+)"', html) if s.endswith(script))
+        assert src.startswith("/") and len(client.get(src).content) > 100_000  # served here
     paths = client.get("/openapi.json").json()["paths"]
     expected = {"/v1/predict", "/v1/signals", "/v1/signals/{symbol}", "/v1/models", "/healthz"}
     assert expected | {"/metrics", "/v1/webhooks/tradingview"} <= set(paths)
