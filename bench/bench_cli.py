@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -184,6 +185,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 os.killpg(up.pid, signal.SIGKILL)
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(ref_tree)])
+        shutil.rmtree(root, ignore_errors=True)  # both homes (candles, models, Prefect state)
 
 
 if __name__ == "__main__":
