@@ -4,7 +4,6 @@ time)."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest

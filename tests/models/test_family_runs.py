@@ -11,10 +11,8 @@ from models.splits import Fold
 
 
 def _anchored(steps: int, block: int = 10, first: int = 40) -> list[Fold]:
-    return [
-        Fold(np.arange(first + i * block - 3), np.arange(first + i * block, first + (i + 1) * block))
-        for i in range(steps)
-    ]
+    starts = [first + i * block for i in range(steps)]
+    return [Fold(np.arange(s - 3), np.arange(s, s + block)) for s in starts]
 
 
 @pytest.mark.parametrize(("steps", "n"), [(18, 3), (5, 3), (2, 3), (1, 3), (7, 1), (40, 4)])

@@ -61,7 +61,7 @@ def test_workers_fit_the_cores() -> None:
 def test_a_pool_job_submitted_on_completion_runs_and_errors_keep_their_type() -> None:
     pool = FitPool(workers=2)
     first = pool.submit(_job, "fast")
-    key, pid = first.result()
+    _key, pid = first.result()
     follower = pool.submit(_job, "mid")  # submitted once the first ended, as training does
     assert gather([first, follower])[1][0] == "MID" and pid != os.getpid()
     with pytest.raises(ValueError, match="bad family"):
