@@ -73,10 +73,10 @@ def run_pipeline(
         "collect": lambda kept: [collect_candles.configured(settings)(symbols=kept, **common)],
         "dataset": lambda kept: [build_dataset.configured(settings)(symbols=kept, **common)],
         "train": lambda kept: [train_models.configured(settings)(symbols=kept, **common)],
-        "signals": lambda kept: [  # one live run per timeframe
-            live_signals(
-                symbols=kept, timeframe=tf, collect=False, settings=settings, return_state=True
-            )
+        # One live run per timeframe. It collects again: a candle that closed while the models
+        # trained is fetched and scored (else the newest stored one is judged STALE).
+        "signals": lambda kept: [
+            live_signals(symbols=kept, timeframe=tf, settings=settings, return_state=True)
             for tf in (tfs if signals else [])
         ],
     }

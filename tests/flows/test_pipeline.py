@@ -68,7 +68,9 @@ def _each_stage_is_a_completed_task_run(flow_run: str, symbol: str) -> None:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=200
         )
-    by_name = {r.name: r for r in runs}
+    by_name = {}  # each stage's first run (the signals stage collects again: a second store)
+    for r in sorted(runs, key=lambda r: r.start_time or r.expected_start_time):
+        by_name.setdefault(r.name, r)
     started = {}
     for stage in STAGES:
         run = by_name.get(f"{stage}-{symbol}-1h")
