@@ -16,12 +16,11 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import os
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, wait
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-K = TypeVar("K", bound=Hashable)
 
 # Set in every worker: a worker's own jobs run inline (no pool inside the pool).
 IN_WORKER = "CANDLEFLOW_FIT_WORKER"
@@ -107,16 +106,3 @@ def gather(futures: Sequence[Future[T]]) -> list[T]:
             future.cancel()
         raise failed.exception()  # type: ignore[misc]
     return [f.result() for f in futures]
-
-
-def map_ordered(
-    fn: Callable[[K], T], keys: Iterable[K], workers: int, n_threads: int = 1
-) -> dict[K, T]:
-    """``{key: fn(key)}`` in ``keys``' order, computed on a :class:`FitPool` (inline for one
-    key). The first error is raised in the caller, with its own type, and the remaining calls are
-    cancelled."""
-    keys = list(keys)
-    if len(keys) <= 1 or _inline(workers):
-        return {k: fn(k) for k in keys}
-    pool = FitPool(workers, n_threads)
-    return dict(zip(keys, gather([pool.submit(fn, k) for k in keys]), strict=True))

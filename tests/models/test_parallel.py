@@ -1,5 +1,5 @@
-"""The fit pool: results in the keys' order, computed in worker processes, errors raised with their
-own type, nested calls inline."""
+"""The fit pool: results in the submission order, computed in worker processes, errors raised with
+their own type, inline for one worker."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from models.parallel import FitPool, fit_workers, gather, map_ordered
+from models.parallel import FitPool, fit_workers, gather
 
 DELAYS = {"slow": 0.3, "fast": 0.0, "mid": 0.1}
 
@@ -19,18 +19,16 @@ def _job(key: str) -> tuple[str, int]:
 
 
 def test_results_keep_the_keys_order_and_run_in_worker_processes() -> None:
-    results = map_ordered(_job, DELAYS, workers=2)
-    assert [(k, v[0]) for k, v in results.items()] == [
-        ("slow", "SLOW"),
-        ("fast", "FAST"),
-        ("mid", "MID"),
-    ]
-    assert os.getpid() not in {pid for _, pid in results.values()}
+    pool = FitPool(workers=2)
+    results = gather([pool.submit(_job, key) for key in DELAYS])
+    assert [name for name, _ in results] == ["SLOW", "FAST", "MID"]
+    assert os.getpid() not in {pid for _, pid in results}
 
 
 def test_one_worker_runs_inline() -> None:
-    results = map_ordered(_job, ["fast", "mid"], workers=1)
-    assert {pid for _, pid in results.values()} == {os.getpid()}
+    pool = FitPool(workers=1)
+    results = gather([pool.submit(_job, key) for key in ("fast", "mid")])
+    assert {pid for _, pid in results} == {os.getpid()}
 
 
 def _fail(key: str) -> str:
@@ -41,7 +39,8 @@ def _fail(key: str) -> str:
 
 def test_an_error_reaches_the_caller_with_its_own_type() -> None:
     with pytest.raises(ValueError, match="bad family"):
-        map_ordered(_fail, ["a", "bad", "b"], workers=2)
+        pool = FitPool(workers=2)
+        gather([pool.submit(_fail, key) for key in ("a", "bad", "b")])
 
 
 def test_a_closure_is_shipped_to_the_workers() -> None:
@@ -50,7 +49,8 @@ def test_a_closure_is_shipped_to_the_workers() -> None:
     def add(key: int) -> int:
         return key + offset
 
-    assert map_ordered(add, [1, 2, 3], workers=2) == {1: 11, 2: 12, 3: 13}
+    pool = FitPool(workers=2)
+    assert gather([pool.submit(add, key) for key in (1, 2, 3)]) == [11, 12, 13]
 
 
 def test_workers_fit_the_cores() -> None:
