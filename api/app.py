@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.guard import BodyTooLarge, Guard, TokenBuckets, matches
 from api.metrics import Metrics
+from api.runs import FlowRuns, add_run_routes
 from api.schemas import AlertAnswer, Health, Prediction, PredictRequest, Refusal, SignalRow
 from api.service import NotFoundError, SignalService
 from core.config import Settings
@@ -45,8 +46,11 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
 SECRET_HEADER = "X-Candleflow-Secret"
 
 
-def create_app(settings: Settings, service: SignalService | None = None) -> FastAPI:
-    """The app for ``settings`` (``service``: one built already, e.g. with test models)."""
+def create_app(
+    settings: Settings, service: SignalService | None = None, runs: FlowRuns | None = None
+) -> FastAPI:
+    """The app for ``settings`` (``service``: one built already, e.g. with test models;
+    ``runs``: take the command line's flow runs, ``POST /v1/runs/{kind}``)."""
     service = service or SignalService(settings)
     metrics = Metrics(lambda: service.ledger.engine)
     # FastAPI with /docs and /redoc whose scripts and styles it serves itself (the stock pages
@@ -68,6 +72,8 @@ def create_app(settings: Settings, service: SignalService | None = None) -> Fast
     )
     _handlers(app, metrics)
     _routes(app, service, metrics, settings)
+    if runs is not None:
+        add_run_routes(app, runs)
     return app
 
 

@@ -11,7 +11,8 @@ variant, interleaved, and the median is reported:
 * ``new``: this tree without ``candleflow up`` (a temporary server whose database lives in the
   state directory);
 * ``new+up``: this tree while ``candleflow up --no-serve`` runs for the same state directory
-  (commands attach to its Prefect server).
+  (commands attach to its Prefect server; ``signals`` and ``collect`` run their flow in its signal
+  service, a warm process: ``core/attach.py``).
 
 Set-up (untimed): the 7 default symbols, 120 days of hourly candles, a quick training of each
 (2 families, 1 trial) made champion by hand, so that ``signals`` scores 7 champions. Offline, on
@@ -34,6 +35,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -105,9 +108,17 @@ def _up(tree: Path, env: dict[str, str], home: Path) -> subprocess.Popen:
     deadline = time.monotonic() + 120
     sys.path.insert(0, str(tree))
     from cli.prefect_env import up_server_url
+    from core.attach import attached_service
 
-    while time.monotonic() < deadline:
-        if up_server_url(home):
+    def service_healthy() -> bool:
+        service = attached_service(home)
+        try:
+            return service is not None and httpx.get(f"{service.url}/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    while time.monotonic() < deadline:  # its Prefect server and its signal service both up
+        if up_server_url(home) and service_healthy():
             return process
         if process.poll() is not None:
             raise SystemExit("candleflow up exited while starting")

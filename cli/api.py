@@ -33,11 +33,14 @@ def api(
     import uvicorn
 
     from api.app import create_app
+    from api.runs import FlowRuns
     from core.errors import CandleflowError
 
     try:
-        app = create_app(settings)
+        runs = FlowRuns(settings)  # `signals` and `collect` hand their runs to this process
+        app = create_app(settings, runs=runs)
     except CandleflowError as exc:
         raise output.fail(str(exc)) from None
+    runs.warm()
     output.stderr.print(f"[bold]API[/]: http://{host}:{port} (docs: http://{host}:{port}/docs)")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -60,20 +59,6 @@ def loading_libraries() -> Iterator[None]:
             gc.enable()
 
 
-def heartbeats_off() -> contextlib.AbstractContextManager[Any]:
-    """No flow-run heartbeats for a command's own flow run (unless the user set their frequency,
-    ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``). A heartbeat lets a Prefect automation of the user's
-    mark a run that stopped sending them as crashed — a guard for long runs of deployments, which
-    keep them; a command's run lasts seconds in the user's terminal, and Prefect joins the
-    heartbeat thread at its end, which sleeps in 1 s steps: ~0.8 s per command."""
-    names = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
-    if any(os.environ.get(name) for name in names):
-        return contextlib.nullcontext()
-    from prefect.settings import temporary_settings
-
-    return temporary_settings(updates={"flows.heartbeat_frequency": None})  # type: ignore[dict-item]
-
-
 def split_csv(value: str | None) -> list[str] | None:
     return [part.strip() for part in value.split(",") if part.strip()] if value else None
 
@@ -88,6 +73,8 @@ def run_flow(
     if settings is not None:
         logs.route_logs(settings.home, logs.verbosity)
     output.quiet_user_error_tracebacks()
+    from flows._runner import heartbeats_off
+
     with contextlib.ExitStack() as stack:
         stack.enter_context(heartbeats_off())
         if board is not None:

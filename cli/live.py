@@ -59,16 +59,17 @@ def signals(
     if len(tf) != 1:
         raise output.fail(f"signals scores one timeframe per run, got {', '.join(tf)}")
     _check_known(settings, units)
-    with loading_libraries():  # Prefect loads only once the input is known good
-        from flows.live_signals import live_signals
+    from cli.attach import run_in_service
+    from core.reports import SignalReport
 
-    with output.stderr.status(f"Scoring {len(units)} symbol(s)…"):
-        result = run_flow(
-            live_signals,
-            symbols=[s for s, _ in units],
-            timeframe=tf[0],
-            settings=settings,
-        )
+    names = [s for s, _ in units]
+    result = run_in_service(settings, "signals", SignalReport, names, tf)
+    if result is None:  # no `up` service to run it: in this process
+        with loading_libraries():  # Prefect loads only once the input is known good
+            from flows.live_signals import live_signals
+
+        with output.stderr.status(f"Scoring {len(units)} symbol(s)…"):
+            result = run_flow(live_signals, symbols=names, timeframe=tf[0], settings=settings)
     report_rows(result, json_, f"Signals ({tf[0]})", after_table=_reasons, wide=wide)
 
 

@@ -180,8 +180,8 @@ def _specs(ctx: typer.Context, settings: Settings, serve_: bool, api_: bool = Tr
     config = config_arg(ctx)
     argv = [bin_path("candleflow"), "--home", str(home)]
     argv += ["--config", config] if config else []
-    if api_:
-        specs.append(_api_spec(settings, argv, env))
+    if api_:  # it runs the flows `signals` and `collect` hand it: on this Prefect server
+        specs.append(_api_spec(settings, argv, env | {"PREFECT_API_URL": f"{prefect_url}/api"}))
     if serve_:
         env = env | {"PREFECT_API_URL": f"{prefect_url}/api"}
         # SIGINT: the runner's own Ctrl-C path (its SIGTERM path leaves a coroutine un-awaited)

@@ -83,18 +83,24 @@ def collect(
     except CandleflowError as exc:
         raise output.fail(str(exc)) from None
 
-    with loading_libraries():
-        from flows.collect_candles import configured
+    from cli.attach import run_in_service
+    from core.reports import CollectReport
 
-    result = run_flow(
-        configured(settings),
-        symbols=[s for s, _ in units],
-        timeframes=sorted({t for _, t in units}),
-        start=start_ts,
-        end=end_ts,
-        settings=settings,
-        board=(f"Collecting {len(units)} dataset(s) from {broker.name}…", units),
-    )
+    names, timeframes = [s for s, _ in units], sorted({t for _, t in units})
+    result = run_in_service(settings, "collect", CollectReport, names, timeframes, start_ts, end_ts)
+    if result is None:  # no `up` service to run it: in this process
+        with loading_libraries():
+            from flows.collect_candles import configured
+
+        result = run_flow(
+            configured(settings),
+            symbols=names,
+            timeframes=timeframes,
+            start=start_ts,
+            end=end_ts,
+            settings=settings,
+            board=(f"Collecting {len(units)} dataset(s) from {broker.name}…", units),
+        )
     report_rows(result, json_, f"Candles in {settings.candles_dir}", wide=wide)
 
 

@@ -25,6 +25,9 @@ class OrchestrationSettings(Section):
     prefect_port: int = Field(default=4200, ge=1, le=65535)
     mlflow_port: int = Field(default=5000, ge=1, le=65535)
     startup_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    # `signals` and `collect` run their flow in the signal service of a running `up` (a warm
+    # process, same settings and code: core/attach.py); false: always in the command's process.
+    run_in_service: bool = True
 
 
 class RetrainSettings(Section):
