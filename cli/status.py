@@ -63,6 +63,7 @@ def _servers(home: Path) -> dict[str, Any]:
         "up": up,
         "prefect": up_server_url(home) if up else None,
         "mlflow": children.get("mlflow ui"),
+        "api": children.get("api"),  # the signal service: `signals` and `collect` run there
         "serving": "serve" in children,
     }
 
@@ -131,7 +132,8 @@ def _print(document: dict[str, Any], wide: bool) -> None:
     if servers["up"]:
         where = ", ".join(f"{k} {v}" for k, v in servers.items() if isinstance(v, str))
         serving = "serving the deployments" if servers["serving"] else "not serving"
-        output.stdout.print(f"[green]up[/]: {where} ({serving})")
+        taking = "; `signals` and `collect` run in its api" if servers["api"] else ""
+        output.stdout.print(f"[green]up[/]: {where} ({serving}{taking})")
     else:
         output.stdout.print("servers: not running (`candleflow up` starts Prefect + MLflow UI)")
     output.stdout.print(f"state directory: {document['home']}")
