@@ -52,7 +52,7 @@ def run_in_service(
                 f"/v1/runs/{kind}", json=body, headers={TOKEN_HEADER: service.token}
             )
     except httpx.HTTPError as exc:
-        _note(f"the signal service of `candleflow up` did not answer ({exc}); running it here")
+        output.stderr.print(f"the signal service did not answer ({exc}); running it here")
         return None
     if response.status_code >= 500:
         where = settings.home / "logs" / "api.log"
@@ -61,7 +61,8 @@ def run_in_service(
             output.EXIT_RUN_FAILED,
         )
     if response.status_code != 200:  # another identity, a stale token: the command's own run
-        _note(f"the signal service did not take the run: {_detail(response)}; running it here")
+        detail = _detail(response)
+        output.stderr.print(f"the signal service did not take the run: {detail}; running it here")
         return None
     answer = response.json()
     if logs.verbosity >= logs.VERBOSE:
@@ -86,7 +87,3 @@ def _detail(response: Any) -> str:
         return str(response.json().get("detail") or response.status_code)
     except ValueError:
         return f"HTTP {response.status_code}"
-
-
-def _note(message: str) -> None:
-    output.stderr.print(message)

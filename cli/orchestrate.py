@@ -180,12 +180,14 @@ def _specs(ctx: typer.Context, settings: Settings, serve_: bool, api_: bool = Tr
     config = config_arg(ctx)
     argv = [bin_path("candleflow"), "--home", str(home)]
     argv += ["--config", config] if config else []
-    if api_:  # it runs the flows `signals` and `collect` hand it: on this Prefect server
-        specs.append(_api_spec(settings, argv, env | {"PREFECT_API_URL": f"{prefect_url}/api"}))
+    # The children that run flows run them on this Prefect server: the signal service (what
+    # `signals` and `collect` hand it) and serve.
+    runs_flows = env | {"PREFECT_API_URL": f"{prefect_url}/api"}
+    if api_:
+        specs.append(_api_spec(settings, argv, runs_flows))
     if serve_:
-        env = env | {"PREFECT_API_URL": f"{prefect_url}/api"}
         # SIGINT: the runner's own Ctrl-C path (its SIGTERM path leaves a coroutine un-awaited)
-        specs.append(Spec("serve", [*argv, "serve"], env, stop_signal=signal.SIGINT))
+        specs.append(Spec("serve", [*argv, "serve"], runs_flows, stop_signal=signal.SIGINT))
     return specs
 
 
