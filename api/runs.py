@@ -84,12 +84,13 @@ class FlowRuns:
             state = flow(**params, return_state=True)
         result = state.result(raise_on_failure=False)
         if isinstance(result, UnitsFailedError):
-            return RunAnswer(outcome="units_failed", message=str(result), rows=_rows(result.rows))
+            rows = [r.fields_json() for r in result.rows]
+            return RunAnswer(outcome="units_failed", message=str(result), rows=rows)
         if isinstance(result, CandleflowError):
             return RunAnswer(outcome="error", message=str(result))
         if isinstance(result, BaseException):
             raise result
-        return RunAnswer(outcome="ok", rows=_rows(result))
+        return RunAnswer(outcome="ok", rows=[r.fields_json() for r in result])
 
 
 def _load_flows() -> None:
@@ -113,12 +114,6 @@ def _flow(kind: Kind, request: RunRequest, settings: Settings) -> tuple[Any, dic
     params = {"symbols": request.symbols, "timeframes": request.timeframes}
     params |= {"start": request.start, "end": request.end, "settings": settings}
     return configured(settings), params
-
-
-def _rows(reports: Any) -> list[dict[str, Any]]:
-    """Each report's fields, computed ones left out (they are worked out again on the other
-    side), in JSON types."""
-    return [r.model_dump(mode="json", exclude=set(type(r).model_computed_fields)) for r in reports]
 
 
 def add_run_routes(app: FastAPI, runs: FlowRuns) -> None:

@@ -62,6 +62,12 @@ class UnitReport(BaseModel):
         """The row a table shows: ``row()`` plus any column derived for it."""
         return self.row()
 
+    def fields_json(self) -> dict[str, Any]:
+        """The report's own fields in JSON types, without the computed columns: what another
+        process reads back into the same report with ``model_validate`` (the signal service's
+        answer to a command that handed it its run)."""
+        return self.model_dump(mode="json", exclude=set(type(self).model_computed_fields))
+
 
 def decision_word(promoted: bool | None, kind: str | None) -> str | None:
     """What the promotion gate did, in words: a champion kept is not "promoted False"."""

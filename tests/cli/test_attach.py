@@ -82,7 +82,7 @@ def test_a_failed_run_ends_the_command(settings, monkeypatch) -> None:
 def test_the_answer_reads_back_into_reports(settings, monkeypatch) -> None:
     _service(monkeypatch)
     row = SignalReport(symbol="BTCUSD", timeframe="1h", status="NO_MODEL")
-    dumped = row.model_dump(mode="json", exclude={"order"})
+    dumped = row.fields_json()
     seen = _answering(
         monkeypatch, lambda r: httpx.Response(200, json={"outcome": "ok", "rows": [dumped]})
     )

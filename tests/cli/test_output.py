@@ -317,3 +317,18 @@ def test_every_numeric_report_column_has_a_numeric_kind() -> None:
         n for n in numeric if COLUMNS.get(n) is None or COLUMNS[n].kind is Kind.TEXT
     )
     assert undeclared == []
+
+
+def test_every_report_reads_back_from_its_fields_json() -> None:
+    """What the signal service answers a command (``fields_json``) is the same report again on the
+    command's side, for every report type, computed columns included."""
+    from core import reports
+
+    signal = SignalReport(symbol="BTCUSD", timeframe="1h", status="OK", tier="BUY", order_id="x")
+    assert SignalReport.model_validate(json.loads(json.dumps(signal.fields_json()))) == signal
+    assert "order" not in signal.fields_json()
+    for model in vars(reports).values():
+        if isinstance(model, type) and issubclass(model, reports.UnitReport):
+            failed = model.failed("EURUSD", "1h", "broker down")
+            again = model.model_validate(json.loads(json.dumps(failed.fields_json())))
+            assert again.row() == failed.row(), model.__name__
